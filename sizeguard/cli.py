@@ -17,7 +17,11 @@ from sizeguard import __version__
 from sizeguard.errors import CommandError
 
 # Modules that contribute a command group, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("sizeguard.sandbox.commands", "sizeguard.keys_commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "sizeguard.sandbox.commands",
+    "sizeguard.keys_commands",
+    "sizeguard.policy_commands",
+)
 
 
 class Parser(argparse.ArgumentParser):

@@ -49,6 +49,16 @@ def register(subparsers: Any) -> None:
         help="days of history (14)",
     )
     up.add_argument(
+        "--metrics-step",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "sample interval of the history (default 60, raised automatically for large estates "
+            f"to keep the backfill under {lifecycle.SAMPLE_BUDGET:,} samples)"
+        ),
+    )
+    up.add_argument(
         "--no-kwok",
         action="store_true",
         help="do not run kube-scheduler and kwok (pods then stay Pending)",
@@ -84,6 +94,7 @@ def _up(args: argparse.Namespace) -> int:
             policies=args.policies.resolve(),
             history_days=args.history_days,
             kwok=not args.no_kwok,
+            metrics_step=args.metrics_step,
         )
     )
     for name, url in state.urls.items():

@@ -48,6 +48,7 @@ class UpOptions:
     policies: Path = DEFAULT_POLICIES
     history_days: int = HISTORY_DAYS
     kwok: bool = True
+    metrics_step: int | None = None  # seconds; None: 60, raised to fit SAMPLE_BUDGET
 
 
 Reporter = Callable[[str], None]
@@ -71,6 +72,11 @@ class _Up:
         self.report(f"==> {what} ...")
         yield
         self.report(f"    {what}: done in {time.monotonic() - start:.1f}s")
+
+    def start(self, name: str, argv: list[str]) -> Component:
+        """Start a component with its log in DIR/logs and DIR as its working directory."""
+        component = processes.start(name, argv, self.dir / "logs" / f"{name}.log", cwd=self.dir)
+        return self.started(component)
 
     def started(self, component: Component) -> Component:
         self.state.components.append(component)
@@ -121,7 +127,10 @@ def up(options: UpOptions, report: Reporter = _stderr) -> SandboxState:
     except BaseException as exc:
         failed = exc.component if isinstance(exc, StartError) else None
         if os.environ.get("SIZEGUARD_SANDBOX_KEEP_ON_FAILURE") == "1":
-            report(f"SIZEGUARD_SANDBOX_KEEP_ON_FAILURE=1: left running; stop with sandbox down --dir {run.dir}")
+            report(
+                "SIZEGUARD_SANDBOX_KEEP_ON_FAILURE=1: left running; "
+                f"stop it with 'sizeguard sandbox down --dir {run.dir}'"
+            )
         else:
             _teardown(run.state, report)
         if isinstance(exc, StartError) and failed is not None:
@@ -150,26 +159,23 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
     with run.step("OPA"):
         opa_port = processes.free_port()
         opa_url = f"http://127.0.0.1:{opa_port}"
-        opa = run.started(
-            processes.start(
-                "opa",
-                [
-                    str(found["opa"]),
-                    "run",
-                    "--server",
-                    "--addr",
-                    f"127.0.0.1:{opa_port}",
-                    "--watch",
-                    "--ignore",
-                    "*_test.rego",
-                    "--log-format",
-                    "json",
-                    "--log-level",
-                    "error",
-                    str(run.options.policies),
-                ],
-                logs / "opa.log",
-            )
+        opa = run.start(
+            "opa",
+            [
+                str(found["opa"]),
+                "run",
+                "--server",
+                "--addr",
+                f"127.0.0.1:{opa_port}",
+                "--watch",
+                "--ignore",
+                "*_test.rego",
+                "--log-format",
+                "json",
+                "--log-level",
+                "error",
+                str(run.options.policies),
+            ],
         )
         opa.url = opa_url
 
@@ -177,33 +183,30 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
         client_port, peer_port = processes.free_port(), processes.free_port()
         etcd_url = f"http://127.0.0.1:{client_port}"
         peer = f"http://127.0.0.1:{peer_port}"
-        etcd = run.started(
-            processes.start(
-                "etcd",
-                [
-                    str(found["etcd"]),
-                    "--name",
-                    "sandbox",
-                    "--data-dir",
-                    str(d / "etcd"),
-                    "--listen-client-urls",
-                    etcd_url,
-                    "--advertise-client-urls",
-                    etcd_url,
-                    "--listen-peer-urls",
-                    peer,
-                    "--initial-advertise-peer-urls",
-                    peer,
-                    "--initial-cluster",
-                    f"sandbox={peer}",
-                    "--unsafe-no-fsync",
-                    "--quota-backend-bytes",
-                    str(4 * 1024**3),
-                    "--log-level",
-                    "warn",
-                ],
-                logs / "etcd.log",
-            )
+        etcd = run.start(
+            "etcd",
+            [
+                str(found["etcd"]),
+                "--name",
+                "sandbox",
+                "--data-dir",
+                str(d / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"sandbox={peer}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+                "--log-level",
+                "warn",
+            ],
         )
         etcd.url = etcd_url
         processes.wait_until(
@@ -213,33 +216,30 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
     with run.step("kube-apiserver"):
         api_port = processes.free_port()
         api_url = f"https://127.0.0.1:{api_port}"
-        apiserver = run.started(
-            processes.start(
-                "kube-apiserver",
-                [
-                    str(found["kube-apiserver"]),
-                    f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--secure-port={api_port}",
-                    f"--tls-cert-file={serving.cert}",
-                    f"--tls-private-key-file={serving.key}",
-                    f"--client-ca-file={ca.cert_path}",
-                    "--authorization-mode=Node,RBAC",
-                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    f"--service-account-key-file={sa_pub}",
-                    f"--service-account-signing-key-file={sa_key}",
-                    "--service-cluster-ip-range=10.96.0.0/16",
-                    "--endpoint-reconciler-type=none",
-                    "--allow-privileged=true",
-                    "--profiling=false",
-                    f"--cert-dir={d / 'pki' / 'apiserver-generated'}",
-                    "--max-requests-inflight=1000",
-                    "--max-mutating-requests-inflight=500",
-                    "--v=0",
-                ],
-                logs / "kube-apiserver.log",
-            )
+        apiserver = run.start(
+            "kube-apiserver",
+            [
+                str(found["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={ca.cert_path}",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                f"--cert-dir={d / 'pki' / 'apiserver-generated'}",
+                "--max-requests-inflight=1000",
+                "--max-mutating-requests-inflight=500",
+                "--v=0",
+            ],
         )
         apiserver.url = api_url
         ca_ctx = _tls_context(ca.cert_path, admin.cert, admin.key)
@@ -261,71 +261,62 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
     with run.step("kube-controller-manager" + (", kube-scheduler, kwok" if use_kwok else "")):
         kcm_port = processes.free_port()
         controllers = "*" if use_kwok else "*,-node-lifecycle-controller"
-        controller_manager = run.started(
-            processes.start(
-                "kube-controller-manager",
-                [
-                    str(found["kube-controller-manager"]),
-                    f"--kubeconfig={kcm_kubeconfig}",
-                    f"--authentication-kubeconfig={kcm_kubeconfig}",
-                    f"--authorization-kubeconfig={kcm_kubeconfig}",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={kcm_port}",
-                    f"--service-account-private-key-file={sa_key}",
-                    f"--root-ca-file={ca.cert_path}",
-                    "--use-service-account-credentials=true",
-                    f"--controllers={controllers}",
-                    "--leader-elect=false",
-                    "--kube-api-qps=400",
-                    "--kube-api-burst=800",
-                    "--concurrent-deployment-syncs=10",
-                    "--concurrent-replicaset-syncs=10",
-                    "--concurrent-statefulset-syncs=10",
-                    f"--cert-dir={d / 'pki' / 'kcm-generated'}",
-                ],
-                logs / "kube-controller-manager.log",
-            )
+        controller_manager = run.start(
+            "kube-controller-manager",
+            [
+                str(found["kube-controller-manager"]),
+                f"--kubeconfig={kcm_kubeconfig}",
+                f"--authentication-kubeconfig={kcm_kubeconfig}",
+                f"--authorization-kubeconfig={kcm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--service-account-private-key-file={sa_key}",
+                f"--root-ca-file={ca.cert_path}",
+                "--use-service-account-credentials=true",
+                f"--controllers={controllers}",
+                "--leader-elect=false",
+                "--kube-api-qps=400",
+                "--kube-api-burst=800",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--concurrent-statefulset-syncs=10",
+                f"--cert-dir={d / 'pki' / 'kcm-generated'}",
+            ],
         )
         controller_manager.url = f"https://127.0.0.1:{kcm_port}"
         waits: list[tuple[Component, str]] = [(controller_manager, controller_manager.url)]
         if use_kwok:
             sched_port = processes.free_port()
-            sched = run.started(
-                processes.start(
-                    "kube-scheduler",
-                    [
-                        str(found["kube-scheduler"]),
-                        f"--kubeconfig={sched_kubeconfig}",
-                        f"--authentication-kubeconfig={sched_kubeconfig}",
-                        f"--authorization-kubeconfig={sched_kubeconfig}",
-                        "--bind-address=127.0.0.1",
-                        f"--secure-port={sched_port}",
-                        "--leader-elect=false",
-                        "--kube-api-qps=400",
-                        "--kube-api-burst=800",
-                        f"--cert-dir={d / 'pki' / 'scheduler-generated'}",
-                    ],
-                    logs / "kube-scheduler.log",
-                )
+            sched = run.start(
+                "kube-scheduler",
+                [
+                    str(found["kube-scheduler"]),
+                    f"--kubeconfig={sched_kubeconfig}",
+                    f"--authentication-kubeconfig={sched_kubeconfig}",
+                    f"--authorization-kubeconfig={sched_kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={sched_port}",
+                    "--leader-elect=false",
+                    "--kube-api-qps=400",
+                    "--kube-api-burst=800",
+                    f"--cert-dir={d / 'pki' / 'scheduler-generated'}",
+                ],
             )
             sched.url = f"https://127.0.0.1:{sched_port}"
             waits.append((sched, sched.url))
             kwok_port = processes.free_port()
-            kwok = run.started(
-                processes.start(
-                    "kwok",
-                    [
-                        str(found["kwok"]),
-                        f"--kubeconfig={kwok_kubeconfig}",
-                        "--manage-all-nodes=false",
-                        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                        "--cidr=10.244.0.0/16",
-                        "--node-ip=10.0.0.1",
-                        "--node-lease-duration-seconds=40",
-                        f"--server-address=127.0.0.1:{kwok_port}",
-                    ],
-                    logs / "kwok.log",
-                )
+            kwok = run.start(
+                "kwok",
+                [
+                    str(found["kwok"]),
+                    f"--kubeconfig={kwok_kubeconfig}",
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                    "--cidr=10.244.0.0/16",
+                    "--node-ip=10.0.0.1",
+                    "--node-lease-duration-seconds=40",
+                    f"--server-address=127.0.0.1:{kwok_port}",
+                ],
             )
             kwok.url = f"http://127.0.0.1:{kwok_port}"
             waits.append((kwok, kwok.url))
@@ -349,7 +340,9 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
     with run.step("Prometheus history"):
         prom_dir = d / "prometheus"
         (prom_dir / "data").mkdir(parents=True, exist_ok=True)
-        plan = _history_plan(the_estate, pods, replaced, run.options.history_days)
+        plan = _history_plan(
+            the_estate, pods, replaced, run.options.history_days, run.options.metrics_step
+        )
         run.report(
             f"    {len(plan.pods)} pods, {metrics.count_series(plan)} series, step {plan.step}s, "
             f"{run.options.history_days} days"
@@ -364,20 +357,17 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
         (prom_dir / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
         )
-        prometheus = run.started(
-            processes.start(
-                "prometheus",
-                [
-                    str(found["prometheus"]),
-                    f"--config.file={prom_dir / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={prom_dir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    "--storage.tsdb.retention.time=60d",
-                    "--query.max-samples=200000000",
-                    "--log.level=warn",
-                ],
-                logs / "prometheus.log",
-            )
+        prometheus = run.start(
+            "prometheus",
+            [
+                str(found["prometheus"]),
+                f"--config.file={prom_dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={prom_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--storage.tsdb.retention.time=60d",
+                "--query.max-samples=200000000",
+                "--log.level=warn",
+            ],
         )
         prometheus.url = prom_url
         processes.wait_until(
@@ -519,7 +509,11 @@ def _wait_for(
 
 
 def _history_plan(
-    the_estate: estate_mod.Estate, pods: list[dict[str, Any]], replaced: dict[str, str], days: int
+    the_estate: estate_mod.Estate,
+    pods: list[dict[str, Any]],
+    replaced: dict[str, str],
+    days: int,
+    fixed_step: int | None = None,
 ) -> metrics.Plan:
     """Map the live pods to their workloads and decide each one's lifetime in the history.
 
@@ -538,7 +532,7 @@ def _history_plan(
         staged.append((spec, pod, node))
     series = sum(2 + 6 * len(s.containers) for s, _, _ in staged) + 8 * len(replaced)
     samples_per_series = days * 1440
-    step = 60 * max(1, -(-series * samples_per_series // SAMPLE_BUDGET))
+    step = fixed_step or 60 * max(1, -(-series * samples_per_series // SAMPLE_BUDGET))
     end = int(time.time()) // step * step - step
     start = end - days * 86_400
     middle = start + (end - start) // 2 // step * step

@@ -1,0 +1,211 @@
+package sizeguard.admission_test
+
+import data.sizeguard.admission
+import data.sizeguard.lib
+
+mib := 1024 * 1024
+
+# The configuration of policies/data.json with some settings replaced.
+patched(settings) := object.union(lib.config, settings)
+
+state(replicas, cpu_request) := {
+	"replicas": replicas,
+	"containers": {"web": {
+		"cpu_request": cpu_request,
+		"cpu_limit": null,
+		"memory_request": 256 * mib,
+		"memory_limit": 512 * mib,
+	}},
+	"init_containers": {},
+	"min_replicas": null,
+	"max_replicas": null,
+}
+
+request(overrides) := object.union(
+	{
+		"uid": "req-1",
+		"operation": "UPDATE",
+		"user": "alice@example.com",
+		"groups": ["system:authenticated"],
+		"kind": "Deployment",
+		"namespace": "shop-prod",
+		"name": "web",
+		"subresource": "",
+		"dry_run": false,
+	},
+	overrides,
+)
+
+no_approval := {"present": false, "valid": false, "error": null, "claims": null}
+
+valid_approval := {"present": true, "valid": true, "error": null, "claims": {"cs": "cs-0123"}}
+
+admission_input(req, before, after, approval) := {
+	"request": req,
+	"before": before,
+	"after": after,
+	"approval": approval,
+	"context": {"labels": {}, "namespace_labels": {}},
+}
+
+# A 100m -> 250m CPU request change of shop-prod/web, admitted or not.
+cpu_change(req, approval) := admission_input(req, state(3, 100), state(3, 250), approval)
+
+test_unchanged_state_allowed if {
+	policy_input := admission_input(request({}), state(3, 100), state(3, 100), no_approval)
+	d := admission.decision with input as policy_input
+	d == {"allowed": true, "reasons": [], "warnings": []}
+}
+
+test_unguarded_operation_allowed if {
+	policy_input := {"request": request({"operation": "CREATE"}), "before": null, "after": state(3, 100)}
+	d := admission.decision with input as policy_input
+	d == {"allowed": true, "reasons": [], "warnings": []}
+}
+
+test_change_without_approval_denied if {
+	d := admission.decision with input as cpu_change(request({}), no_approval)
+	not d.allowed
+	d.reasons == [concat("", [
+		"sizeguard: CPU request change on shop-prod/web needs an approval; ",
+		"request one through the sizeguard MCP server",
+	])]
+}
+
+test_change_with_missing_approval_object_denied if {
+	d := admission.decision with input as object.remove(cpu_change(request({}), no_approval), ["approval"])
+	not d.allowed
+}
+
+test_change_with_valid_approval_allowed if {
+	d := admission.decision with input as cpu_change(request({}), valid_approval)
+	d.allowed
+	d.reasons == ["sizeguard: CPU request change on shop-prod/web admitted with a valid approval"]
+	d.warnings == [concat("", [
+		"sizeguard: CPU request of container web in shop-prod/web rises 150% (100m → 250m); ",
+		"changes beyond 100% deserve a careful review",
+	])]
+}
+
+test_invalid_approval_denied_with_its_error if {
+	approval := {"present": true, "valid": false, "error": "expired", "claims": null}
+	d := admission.decision with input as cpu_change(request({}), approval)
+	not d.allowed
+	d.reasons == [concat("", [
+		"sizeguard: the approval on shop-prod/web is not valid (expired); ",
+		"request a new one through the sizeguard MCP server",
+	])]
+}
+
+test_invalid_approval_without_error_code if {
+	d := admission.decision with input as cpu_change(request({}), {"present": true, "valid": false})
+	contains(d.reasons[0], "is not valid (invalid)")
+}
+
+test_dry_run_without_approval_allowed_with_warning if {
+	d := admission.decision with input as cpu_change(request({"dry_run": true}), no_approval)
+	d.allowed
+	d.reasons == ["sizeguard: dry run of the CPU request change on shop-prod/web admitted without a valid approval"]
+	concat("", [
+		"sizeguard: dry run admitted; the real CPU request change on shop-prod/web ",
+		"needs an approval from the sizeguard MCP server",
+	]) in d.warnings
+}
+
+test_dry_run_policy_violation_denied if {
+	policy_input := admission_input(request({"dry_run": true}), state(3, 100), state(3, 700), no_approval)
+	d := admission.decision with input as policy_input
+	not d.allowed
+	d.reasons == [concat("", [
+		"sizeguard: CPU request of container web in shop-prod/web rises 600% (100m → 700m); the limit is 500% ",
+		"[increase_too_large]; this is denied even with an approval, propose a change within policy",
+	])]
+}
+
+test_valid_approval_does_not_admit_a_policy_violation if {
+	policy_input := admission_input(request({}), state(3, 1000), state(3, 50), valid_approval)
+	d := admission.decision with input as policy_input
+	not d.allowed
+	count(d.reasons) == 1
+	contains(d.reasons[0], "[decrease_too_large]")
+}
+
+test_replicas_to_zero_in_production_denied_with_approval if {
+	policy_input := admission_input(request({}), state(1, 100), state(0, 100), valid_approval)
+	d := admission.decision with input as policy_input
+	not d.allowed
+	some reason in d.reasons
+	contains(reason, "[replicas_zero_in_production]")
+}
+
+test_production_by_namespace_label if {
+	labelled := object.union(
+		admission_input(request({"namespace": "payments"}), state(1, 100), state(0, 100), valid_approval),
+		{"context": {"namespace_labels": {"environment": "production"}}},
+	)
+	d := admission.decision with input as labelled
+	some reason in d.reasons
+	contains(reason, "[replicas_zero_in_production]")
+}
+
+test_frozen_namespace_denied_with_approval if {
+	d := admission.decision with input as cpu_change(request({"namespace": "kube-system"}), valid_approval)
+	not d.allowed
+	contains(d.reasons[0], "[namespace_frozen]")
+}
+
+test_break_glass_admitted_and_named if {
+	req := request({"user": "oncall", "groups": ["system:authenticated", "sizeguard:break-glass"]})
+	d := admission.decision with input as admission_input(req, state(3, 100), state(3, 900), no_approval)
+	d.allowed
+	reason := concat("", [
+		"sizeguard: break-glass: oncall (group sizeguard:break-glass) changed CPU request on shop-prod/web ",
+		"without an approval or policy checks; record why, and bring the workload back to an approved state ",
+		"through sizeguard",
+	])
+	d.reasons == [reason]
+	d.warnings == [reason]
+}
+
+test_scale_denied_by_default if {
+	policy_input := admission_input(request({"subresource": "scale"}), state(3, 100), state(5, 100), no_approval)
+	d := admission.decision with input as policy_input
+	d == {
+		"allowed": false,
+		"reasons": [concat("", [
+			"sizeguard: scale requests on shop-prod/web are denied for alice@example.com; ",
+			"change replicas through the sizeguard MCP server, which applies an approved change",
+		])],
+		"warnings": [],
+	}
+}
+
+test_scale_by_hpa_controller_allowed if {
+	hpa_user := "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+	req := request({"subresource": "scale", "user": hpa_user, "groups": ["system:serviceaccounts"]})
+	d := admission.decision with input as admission_input(req, state(3, 100), state(30, 100), no_approval)
+	d.allowed
+	d.reasons == [sprintf("sizeguard: scale of shop-prod/web by exempt principal %s admitted", [hpa_user])]
+}
+
+test_scale_by_exempt_group_allowed if {
+	req := request({"subresource": "scale", "user": "keda", "groups": ["autoscalers"]})
+	d := admission.decision with input as admission_input(req, state(3, 100), state(4, 100), no_approval)
+		with lib.config as patched({"admission": {"scale_exempt_principals": ["autoscalers"]}})
+	d.allowed
+}
+
+test_missing_groups_treated_as_none if {
+	d := admission.decision with input as cpu_change(object.remove(request({}), ["groups"]), valid_approval)
+	d.allowed
+}
+
+test_malformed_input_denied if {
+	d := admission.decision with input as {"request": request({}), "before": state(3, 100)}
+	d.allowed == false
+	startswith(d.reasons[0], "sizeguard: the admission input is malformed")
+	empty := admission.decision with input as {}
+	empty.allowed == false
+	nameless := admission.decision with input as {"request": request({"name": 7}), "before": {}, "after": {}}
+	nameless.allowed == false
+}

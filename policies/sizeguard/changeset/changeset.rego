@@ -1,0 +1,461 @@
+# METADATA
+# title: sizeguard change set policy
+# description: |
+#   Decides whether a proposed change set may be offered to a human for approval, how risky
+#   it is, and what the confirmation requires. Input and output shapes are documented in
+#   docs/policies.md; thresholds and patterns live in policies/data.json.
+#   The per-change rules (change_violations, change_warnings) are also applied by the
+#   admission policy to the single change the cluster is asked to admit.
+package sizeguard.changeset
+
+import data.sizeguard.lib
+
+# METADATA
+# title: Change set decision
+# description: |
+#   {allowed, risk, violations, warnings, requires}: allowed is true when there are no
+#   violations; each violation and warning is {code, target, message}.
+# entrypoint: true
+decision := {
+	"allowed": count(violations) == 0,
+	"risk": risk,
+	"violations": sort(violations),
+	"warnings": sort(warnings),
+	"requires": sort(requires),
+}
+
+# METADATA
+# scope: document
+# description: The changes of the input; [] when absent or not a list.
+default changes := []
+
+changes := input.changes if is_array(input.changes)
+
+# METADATA
+# description: The context of the input (capacity, labels, now); {} when absent.
+context := lib.object_or_empty(object.get(input, "context", {}))
+
+# METADATA
+# description: The risk levels, from a score of 0 upwards.
+risk_levels := ["low", "medium", "high", "critical"]
+
+# METADATA
+# description: A finding, the shape of every violation and warning.
+finding(code, target, message) := {"code": code, "target": target, "message": message}
+
+# METADATA
+# description: True when a change has the shape the rules need.
+well_formed(change) if {
+	is_string(change.target.kind)
+	is_string(change.target.namespace)
+	is_string(change.target.name)
+	is_object(change.before)
+	is_object(change.after)
+}
+
+# METADATA
+# description: |
+#   The facts the per-change rules need about a change's target: its key and short name,
+#   whether it is production or critical, and the namespace's thresholds, bounds and freeze.
+change_context(target, workload_labels, namespace_labels) := {
+	"key": lib.target_key(target),
+	"short": lib.target_short(target),
+	"namespace": target.namespace,
+	"production": lib.is_production(target.namespace, namespace_labels),
+	"critical": lib.is_critical(target.name, workload_labels),
+	"thresholds": lib.thresholds_for(target.namespace),
+	"bounds": lib.replica_bounds(target.namespace),
+	"frozen": lib.is_frozen(target.namespace),
+}
+
+# METADATA
+# description: The change context of each well-formed change, by its index in the input.
+contexts[i] := change_context(change.target, workload_labels, namespace_labels) if {
+	some i, change in changes
+	well_formed(change)
+	workload_labels := object.get(context, ["labels", lib.target_key(change.target)], {})
+	namespace_labels := object.get(context, ["namespaces", change.target.namespace, "labels"], {})
+}
+
+# METADATA
+# scope: document
+# description: Every violation of the change set.
+violations contains v if {
+	some i, cctx in contexts
+	some v in change_violations(changes[i], cctx)
+}
+
+violations contains finding("invalid_change", "", message) if {
+	some i, change in changes
+	not well_formed(change)
+	message := sprintf(
+		"change #%d is malformed: it needs target.kind, target.namespace, target.name and before/after objects",
+		[i + 1],
+	)
+}
+
+violations contains finding("invalid_input", "", "the input's changes must be a list of changes") if {
+	not is_array(input.changes)
+	input.changes
+}
+
+violations contains finding("empty_change_set", "", "the change set is empty; propose at least one change") if {
+	count(changes) == 0
+}
+
+violations contains finding("too_many_targets", "", message) if {
+	count(changes) > lib.config.max_targets
+	message := sprintf(
+		"the change set has %d targets; at most %d are allowed in one change set, split it",
+		[count(changes), lib.config.max_targets],
+	)
+}
+
+violations contains finding("duplicate_target", key, message) if {
+	keys := sort([cctx.key | some cctx in contexts])
+	some i in numbers.range(1, count(keys) - 1)
+	key := keys[i]
+	key == keys[i - 1]
+	message := sprintf("%s appears more than once in the change set; merge its changes into one", [key])
+}
+
+violations contains finding("exceeds_capacity", "", message) if {
+	capacity_known
+	some resource in ["cpu", "memory"]
+	delta := requested_delta[resource]
+	delta > 0
+	after := capacity.requested[resource] + delta
+	usable := (capacity.allocatable[resource] * (100 - lib.config.capacity.headroom_percent)) / 100
+	after > usable
+	message := sprintf(
+		concat("", [
+			"the change set adds %s of %s requests, bringing the cluster to %s of %s allocatable; ",
+			"with %v%% headroom at most %s may be requested",
+		]),
+		[
+			lib.format_value(resource, delta), resource_names[resource],
+			lib.format_value(resource, after), lib.format_value(resource, capacity.allocatable[resource]),
+			lib.config.capacity.headroom_percent, lib.format_value(resource, round(usable)),
+		],
+	)
+}
+
+violations contains finding("capacity_unknown", "", message) if {
+	not capacity_known
+	some resource in ["cpu", "memory"]
+	requested_delta[resource] > 0
+	message := sprintf(
+		"the change set adds %s requests but the context has no cluster capacity to check them against",
+		[resource_names[resource]],
+	)
+}
+
+# METADATA
+# description: Every warning of the change set.
+warnings contains w if {
+	some i, cctx in contexts
+	some w in change_warnings(changes[i], cctx)
+}
+
+# METADATA
+# scope: document
+# description: What approving this change set requires of the human, beyond a confirmation.
+requires contains "typed_confirmation" if {
+	some cctx in contexts
+	cctx.production
+}
+
+requires contains "typed_confirmation" if {
+	some cctx in contexts
+	cctx.critical
+}
+
+# METADATA
+# description: The cluster capacity from the context ({} when absent).
+capacity := lib.object_or_empty(object.get(context, "capacity", {}))
+
+# METADATA
+# description: Resource names as messages use them.
+resource_names := {"cpu": "CPU", "memory": "memory"}
+
+# METADATA
+# description: True when the context carries every capacity figure the capacity rule needs.
+capacity_known if {
+	is_number(capacity.nodes)
+	every resource in ["cpu", "memory"] {
+		is_number(capacity.allocatable[resource])
+		is_number(capacity.requested[resource])
+	}
+}
+
+# METADATA
+# description: |
+#   How much the whole change set adds to the cluster's requested CPU (millicores) and
+#   memory (bytes): per change, pods after x per-pod request after, minus the same before.
+requested_delta[resource] := sum([lib.request_delta(changes[i], resource, nodes) | some i, _ in contexts]) if {
+	some resource in ["cpu", "memory"]
+	nodes := object.get(capacity, "nodes", 1)
+}
+
+# METADATA
+# description: The highest risk score of any change (0 for an empty change set).
+risk_score := max({0} | {change_score(changes[i], cctx) | some i, cctx in contexts})
+
+# METADATA
+# description: The risk level of the change set.
+risk := risk_levels[min([risk_score, count(risk_levels) - 1])]
+
+# METADATA
+# description: |
+#   The risk score of one change: the size of its largest change (deny_size above the deny
+#   thresholds, warn_size above the warning thresholds) plus the production and critical
+#   workload weights when they apply. Weights live in config.risk.weights.
+change_score(change, cctx) := (size_score(change, cctx) + weight_if("production", cctx.production)) + weight_if(
+	"critical_workload",
+	cctx.critical,
+)
+
+# METADATA
+# scope: document
+# description: A risk weight from config.risk.weights when the condition holds, else 0.
+weight_if(name, true) := lib.config.risk.weights[name]
+
+weight_if(_, false) := 0
+
+# METADATA
+# description: The size part of a change's risk score.
+size_score(change, cctx) := max({0} | {weight |
+	some value in lib.changed_values(change.before, change.after)
+	level := size_level(lib.percent_change(value.before, value.after), cctx.thresholds)
+	weight := size_weights[level]
+})
+
+# METADATA
+# description: The risk weight of each size level (config.risk.weights).
+size_weights := {
+	"deny": lib.config.risk.weights.deny_size,
+	"warn": lib.config.risk.weights.warn_size,
+	"ok": 0,
+}
+
+# METADATA
+# description: |
+#   "deny" when a percentage change goes beyond the deny thresholds, "warn" when it goes
+#   beyond the warning ones, else "ok".
+size_level(pct, thresholds) := "deny" if pct > thresholds.deny_increase_percent
+
+else := "deny" if pct < 0 - thresholds.deny_decrease_percent
+
+else := "warn" if pct > thresholds.warn_increase_percent
+
+else := "warn" if pct < 0 - thresholds.warn_decrease_percent
+
+else := "ok"
+
+# METADATA
+# description: |
+#   Every violation of one change, given its context (see change_context). The admission
+#   policy applies this same function to the change it is asked to admit.
+change_violations(change, cctx) := union({
+	size_violations(change, cctx),
+	request_violations(change, cctx),
+	limit_violations(change, cctx),
+	replica_violations(change, cctx),
+	frozen_violations(cctx),
+	kept_limit_violations(change, cctx),
+})
+
+# METADATA
+# description: Every warning of one change, given its context.
+change_warnings(change, cctx) := union({
+	size_warnings(change, cctx),
+	removed_warnings(change, cctx),
+	target_warnings(cctx),
+})
+
+# METADATA
+# description: A message about the size of a change to one guarded value.
+size_message(value, cctx, pct, tail) := sprintf("%s of %s%s %s %s (%s → %s); %s", [
+	value.label, value.where, cctx.short,
+	direction(pct), lib.format_percent(pct),
+	lib.format_value(value.resource, value.before), lib.format_value(value.resource, value.after),
+	tail,
+])
+
+# METADATA
+# description: The verb for the direction of a change.
+direction(pct) := "rises" if pct > 0
+
+else := "falls"
+
+# METADATA
+# description: Increases and decreases beyond the deny thresholds.
+size_violations(change, cctx) := {finding(code, cctx.key, message) |
+	some value in lib.changed_values(change.before, change.after)
+	pct := lib.percent_change(value.before, value.after)
+	size_level(pct, cctx.thresholds) == "deny"
+	code := size_code(pct, "too_large")
+	limit := size_limit(pct, "deny", cctx.thresholds)
+	message := size_message(value, cctx, pct, sprintf("the limit is %v%%", [limit]))
+}
+
+# METADATA
+# description: Increases and decreases beyond the warning thresholds but within the deny ones.
+size_warnings(change, cctx) := {finding(code, cctx.key, message) |
+	some value in lib.changed_values(change.before, change.after)
+	pct := lib.percent_change(value.before, value.after)
+	size_level(pct, cctx.thresholds) == "warn"
+	code := size_code(pct, "large")
+	limit := size_limit(pct, "warn", cctx.thresholds)
+	message := size_message(value, cctx, pct, sprintf("changes beyond %v%% deserve a careful review", [limit]))
+}
+
+# METADATA
+# description: The code of a size finding, e.g. increase_too_large or decrease_large.
+size_code(pct, suffix) := concat("_", ["increase", suffix]) if pct > 0
+
+else := concat("_", ["decrease", suffix])
+
+# METADATA
+# description: The threshold a size finding refers to.
+size_limit(pct, level, thresholds) := thresholds[sprintf("%s_increase_percent", [level])] if pct > 0
+
+else := thresholds[sprintf("%s_decrease_percent", [level])]
+
+# METADATA
+# description: Requests that are set must be greater than zero, per container and resource.
+request_violations(change, cctx) := {finding("request_not_positive", cctx.key, message) |
+	some group, noun in lib.container_groups
+	some name, container in lib.containers_of(change.after, group)
+	some resource, label in resource_names
+	request := container[sprintf("%s_request", [resource])]
+	is_number(request)
+	request <= 0
+	message := sprintf(
+		"%s request of %s %s in %s is %s; a request must be greater than zero when set",
+		[label, noun, name, cctx.short, lib.format_value(resource, request)],
+	)
+}
+
+# METADATA
+# description: Limits must be at least the requests, per container and resource.
+limit_violations(change, cctx) := {finding("limit_below_request", cctx.key, message) |
+	some group, noun in lib.container_groups
+	some name, container in lib.containers_of(change.after, group)
+	some resource, label in resource_names
+	request := container[sprintf("%s_request", [resource])]
+	limit := container[sprintf("%s_limit", [resource])]
+	is_number(request)
+	is_number(limit)
+	limit < request
+	message := sprintf(
+		"%s limit of %s %s in %s (%s) is below its request (%s); a limit must be at least the request",
+		[label, noun, name, cctx.short, lib.format_value(resource, limit), lib.format_value(resource, request)],
+	)
+}
+
+# METADATA
+# description: Replica counts are never 0 in production, stay within bounds, HPA min <= max.
+replica_violations(change, cctx) := union({
+	zero_replica_violations(change, cctx),
+	bound_violations(change, cctx),
+	hpa_violations(change, cctx),
+})
+
+# METADATA
+# description: Replicas (or HPA minReplicas) never go to 0 in a production namespace.
+zero_replica_violations(change, cctx) := {finding("replicas_zero_in_production", cctx.key, message) |
+	cctx.production
+	some field in ["replicas", "min_replicas"]
+	change.after[field] == 0
+	change.before[field] != 0
+	message := sprintf(
+		"%s of %s would go to 0 in production namespace %s; keep at least one",
+		[lib.scalar_fields[field], cctx.short, cctx.namespace],
+	)
+}
+
+# METADATA
+# description: A changed replica count (or HPA min/max) stays within the namespace's bounds.
+bound_violations(change, cctx) := {finding("replicas_out_of_bounds", cctx.key, message) |
+	some field, label in lib.scalar_fields
+	value := change.after[field]
+	is_number(value)
+	value != object.get(change.before, field, null)
+	out_of_bounds(value, cctx.bounds)
+	message := sprintf(
+		"%s of %s would be %v; the allowed range is %v to %v",
+		[label, cctx.short, value, cctx.bounds.min, cctx.bounds.max],
+	)
+}
+
+# METADATA
+# scope: document
+# description: True when a replica count is outside {min, max}.
+out_of_bounds(value, bounds) if value < bounds.min
+
+out_of_bounds(value, bounds) if value > bounds.max
+
+# METADATA
+# description: An HPA's minReplicas must not exceed its maxReplicas.
+hpa_violations(change, cctx) := {finding("hpa_min_above_max", cctx.key, message) |
+	is_number(change.after.min_replicas)
+	is_number(change.after.max_replicas)
+	change.after.min_replicas > change.after.max_replicas
+	message := sprintf(
+		"HPA minReplicas of %s (%v) is above its maxReplicas (%v); min must not exceed max",
+		[cctx.short, change.after.min_replicas, change.after.max_replicas],
+	)
+}
+
+# METADATA
+# description: A frozen namespace (config.namespaces[ns].frozen) admits no change at all.
+frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
+	cctx.frozen
+	message := sprintf(
+		"namespace %s is frozen by policy; no change to %s is allowed until the freeze is lifted",
+		[cctx.namespace, cctx.short],
+	)
+}
+
+# METADATA
+# description: In production, the limits in config.production.keep_limits stay set.
+kept_limit_violations(change, cctx) := {finding("limit_removed_in_production", cctx.key, message) |
+	cctx.production
+	some value in lib.changed_values(change.before, change.after)
+	value.field in lib.config.production.keep_limits
+	is_number(value.before)
+	value.after == null
+	message := sprintf(
+		"%s of %s%s would be removed (%s → unset); keep it set in production",
+		[value.label, value.where, cctx.short, lib.format_value(value.resource, value.before)],
+	)
+}
+
+# METADATA
+# description: A guarded value that was set and becomes unset.
+removed_warnings(change, cctx) := {finding("value_removed", cctx.key, message) |
+	some value in lib.changed_values(change.before, change.after)
+	is_number(value.before)
+	value.after == null
+	message := sprintf(
+		"%s of %s%s is removed (%s → unset)",
+		[value.label, value.where, cctx.short, lib.format_value(value.resource, value.before)],
+	)
+}
+
+# METADATA
+# description: Production and critical targets, which need a typed confirmation.
+target_warnings(cctx) := {finding("production_namespace", cctx.key, message) |
+	cctx.production
+	message := sprintf(
+		"%s is in production namespace %s; confirm by typing %s",
+		[cctx.short, cctx.namespace, cctx.namespace],
+	)
+} | {finding("critical_workload", cctx.key, message) |
+	cctx.critical
+	message := sprintf(
+		"%s is a critical workload (database, queue, broker or controller); confirm by typing %s",
+		[cctx.short, cctx.namespace],
+	)
+}

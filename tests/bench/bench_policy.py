@@ -1,0 +1,263 @@
+"""Decision latency of sizeguard's policies through the Python client and a real OPA.
+
+Starts its own OPA (``opa run --server`` on a free 127.0.0.1 port, serving ``policies/``),
+then measures, through :class:`sizeguard.policy.PolicyClient` (one pooled connection):
+
+- the changeset decision for a 1-target and a 1,000-target change set (p50, p99, mean);
+- the admission decision for one change (what the webhook asks on every guarded UPDATE);
+- decisions per second, sequentially and with concurrent requests (AsyncPolicyClient).
+
+Run:  .venv/bin/python tests/bench/bench_policy.py [--rounds N] [--big-rounds N]
+Tools come from ${SIZEGUARD_TOOLS:-~/.cache/sizeguard/tools}/bin (scripts/install-tools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from sizeguard.policy import AsyncPolicyClient, PolicyClient  # noqa: E402
+from sizeguard.sandbox import tools  # noqa: E402
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+def state(replicas: int, cpu: int) -> dict[str, Any]:
+    return {
+        "replicas": replicas,
+        "containers": {
+            "app": {
+                "cpu_request": cpu,
+                "cpu_limit": cpu * 2,
+                "memory_request": 256 * MIB,
+                "memory_limit": 512 * MIB,
+            },
+            "proxy": {
+                "cpu_request": 50,
+                "cpu_limit": 100,
+                "memory_request": 64 * MIB,
+                "memory_limit": 128 * MIB,
+            },
+        },
+        "init_containers": {
+            "migrate": {
+                "cpu_request": 100,
+                "cpu_limit": None,
+                "memory_request": 128 * MIB,
+                "memory_limit": None,
+            }
+        },
+        "min_replicas": None,
+        "max_replicas": None,
+    }
+
+
+def change_set(targets: int) -> dict[str, Any]:
+    """A change set mixing production, critical and plain targets and change sizes."""
+    changes = []
+    for i in range(targets):
+        namespace = f"team-{i % 40}-prod" if i % 2 else f"team-{i % 40}"
+        name = f"redis-{i}" if i % 10 == 0 else f"svc-{i}"
+        after_cpu = 260 if i % 3 == 0 else 150
+        changes.append(
+            {
+                "target": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "namespace": namespace,
+                    "name": name,
+                    "uid": f"uid-{i}",
+                },
+                "before": state(3, 100),
+                "after": state(3, after_cpu),
+                "reason": "benchmark",
+                "source": "bench",
+            }
+        )
+    return {
+        "changes": changes,
+        "context": {
+            "now": "2026-11-21T12:00:00Z",
+            "namespaces": {},
+            "labels": {},
+            "capacity": {
+                "nodes": 200,
+                "allocatable": {"cpu": 10_000_000, "memory": 100_000 * GIB},
+                "requested": {"cpu": 100_000, "memory": 1_000 * GIB},
+            },
+        },
+    }
+
+
+def admission_request() -> dict[str, Any]:
+    return {
+        "request": {
+            "uid": "req-1",
+            "operation": "UPDATE",
+            "user": "sizeguard-server",
+            "groups": ["system:authenticated"],
+            "kind": "Deployment",
+            "namespace": "shop-prod",
+            "name": "web",
+            "subresource": "",
+            "dry_run": False,
+        },
+        "before": state(3, 100),
+        "after": state(3, 250),
+        "approval": {"present": True, "valid": True, "error": None, "claims": {}},
+        "context": {"labels": {}, "namespace_labels": {}},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextmanager
+def running_opa() -> Iterator[str]:
+    opa = tools.require("opa")["opa"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [
+                str(opa),
+                "run",
+                "--server",
+                "--skip-version-check",
+                "--log-level=error",
+                f"--addr=127.0.0.1:{port}",
+                str(REPO / "policies"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"OPA did not start:\n{log.read().decode(errors='replace')}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def measure(label: str, rounds: int, call: Callable[[], bool], expect: bool) -> list[float]:
+    for _ in range(min(5, rounds)):  # warm up: connection, OPA's caches
+        call()
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        allowed = call()
+        samples.append((time.perf_counter() - started) * 1000)
+        if allowed is not expect:
+            raise SystemExit(f"{label}: unexpected decision allowed={allowed}")
+    print(
+        f"{label:<34} n={rounds:<5} p50={percentile(samples, 50):8.2f} ms  "
+        f"p99={percentile(samples, 99):8.2f} ms  mean={statistics.fmean(samples):8.2f} ms  "
+        f"-> {1000 / statistics.fmean(samples):7.1f} decisions/s"
+    )
+    return samples
+
+
+async def concurrent_rate(url: str, policy_input: dict[str, Any], total: int, width: int) -> float:
+    async with AsyncPolicyClient(url, timeout=10) as client:
+        queue = iter(range(total))
+
+        async def worker() -> None:
+            for _ in queue:
+                decision = await client.changeset_decision(policy_input)
+                if decision.engine_error is not None:
+                    raise SystemExit(f"concurrent run failed: {decision.engine_error}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(width)))
+        return total / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=500, help="1-target / admission rounds")
+    parser.add_argument("--big-rounds", type=int, default=30, help="1,000-target rounds")
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+
+    # One log event per decision is the client's contract; keep it out of the timings.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    one, big, admission = change_set(1), change_set(1000), admission_request()
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"opa {tools.require('opa')['opa'].resolve().parent.parent.name}; "
+        f"loopback HTTP, one pooled connection"
+    )
+    with running_opa() as url, PolicyClient(url, timeout=30) as client:
+        measure(
+            "changeset, 1 target",
+            args.rounds,
+            lambda: client.changeset_decision(one).allowed,
+            expect=True,
+        )
+        # 1,000 targets exceed max_targets (50) in data.json: denied, but fully evaluated.
+        measure(
+            "changeset, 1,000 targets",
+            args.big_rounds,
+            lambda: client.changeset_decision(big).allowed,
+            expect=False,
+        )
+        measure(
+            "admission, 1 change",
+            args.rounds,
+            lambda: client.admission_decision(admission).allowed,
+            expect=True,
+        )
+        rate = asyncio.run(concurrent_rate(url, one, args.rounds, args.concurrency))
+        print(
+            f"{'changeset, 1 target, concurrent':<34} n={args.rounds:<5} "
+            f"{args.concurrency} in flight (AsyncPolicyClient) -> {rate:7.1f} decisions/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

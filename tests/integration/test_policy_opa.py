@@ -1,0 +1,444 @@
+"""sizeguard's policies evaluated by a real OPA through sizeguard.policy.
+
+``opa_url`` (tests/integration/conftest.py) is the sandbox's OPA, serving the repository's
+``policies/`` including data.json; ``SIZEGUARD_TEST_OPA_URL`` points it at an OPA of your
+own. The last tests start a second, private OPA on a free loopback port and stop it, to
+show that the client denies when OPA goes away.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from sizeguard.policy import AdmissionDecision, AsyncPolicyClient, ChangesetDecision, PolicyClient
+from sizeguard.sandbox import tools
+
+REPO = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+CAPACITY = {
+    "nodes": 3,
+    "allocatable": {"cpu": 12_000, "memory": 48 * GIB},
+    "requested": {"cpu": 4_000, "memory": 16 * GIB},
+}
+
+UNAVAILABLE = "sizeguard: the policy engine (OPA) is unavailable: "
+
+
+def state(
+    replicas: int | None, cpu_request: int, memory_request: int = 256 * MIB
+) -> dict[str, Any]:
+    return {
+        "replicas": replicas,
+        "containers": {
+            "app": {
+                "cpu_request": cpu_request,
+                "cpu_limit": None,
+                "memory_request": memory_request,
+                "memory_limit": 2 * GIB,
+            }
+        },
+        "init_containers": {},
+        "min_replicas": None,
+        "max_replicas": None,
+    }
+
+
+def change(
+    namespace: str,
+    name: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    kind: str = "Deployment",
+) -> dict[str, Any]:
+    return {
+        "target": {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "namespace": namespace,
+            "name": name,
+            "uid": f"uid-{namespace}-{name}",
+        },
+        "before": before,
+        "after": after,
+        "reason": "integration test",
+        "source": "test",
+    }
+
+
+def changeset_input(
+    *changes: dict[str, Any], capacity: dict[str, Any] = CAPACITY
+) -> dict[str, Any]:
+    return {
+        "changes": list(changes),
+        "context": {
+            "now": "2026-11-21T12:00:00Z",
+            "namespaces": {},
+            "labels": {},
+            "capacity": capacity,
+        },
+    }
+
+
+def admission_input(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    *,
+    approval: dict[str, Any] | None = None,
+    user: str = "alice@example.com",
+    groups: tuple[str, ...] = ("system:authenticated",),
+    subresource: str = "",
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    return {
+        "request": {
+            "uid": "req-1",
+            "operation": "UPDATE",
+            "user": user,
+            "groups": list(groups),
+            "kind": "Deployment",
+            "namespace": "shop-prod",
+            "name": "web",
+            "subresource": subresource,
+            "dry_run": dry_run,
+        },
+        "before": before,
+        "after": after,
+        "approval": approval or {"present": False, "valid": False, "error": None, "claims": None},
+        "context": {"labels": {}, "namespace_labels": {}},
+    }
+
+
+VALID = {"present": True, "valid": True, "error": None, "claims": {"cs": "cs-0123456789abcdef0123"}}
+
+
+@pytest.fixture(scope="module")
+def opa(opa_url: str) -> Iterator[PolicyClient]:
+    with PolicyClient(opa_url, timeout=5) as client:
+        yield client
+
+
+def codes(decision: ChangesetDecision) -> set[str]:
+    return {v.code for v in decision.violations}
+
+
+# --- the examples the project started from -----------------------------------------------
+
+
+def test_production_increase_100m_to_250m_needs_typed_confirmation(opa: PolicyClient) -> None:
+    decision = opa.changeset_decision(
+        changeset_input(change("shop-prod", "web", state(3, 100), state(3, 250)))
+    )
+    assert decision.engine_error is None
+    assert decision.allowed is True
+    assert decision.requires == ["typed_confirmation"]
+    assert decision.risk == "high"  # the same change outside production is "medium"
+    outside = opa.changeset_decision(
+        changeset_input(change("shop", "web", state(3, 100), state(3, 250)))
+    )
+    assert (outside.allowed, outside.risk, outside.requires) == (True, "medium", [])
+
+
+def test_600_percent_increase_denied(opa: PolicyClient) -> None:
+    decision = opa.changeset_decision(
+        changeset_input(change("shop-prod", "web", state(3, 100), state(3, 700)))
+    )
+    assert decision.allowed is False
+    assert [v.model_dump() for v in decision.violations] == [
+        {
+            "code": "increase_too_large",
+            "target": "Deployment/shop-prod/web",
+            "message": (
+                "CPU request of container app in shop-prod/web rises 600% (100m → 700m); "
+                "the limit is 500%"
+            ),
+        }
+    ]
+
+
+def test_95_percent_decrease_denied(opa: PolicyClient) -> None:
+    decision = opa.changeset_decision(
+        changeset_input(change("shop", "api", state(3, 1000, 2 * GIB), state(3, 1000, 100 * MIB)))
+    )
+    assert decision.allowed is False
+    assert codes(decision) == {"decrease_too_large"}
+    assert "memory request of container app in shop/api falls 95.1% (2Gi → 100Mi)" in (
+        decision.violations[0].message
+    )
+
+
+def test_database_in_production_is_critical(opa: PolicyClient) -> None:
+    decision = opa.changeset_decision(
+        changeset_input(
+            change("shop-prod", "orders-postgres", state(1, 500), state(1, 600), kind="StatefulSet")
+        )
+    )
+    assert decision.allowed is True
+    assert decision.risk == "critical"
+    assert decision.requires == ["typed_confirmation"]
+    assert {w.code for w in decision.warnings} == {"production_namespace", "critical_workload"}
+
+
+def test_change_beyond_cluster_capacity_denied(opa: PolicyClient) -> None:
+    # 3 replicas x +2500m = +7500m; 4000m + 7500m = 11500m > 12000m less 10% headroom
+    decision = opa.changeset_decision(
+        changeset_input(change("shop", "web", state(3, 500), state(3, 3000)))
+    )
+    assert decision.allowed is False
+    assert codes(decision) == {"exceeds_capacity"}
+    assert decision.violations[0].target == ""
+    assert "with 10% headroom at most 10800m may be requested" in decision.violations[0].message
+
+
+def test_daemonset_capacity_counts_nodes(opa: PolicyClient) -> None:
+    big = {**CAPACITY, "nodes": 40}
+    decision = opa.changeset_decision(
+        changeset_input(
+            change("infra", "log-agent", state(None, 100), state(None, 300), kind="DaemonSet"),
+            capacity=big,
+        )
+    )
+    # 40 nodes x +200m = +8000m on top of 4000m > 10800m
+    assert codes(decision) == {"exceeds_capacity"}
+
+
+# --- more of the rules -------------------------------------------------------------------
+
+
+def test_several_rules_in_one_change_set(opa: PolicyClient) -> None:
+    decision = opa.changeset_decision(
+        changeset_input(
+            change("shop-prod", "web", state(2, 100), state(0, 100)),
+            change("kube-system", "coredns", state(2, 100), state(2, 110)),
+            change("shop", "api", state(2, 100), state(2, 0)),
+        )
+    )
+    assert decision.allowed is False
+    assert codes(decision) == {
+        "replicas_zero_in_production",
+        "decrease_too_large",
+        "namespace_frozen",
+        "request_not_positive",
+    }
+
+
+def test_empty_change_set_denied(opa: PolicyClient) -> None:
+    decision = opa.changeset_decision(changeset_input())
+    assert (decision.allowed, codes(decision)) == (False, {"empty_change_set"})
+
+
+def test_too_many_targets_denied(opa: PolicyClient) -> None:
+    changes = [change(f"team-{i:03}", "web", state(1, 100), state(1, 110)) for i in range(51)]
+    decision = opa.changeset_decision(changeset_input(*changes))
+    assert codes(decision) == {"too_many_targets"}
+
+
+def test_input_built_by_the_contract_module(opa: PolicyClient) -> None:
+    from sizeguard.changes import ChangeSet, ResourceChange, guarded_state, target_of
+
+    def deployment(cpu: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"namespace": "shop-prod", "name": "web", "uid": "u-1"},
+            "spec": {
+                "replicas": 3,
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "web", "resources": {"requests": {"cpu": cpu}}},
+                        ]
+                    }
+                },
+            },
+        }
+
+    old, new = deployment("100m"), deployment("250m")
+    change_set = ChangeSet(
+        changes=(
+            ResourceChange(
+                target=target_of(old),
+                before=guarded_state(old),
+                after=guarded_state(new),
+                reason="right-size",
+                source="test",
+            ),
+        )
+    )
+    policy_input = {**change_set.model_dump(mode="json"), "context": {"capacity": CAPACITY}}
+    decision = opa.changeset_decision(policy_input)
+    assert (decision.allowed, decision.risk, decision.requires) == (
+        True,
+        "high",
+        ["typed_confirmation"],
+    )
+
+
+# --- admission ---------------------------------------------------------------------------
+
+
+def test_admission_unchanged_state_admitted(opa: PolicyClient) -> None:
+    decision = opa.admission_decision(admission_input(state(3, 100), state(3, 100)))
+    assert decision == AdmissionDecision(allowed=True, reasons=[], warnings=[])
+
+
+def test_admission_change_needs_an_approval(opa: PolicyClient) -> None:
+    decision = opa.admission_decision(admission_input(state(3, 100), state(3, 250)))
+    assert decision.allowed is False
+    assert decision.reasons == [
+        "sizeguard: CPU request change on shop-prod/web needs an approval; "
+        "request one through the sizeguard MCP server"
+    ]
+
+
+def test_admission_valid_approval_admitted(opa: PolicyClient) -> None:
+    decision = opa.admission_decision(admission_input(state(3, 100), state(3, 250), approval=VALID))
+    assert decision.allowed is True
+
+
+def test_admission_valid_approval_does_not_admit_a_policy_violation(opa: PolicyClient) -> None:
+    decision = opa.admission_decision(admission_input(state(3, 100), state(3, 700), approval=VALID))
+    assert decision.allowed is False
+    assert all(reason.startswith("sizeguard: ") for reason in decision.reasons)
+    assert "[increase_too_large]" in decision.reasons[0]
+
+
+def test_admission_dry_run_without_approval_admitted_with_warning(opa: PolicyClient) -> None:
+    decision = opa.admission_decision(admission_input(state(3, 100), state(3, 250), dry_run=True))
+    assert decision.allowed is True
+    assert any("dry run admitted" in warning for warning in decision.warnings)
+    violating = opa.admission_decision(admission_input(state(3, 100), state(3, 700), dry_run=True))
+    assert violating.allowed is False
+
+
+def test_admission_scale_denied_except_for_the_hpa_controller(opa: PolicyClient) -> None:
+    denied = opa.admission_decision(
+        admission_input(state(3, 100), state(5, 100), subresource="scale")
+    )
+    assert denied.allowed is False
+    assert "scale requests on shop-prod/web are denied" in denied.reasons[0]
+    hpa = opa.admission_decision(
+        admission_input(
+            state(3, 100),
+            state(30, 100),
+            subresource="scale",
+            user="system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        )
+    )
+    assert hpa.allowed is True
+
+
+def test_admission_break_glass_admitted_and_named(opa: PolicyClient) -> None:
+    decision = opa.admission_decision(
+        admission_input(
+            state(3, 100),
+            state(3, 900),
+            user="oncall",
+            groups=("system:authenticated", "sizeguard:break-glass"),
+        )
+    )
+    assert decision.allowed is True
+    assert "break-glass: oncall (group sizeguard:break-glass)" in decision.reasons[0]
+    assert decision.warnings == decision.reasons
+
+
+def test_async_client_agrees_with_sync(opa: PolicyClient, opa_url: str) -> None:
+    cs = changeset_input(change("shop-prod", "web", state(3, 100), state(3, 250)))
+    adm = admission_input(state(3, 100), state(3, 250), dry_run=True)
+
+    async def main() -> tuple[ChangesetDecision, AdmissionDecision]:
+        async with AsyncPolicyClient(opa_url, timeout=5) as client:
+            return await client.changeset_decision(cs), await client.admission_decision(adm)
+
+    changeset, admission = anyio.run(main)
+    assert changeset == opa.changeset_decision(cs)
+    assert admission == opa.admission_decision(adm)
+
+
+# --- OPA going away ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def private_opa(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A second OPA serving policies/, on a free loopback port, killed by the test."""
+    opa_binary = tools.require("opa")["opa"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "opa.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(opa_binary),
+            "run",
+            "--server",
+            "--skip-version-check",
+            "--log-level=error",
+            f"--addr=127.0.0.1:{port}",
+            str(REPO / "policies"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, (tmp_path / "opa.log").read_text()
+            assert time.monotonic() < deadline, "OPA did not become healthy"
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+def test_client_denies_once_opa_is_stopped(
+    private_opa: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = private_opa
+    cs = changeset_input(change("shop-prod", "web", state(3, 100), state(3, 250)))
+    adm = admission_input(state(3, 100), state(3, 250), approval=VALID)
+    with PolicyClient(url, timeout=1) as client:
+        assert client.changeset_decision(cs).allowed is True
+        assert client.admission_decision(adm).allowed is True
+
+        process.kill()
+        process.wait(timeout=10)
+
+        changeset = client.changeset_decision(cs)
+        admission = client.admission_decision(adm)
+
+    assert changeset.allowed is False
+    assert changeset.violations[0].code == "policy_unavailable"
+    assert changeset.violations[0].message.startswith(UNAVAILABLE)
+    assert admission.allowed is False
+    assert admission.reasons[0].startswith(UNAVAILABLE)
+    assert admission.reasons[0].endswith("; the change is denied")
+
+    async def main() -> AdmissionDecision:
+        async with AsyncPolicyClient(url, timeout=1) as client:
+            return await client.admission_decision(adm)
+
+    assert anyio.run(main).allowed is False
