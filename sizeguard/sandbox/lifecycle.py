@@ -165,6 +165,8 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
                 str(found["opa"]),
                 "run",
                 "--server",
+                # No outbound version check: the sandbox talks to 127.0.0.1 only.
+                "--skip-version-check",
                 "--addr",
                 f"127.0.0.1:{opa_port}",
                 "--watch",

@@ -2,11 +2,12 @@ package sizeguard.admission_test
 
 import data.sizeguard.admission
 import data.sizeguard.lib
+import data.sizeguard.lib_test
 
 mib := 1024 * 1024
 
 # The configuration of policies/data.json with some settings replaced.
-patched(settings) := object.union(lib.config, settings)
+patched(settings) := object.union(lib_test.fixture, settings)
 
 state(replicas, cpu_request) := {
 	"replicas": replicas,
@@ -53,18 +54,18 @@ cpu_change(req, approval) := admission_input(req, state(3, 100), state(3, 250), 
 
 test_unchanged_state_allowed if {
 	policy_input := admission_input(request({}), state(3, 100), state(3, 100), no_approval)
-	d := admission.decision with input as policy_input
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	d == {"allowed": true, "reasons": [], "warnings": []}
 }
 
 test_unguarded_operation_allowed if {
 	policy_input := {"request": request({"operation": "CREATE"}), "before": null, "after": state(3, 100)}
-	d := admission.decision with input as policy_input
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	d == {"allowed": true, "reasons": [], "warnings": []}
 }
 
 test_change_without_approval_denied if {
-	d := admission.decision with input as cpu_change(request({}), no_approval)
+	d := admission.decision with input as cpu_change(request({}), no_approval) with lib.config as lib_test.fixture
 	not d.allowed
 	d.reasons == [concat("", [
 		"sizeguard: CPU request change on shop-prod/web needs an approval; ",
@@ -74,11 +75,12 @@ test_change_without_approval_denied if {
 
 test_change_with_missing_approval_object_denied if {
 	d := admission.decision with input as object.remove(cpu_change(request({}), no_approval), ["approval"])
+		with lib.config as lib_test.fixture
 	not d.allowed
 }
 
 test_change_with_valid_approval_allowed if {
-	d := admission.decision with input as cpu_change(request({}), valid_approval)
+	d := admission.decision with input as cpu_change(request({}), valid_approval) with lib.config as lib_test.fixture
 	d.allowed
 	d.reasons == ["sizeguard: CPU request change on shop-prod/web admitted with a valid approval"]
 	d.warnings == [concat("", [
@@ -89,7 +91,7 @@ test_change_with_valid_approval_allowed if {
 
 test_invalid_approval_denied_with_its_error if {
 	approval := {"present": true, "valid": false, "error": "expired", "claims": null}
-	d := admission.decision with input as cpu_change(request({}), approval)
+	d := admission.decision with input as cpu_change(request({}), approval) with lib.config as lib_test.fixture
 	not d.allowed
 	d.reasons == [concat("", [
 		"sizeguard: the approval on shop-prod/web is not valid (expired); ",
@@ -99,11 +101,13 @@ test_invalid_approval_denied_with_its_error if {
 
 test_invalid_approval_without_error_code if {
 	d := admission.decision with input as cpu_change(request({}), {"present": true, "valid": false})
+		with lib.config as lib_test.fixture
 	contains(d.reasons[0], "is not valid (invalid)")
 }
 
 test_dry_run_without_approval_allowed_with_warning if {
 	d := admission.decision with input as cpu_change(request({"dry_run": true}), no_approval)
+		with lib.config as lib_test.fixture
 	d.allowed
 	d.reasons == ["sizeguard: dry run of the CPU request change on shop-prod/web admitted without a valid approval"]
 	concat("", [
@@ -114,7 +118,7 @@ test_dry_run_without_approval_allowed_with_warning if {
 
 test_dry_run_policy_violation_denied if {
 	policy_input := admission_input(request({"dry_run": true}), state(3, 100), state(3, 700), no_approval)
-	d := admission.decision with input as policy_input
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	not d.allowed
 	d.reasons == [concat("", [
 		"sizeguard: CPU request of container web in shop-prod/web rises 600% (100m → 700m); the limit is 500% ",
@@ -124,7 +128,7 @@ test_dry_run_policy_violation_denied if {
 
 test_valid_approval_does_not_admit_a_policy_violation if {
 	policy_input := admission_input(request({}), state(3, 1000), state(3, 50), valid_approval)
-	d := admission.decision with input as policy_input
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	not d.allowed
 	count(d.reasons) == 1
 	contains(d.reasons[0], "[decrease_too_large]")
@@ -132,7 +136,7 @@ test_valid_approval_does_not_admit_a_policy_violation if {
 
 test_replicas_to_zero_in_production_denied_with_approval if {
 	policy_input := admission_input(request({}), state(1, 100), state(0, 100), valid_approval)
-	d := admission.decision with input as policy_input
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	not d.allowed
 	some reason in d.reasons
 	contains(reason, "[replicas_zero_in_production]")
@@ -143,13 +147,14 @@ test_production_by_namespace_label if {
 		admission_input(request({"namespace": "payments"}), state(1, 100), state(0, 100), valid_approval),
 		{"context": {"namespace_labels": {"environment": "production"}}},
 	)
-	d := admission.decision with input as labelled
+	d := admission.decision with input as labelled with lib.config as lib_test.fixture
 	some reason in d.reasons
 	contains(reason, "[replicas_zero_in_production]")
 }
 
 test_frozen_namespace_denied_with_approval if {
 	d := admission.decision with input as cpu_change(request({"namespace": "kube-system"}), valid_approval)
+		with lib.config as lib_test.fixture
 	not d.allowed
 	contains(d.reasons[0], "[namespace_frozen]")
 }
@@ -157,6 +162,7 @@ test_frozen_namespace_denied_with_approval if {
 test_break_glass_admitted_and_named if {
 	req := request({"user": "oncall", "groups": ["system:authenticated", "sizeguard:break-glass"]})
 	d := admission.decision with input as admission_input(req, state(3, 100), state(3, 900), no_approval)
+		with lib.config as lib_test.fixture
 	d.allowed
 	reason := concat("", [
 		"sizeguard: break-glass: oncall (group sizeguard:break-glass) changed CPU request on shop-prod/web ",
@@ -169,7 +175,7 @@ test_break_glass_admitted_and_named if {
 
 test_scale_denied_by_default if {
 	policy_input := admission_input(request({"subresource": "scale"}), state(3, 100), state(5, 100), no_approval)
-	d := admission.decision with input as policy_input
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	d == {
 		"allowed": false,
 		"reasons": [concat("", [
@@ -184,6 +190,7 @@ test_scale_by_hpa_controller_allowed if {
 	hpa_user := "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
 	req := request({"subresource": "scale", "user": hpa_user, "groups": ["system:serviceaccounts"]})
 	d := admission.decision with input as admission_input(req, state(3, 100), state(30, 100), no_approval)
+		with lib.config as lib_test.fixture
 	d.allowed
 	d.reasons == [sprintf("sizeguard: scale of shop-prod/web by exempt principal %s admitted", [hpa_user])]
 }
@@ -197,15 +204,18 @@ test_scale_by_exempt_group_allowed if {
 
 test_missing_groups_treated_as_none if {
 	d := admission.decision with input as cpu_change(object.remove(request({}), ["groups"]), valid_approval)
+		with lib.config as lib_test.fixture
 	d.allowed
 }
 
 test_malformed_input_denied if {
 	d := admission.decision with input as {"request": request({}), "before": state(3, 100)}
+		with lib.config as lib_test.fixture
 	d.allowed == false
 	startswith(d.reasons[0], "sizeguard: the admission input is malformed")
-	empty := admission.decision with input as {}
+	empty := admission.decision with input as {} with lib.config as lib_test.fixture
 	empty.allowed == false
 	nameless := admission.decision with input as {"request": request({"name": 7}), "before": {}, "after": {}}
+		with lib.config as lib_test.fixture
 	nameless.allowed == false
 }

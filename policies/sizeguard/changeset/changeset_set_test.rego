@@ -4,6 +4,7 @@ package sizeguard.changeset_test
 
 import data.sizeguard.changeset
 import data.sizeguard.lib
+import data.sizeguard.lib_test
 
 hpa(min_replicas, max_replicas) := {
 	"replicas": null,
@@ -17,7 +18,7 @@ daemonset(cpu) := deployment(null, cpu)
 
 test_replicas_to_zero_in_production_denied if {
 	policy_input := changes_input([change("Deployment", "shop-prod", "web", deployment(2, 100), deployment(0, 100))])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	codes(d.violations) == {"replicas_zero_in_production", "decrease_too_large"}
 	some v in d.violations
 	v.code == "replicas_zero_in_production"
@@ -26,14 +27,14 @@ test_replicas_to_zero_in_production_denied if {
 
 test_replicas_to_zero_outside_production_is_only_a_size_violation if {
 	policy_input := changes_input([change("Deployment", "shop", "web", deployment(2, 100), deployment(0, 100))])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	codes(d.violations) == {"decrease_too_large"}
 }
 
 test_replicas_above_bound_denied if {
 	roomy := {"nodes": 50, "allocatable": {"cpu": 500000, "memory": 500 * gib}, "requested": capacity.requested}
 	changes := [change("Deployment", "shop", "web", deployment(100, 100), deployment(250, 100))]
-	d := changeset.decision with input as within(changes, roomy)
+	d := changeset.decision with input as within(changes, roomy) with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "replicas_out_of_bounds",
 		"target": "Deployment/shop/web",
@@ -50,13 +51,13 @@ test_replicas_below_namespace_bound_denied if {
 
 test_unchanged_replicas_out_of_bounds_not_reported if {
 	policy_input := changes_input([change("Deployment", "shop", "web", deployment(250, 100), deployment(250, 110))])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.allowed
 }
 
 test_hpa_min_above_max_denied if {
 	policy_input := changes_input([change("HorizontalPodAutoscaler", "shop", "web", hpa(2, 10), hpa(8, 6))])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	codes(d.violations) == {"hpa_min_above_max"}
 	some v in d.violations
 	v.code == "hpa_min_above_max"
@@ -65,12 +66,12 @@ test_hpa_min_above_max_denied if {
 
 test_hpa_min_to_zero_in_production_denied if {
 	policy_input := changes_input([change("HorizontalPodAutoscaler", "shop-prod", "web", hpa(2, 10), hpa(0, 10))])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	"replicas_zero_in_production" in codes(d.violations)
 }
 
 test_empty_change_set_denied if {
-	d := changeset.decision with input as changes_input([])
+	d := changeset.decision with input as changes_input([]) with lib.config as lib_test.fixture
 	d == {
 		"allowed": false,
 		"risk": "low",
@@ -85,17 +86,18 @@ test_empty_change_set_denied if {
 }
 
 test_missing_changes_denied if {
-	d := changeset.decision with input as {}
+	d := changeset.decision with input as {} with lib.config as lib_test.fixture
 	codes(d.violations) == {"empty_change_set"}
 }
 
 test_changes_not_a_list_denied if {
-	d := changeset.decision with input as {"changes": "all of them"}
+	d := changeset.decision with input as {"changes": "all of them"} with lib.config as lib_test.fixture
 	codes(d.violations) == {"empty_change_set", "invalid_input"}
 }
 
 test_malformed_change_denied if {
 	d := changeset.decision with input as changes_input([{"target": {"kind": "Deployment"}}])
+		with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "invalid_change",
 		"target": "",
@@ -115,7 +117,7 @@ test_too_many_targets_denied if {
 
 test_duplicate_target_denied if {
 	policy_input := changes_input([web_change("shop", 100, 110), web_change("shop", 100, 120)])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "duplicate_target",
 		"target": "Deployment/shop/web",
@@ -126,6 +128,7 @@ test_duplicate_target_denied if {
 test_exceeds_cpu_capacity_denied if {
 	# 3 replicas x +2500m = +7500m; 4000m + 7500m = 11500m > 90% of 12000m
 	d := changeset.decision with input as changes_input([web_change("shop", 500, 3000)])
+		with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "exceeds_capacity",
 		"target": "",
@@ -149,24 +152,25 @@ test_exceeds_memory_capacity_denied if {
 test_daemonset_capacity_counts_nodes if {
 	# 3 nodes x +2000m = +6000m; 4000m + 6000m = 10000m fits within 10800m
 	fits_input := changes_input([change("DaemonSet", "shop", "agent", daemonset(1000), daemonset(3000))])
-	fits := changeset.decision with input as fits_input
+	fits := changeset.decision with input as fits_input with lib.config as lib_test.fixture
 	fits.allowed
 
 	# 3 nodes x +2400m = +7200m exceeds it
 	exceeds_input := changes_input([change("DaemonSet", "shop", "agent", daemonset(1000), daemonset(3400))])
-	exceeds := changeset.decision with input as exceeds_input
+	exceeds := changeset.decision with input as exceeds_input with lib.config as lib_test.fixture
 	codes(exceeds.violations) == {"exceeds_capacity"}
 }
 
 test_decrease_fits_even_over_capacity if {
 	full := {"nodes": 1, "allocatable": {"cpu": 1000, "memory": gib}, "requested": {"cpu": 5000, "memory": 2 * gib}}
 	policy_input := {"changes": [web_change("shop", 200, 150)], "context": {"capacity": full}}
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.allowed
 }
 
 test_unknown_capacity_denies_increases if {
 	d := changeset.decision with input as {"changes": [web_change("shop", 100, 150)], "context": {}}
+		with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "capacity_unknown",
 		"target": "",
@@ -176,5 +180,6 @@ test_unknown_capacity_denies_increases if {
 
 test_unknown_capacity_allows_decreases if {
 	d := changeset.decision with input as {"changes": [web_change("shop", 200, 150)]}
+		with lib.config as lib_test.fixture
 	d.allowed
 }

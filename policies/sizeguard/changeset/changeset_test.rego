@@ -2,11 +2,12 @@ package sizeguard.changeset_test
 
 import data.sizeguard.changeset
 import data.sizeguard.lib
+import data.sizeguard.lib_test
 
 mib := 1024 * 1024
 
 # The configuration of policies/data.json with some settings replaced.
-patched(settings) := object.union(lib.config, settings)
+patched(settings) := object.union(lib_test.fixture, settings)
 
 gib := 1024 * mib
 
@@ -55,6 +56,7 @@ codes(findings) := {finding.code | some finding in findings}
 # The example the project started from: 100m -> 250m CPU in a production namespace.
 test_production_increase_needs_typed_confirmation if {
 	d := changeset.decision with input as changes_input([web_change("shop-prod", 100, 250)])
+		with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "high"
 	d.requires == ["typed_confirmation"]
@@ -64,11 +66,13 @@ test_production_increase_needs_typed_confirmation if {
 
 test_small_change_is_low_risk if {
 	d := changeset.decision with input as changes_input([web_change("shop", 100, 120)])
+		with lib.config as lib_test.fixture
 	d == {"allowed": true, "risk": "low", "violations": [], "warnings": [], "requires": []}
 }
 
 test_warned_change_is_medium_risk if {
 	d := changeset.decision with input as changes_input([web_change("shop", 100, 250)])
+		with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "medium"
 	d.requires == []
@@ -76,6 +80,7 @@ test_warned_change_is_medium_risk if {
 
 test_increase_over_500_percent_denied if {
 	d := changeset.decision with input as changes_input([web_change("shop-prod", 100, 700)])
+		with lib.config as lib_test.fixture
 	not d.allowed
 	d.violations == [{
 		"code": "increase_too_large",
@@ -87,12 +92,14 @@ test_increase_over_500_percent_denied if {
 
 test_increase_of_exactly_500_percent_allowed if {
 	d := changeset.decision with input as changes_input([web_change("shop", 100, 600)])
+		with lib.config as lib_test.fixture
 	d.allowed
 	codes(d.warnings) == {"increase_large"}
 }
 
 test_decrease_over_90_percent_denied if {
 	d := changeset.decision with input as changes_input([web_change("shop", 1000, 50)])
+		with lib.config as lib_test.fixture
 	not d.allowed
 	d.violations == [{
 		"code": "decrease_too_large",
@@ -104,6 +111,7 @@ test_decrease_over_90_percent_denied if {
 
 test_large_decrease_warned if {
 	d := changeset.decision with input as changes_input([web_change("shop", 1000, 400)])
+		with lib.config as lib_test.fixture
 	d.allowed
 	d.warnings == [{
 		"code": "decrease_large",
@@ -117,7 +125,7 @@ test_large_decrease_warned if {
 
 test_database_in_production_is_critical if {
 	policy_input := changes_input([change("StatefulSet", "shop-prod", "postgres", deployment(1, 500), deployment(1, 600))])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "critical"
 	d.requires == ["typed_confirmation"]
@@ -125,19 +133,21 @@ test_database_in_production_is_critical if {
 }
 
 test_critical_by_workload_label if {
-	d := changeset.decision with input as {
+	policy_input := {
 		"changes": [web_change("shop", 100, 120)],
 		"context": {"capacity": capacity, "labels": {"Deployment/shop/web": {"sizeguard.io/critical": "true"}}},
 	}
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.risk == "high"
 	d.requires == ["typed_confirmation"]
 }
 
 test_production_by_namespace_label if {
-	d := changeset.decision with input as {
+	policy_input := {
 		"changes": [web_change("payments", 100, 120)],
 		"context": {"capacity": capacity, "namespaces": {"payments": {"labels": {"environment": "production"}}}},
 	}
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.risk == "medium"
 	d.requires == ["typed_confirmation"]
 }
@@ -152,6 +162,7 @@ test_namespace_threshold_override if {
 
 test_frozen_namespace_denies_every_change if {
 	d := changeset.decision with input as changes_input([web_change("kube-system", 100, 110)])
+		with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "namespace_frozen",
 		"target": "Deployment/kube-system/web",
@@ -165,7 +176,7 @@ test_frozen_namespace_denies_every_change if {
 test_limit_below_request_denied if {
 	after := object.union(deployment(3, 100), {"containers": {"web": web(800, 500)}})
 	policy_input := changes_input([change("Deployment", "shop", "web", deployment(3, 100), after)])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	codes(d.violations) == {"limit_below_request", "increase_too_large"}
 	some v in d.violations
 	v.code == "limit_below_request"
@@ -177,6 +188,7 @@ test_limit_below_request_denied if {
 
 test_request_not_positive_denied if {
 	d := changeset.decision with input as changes_input([web_change("shop", 100, 0)])
+		with lib.config as lib_test.fixture
 	codes(d.violations) == {"request_not_positive", "decrease_too_large"}
 	some v in d.violations
 	v.code == "request_not_positive"
@@ -186,7 +198,7 @@ test_request_not_positive_denied if {
 test_removed_value_warned if {
 	after := object.union(deployment(3, 100), {"containers": {"web": {"memory_limit": null}}})
 	policy_input := changes_input([change("Deployment", "shop", "web", deployment(3, 100), after)])
-	d := changeset.decision with input as policy_input
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.allowed
 	d.warnings == [{
 		"code": "value_removed",
@@ -198,7 +210,7 @@ test_removed_value_warned if {
 test_memory_limit_removal_in_production_denied if {
 	after := object.union(deployment(3, 100), {"containers": {"web": {"memory_limit": null}}})
 	changes := [change("Deployment", "shop-prod", "web", deployment(3, 100), after)]
-	d := changeset.decision with input as changes_input(changes)
+	d := changeset.decision with input as changes_input(changes) with lib.config as lib_test.fixture
 	d.violations == [{
 		"code": "limit_removed_in_production",
 		"target": "Deployment/shop-prod/web",

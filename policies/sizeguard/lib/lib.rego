@@ -61,6 +61,7 @@ else := 0
 #   config.production.namespace_patterns, or one of its labels has a value listed in
 #   config.production.namespace_labels.
 is_production(namespace, namespace_labels) if {
+	count(config.production.namespace_patterns) > 0
 	regex.match(production_name_regex, namespace)
 }
 
@@ -77,6 +78,7 @@ else := false
 #   the value of one of config.critical.name_label_keys matches config.critical.name_patterns,
 #   or one of its labels has a value listed in config.critical.labels.
 is_critical(name, workload_labels) if {
+	count(config.critical.name_patterns) > 0
 	regex.match(critical_name_regex, name)
 }
 
@@ -86,6 +88,7 @@ else if {
 }
 
 else if {
+	count(config.critical.name_patterns) > 0
 	some key in config.critical.name_label_keys
 	regex.match(critical_name_regex, object_or_empty(workload_labels)[key])
 }
@@ -101,7 +104,9 @@ production_name_regex := any_of(config.production.namespace_patterns)
 critical_name_regex := any_of(config.critical.name_patterns)
 
 # METADATA
-# description: One regular expression matching what any of the given ones matches.
+# description: |
+#   One regular expression matching what any of the given ones matches. Callers check that
+#   the list is not empty: the empty expression would match everything.
 any_of(patterns) := concat("|", [sprintf("(?:%s)", [pattern]) | some pattern in patterns])
 
 # METADATA

@@ -31,45 +31,57 @@ test_null_safe_helpers if {
 }
 
 test_production_by_name if {
-	lib.is_production("shop-prod", {})
-	lib.is_production("prod-payments", {})
-	lib.is_production("production-eu", {})
-	lib.is_production("prod", null)
+	lib.is_production("shop-prod", {}) with lib.config as fixture
+	lib.is_production("prod-payments", {}) with lib.config as fixture
+	lib.is_production("production-eu", {}) with lib.config as fixture
+	lib.is_production("prod", null) with lib.config as fixture
 }
 
 test_production_by_label if {
-	lib.is_production("payments", {"environment": "production"})
-	lib.is_production("payments", {"sizeguard.io/production": "true"})
+	lib.is_production("payments", {"environment": "production"}) with lib.config as fixture
+	lib.is_production("payments", {"sizeguard.io/production": "true"}) with lib.config as fixture
 }
 
 test_not_production if {
-	not lib.is_production("staging", {"environment": "staging"})
-	not lib.is_production("product-catalog", {})
-	not lib.is_production("reprod", null)
+	not lib.is_production("staging", {"environment": "staging"}) with lib.config as fixture
+	not lib.is_production("product-catalog", {}) with lib.config as fixture
+	not lib.is_production("reprod", null) with lib.config as fixture
 }
 
 test_critical_by_name if {
-	lib.is_critical("postgres", {})
-	lib.is_critical("orders-postgresql-primary", {})
-	lib.is_critical("redis-cache", {})
-	lib.is_critical("kafka", {})
-	lib.is_critical("orders-db", {})
-	lib.is_critical("cert-manager-controller", {})
-	lib.is_critical("prometheus-operator", {})
+	lib.is_critical("postgres", {}) with lib.config as fixture
+	lib.is_critical("orders-postgresql-primary", {}) with lib.config as fixture
+	lib.is_critical("redis-cache", {}) with lib.config as fixture
+	lib.is_critical("kafka", {}) with lib.config as fixture
+	lib.is_critical("orders-db", {}) with lib.config as fixture
+	lib.is_critical("cert-manager-controller", {}) with lib.config as fixture
+	lib.is_critical("prometheus-operator", {}) with lib.config as fixture
 }
 
 test_critical_by_label if {
-	lib.is_critical("orders", {"sizeguard.io/critical": "true"})
+	lib.is_critical("orders", {"sizeguard.io/critical": "true"}) with lib.config as fixture
 }
 
 test_critical_by_name_label if {
-	lib.is_critical("orders-store", {"app.kubernetes.io/name": "mongodb"})
+	lib.is_critical("orders-store", {"app.kubernetes.io/name": "mongodb"}) with lib.config as fixture
 }
 
 test_not_critical if {
-	not lib.is_critical("web", {"app.kubernetes.io/name": "web", "sizeguard.io/critical": "false"})
-	not lib.is_critical("dbadmin-ui", null)
-	not lib.is_critical("controller-ui", {})
+	web_labels := {"app.kubernetes.io/name": "web", "sizeguard.io/critical": "false"}
+	not lib.is_critical("web", web_labels) with lib.config as fixture
+	not lib.is_critical("dbadmin-ui", null) with lib.config as fixture
+	not lib.is_critical("controller-ui", {}) with lib.config as fixture
+}
+
+test_empty_pattern_lists_match_nothing if {
+	no_patterns := object.union(fixture, {
+		"production": {"namespace_patterns": []},
+		"critical": {"name_patterns": []},
+	})
+	not lib.is_production("shop-prod", {}) with lib.config as no_patterns
+	lib.is_production("shop-prod", {"environment": "prod"}) with lib.config as no_patterns
+	not lib.is_critical("postgres", {"app": "postgres"}) with lib.config as no_patterns
+	lib.is_critical("postgres", {"sizeguard.io/critical": "true"}) with lib.config as no_patterns
 }
 
 test_percent_change if {
@@ -87,18 +99,18 @@ test_percent_change_undefined if {
 
 test_namespace_overrides if {
 	overrides := {"payments-prod": {"thresholds": {"deny_increase_percent": 200}, "replicas": {"max": 10}}}
-	patched := object.union(lib.config, {"namespaces": overrides})
+	patched := object.union(fixture, {"namespaces": overrides})
 	thresholds := lib.thresholds_for("payments-prod") with lib.config as patched
 	thresholds.deny_increase_percent == 200
 	thresholds.deny_decrease_percent == 90
 	bounds := lib.replica_bounds("payments-prod") with lib.config as patched
 	bounds == {"min": 0, "max": 10}
-	lib.thresholds_for("shop") == lib.config.thresholds
+	lib.thresholds_for("shop") == fixture.thresholds with lib.config as fixture
 }
 
 test_frozen if {
-	lib.is_frozen("kube-system")
-	not lib.is_frozen("shop-prod")
+	lib.is_frozen("kube-system") with lib.config as fixture
+	not lib.is_frozen("shop-prod") with lib.config as fixture
 }
 
 test_changed_values if {
