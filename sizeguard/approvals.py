@@ -217,6 +217,33 @@ def generate_signing_key() -> SigningKey:
     return SigningKey(jwk_thumbprint(private_key.public_key()), private_key)
 
 
+# Encodings of the Ed25519 points of small order (and their sign-bit twins). Under such a
+# "public key" a signature can be forged for any message, so a JWKS listing one is refused.
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    )
+)
+_FIELD_PRIME = 2**255 - 19
+
+
+def _reject_weak(raw: bytes, where: str) -> None:
+    """Refuse small-order and non-canonical Ed25519 public keys."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if raw in _SMALL_ORDER or y >= _FIELD_PRIME:
+        raise ValueError(f"{where}: not a usable Ed25519 public key (small order or non-canonical)")
+
+
 def _parse_jwk(jwk: object, index: int) -> tuple[str, Ed25519PublicKey]:
     where = f"JWKS keys[{index}]"
     if not isinstance(jwk, Mapping):
@@ -237,6 +264,7 @@ def _parse_jwk(jwk: object, index: int) -> tuple[str, Ed25519PublicKey]:
         raw = b""
     if len(raw) != 32:
         raise ValueError(f"{where}: 'x' is not a base64url Ed25519 public key")
+    _reject_weak(raw, where)
     public_key = Ed25519PublicKey.from_public_bytes(raw)
     kid = jwk_thumbprint(public_key)
     if jwk.get("kid") != kid:
@@ -250,6 +278,7 @@ class TrustedKeys:
     def __init__(self, public_keys: Iterable[Ed25519PublicKey]) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
         for public_key in public_keys:
+            _reject_weak(public_key.public_bytes_raw(), "trusted key")
             kid = jwk_thumbprint(public_key)
             if kid in self._keys:
                 raise ValueError(f"key {kid} is listed twice")
@@ -500,6 +529,10 @@ class ApprovalClaims(BaseModel):
     cs: Annotated[str, Field(pattern=r"^cs-[0-9a-f]{20}$")]
     op: Op
     target: Target
+    # metadata.generation of the object when the approval was minted (None for kinds that
+    # have none, such as HPAs). Any later spec change raises the generation, so an approval
+    # cannot be replayed after a rollback restored its ``from`` state.
+    gen: Annotated[int, Field(ge=0, le=2**53 - 1)] | None = None
     from_: GuardedState = Field(alias="from")
     to: GuardedState
 
@@ -521,9 +554,13 @@ def mint_approval(
     before: GuardedState,
     after: GuardedState,
     subject: str,
+    generation: int | None = None,
     now: float | None = None,
 ) -> str:
-    """Sign an approval for one object's transition ``before`` -> ``after``."""
+    """Sign an approval for one object's transition ``before`` -> ``after``.
+
+    ``generation`` is the live object's ``metadata.generation`` (None for HPAs, which have
+    none); the approval is valid only while the object still has that generation."""
     if before == after:
         raise ValueError(f"{target.ref()}: nothing to approve, before and after are equal")
     issued = int(time.time() if now is None else now)
@@ -538,6 +575,7 @@ def mint_approval(
             "cs": change_set_id,
             "op": op,
             "target": target,
+            "gen": generation,
             "from": before,
             "to": after,
         }
@@ -563,10 +601,11 @@ def mint_for_change(
     change_set_id: str,
     op: Op,
     subject: str,
+    generation: int | None = None,
     now: float | None = None,
 ) -> str:
     """Approve one change of a change set: ``apply`` goes before -> after, ``rollback``
-    after -> before."""
+    after -> before. ``generation``: the live object's ``metadata.generation``."""
     before, after = (
         (change.before, change.after) if op == "apply" else (change.after, change.before)
     )
@@ -578,6 +617,7 @@ def mint_for_change(
         before=before,
         after=after,
         subject=subject,
+        generation=generation,
         now=now,
     )
 
@@ -651,6 +691,15 @@ def _describe(expected: GuardedState, actual: GuardedState) -> str:
     return "approved → actual: " + "; ".join(lines[:4]) + more
 
 
+def _generation(obj: Mapping[str, Any]) -> int | None:
+    """``metadata.generation`` if it is a non-negative integer, else None."""
+    metadata = obj.get("metadata")
+    value = metadata.get("generation") if isinstance(metadata, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
 def _check_object(
     claims: ApprovalClaims,
     *,
@@ -680,6 +729,15 @@ def _check_object(
             "wrong_uid",
             f"the approval is for another {approved.ref()} (uid {approved.uid}); this one has "
             f"uid {old_target.uid}, so it was deleted and recreated since the approval",
+            claims,
+        )
+    old_generation = _generation(old_object)
+    if claims.gen != old_generation:
+        return _fail(
+            "from_mismatch",
+            f"the object changed since the approval (generation {old_generation}, approved at "
+            f"{claims.gen}): an approval is good for one transition of one object version; "
+            "approve the change again",
             claims,
         )
     try:

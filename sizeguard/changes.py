@@ -70,6 +70,9 @@ class GuardedState(BaseModel):
     init_containers: dict[NonEmpty, ContainerResources]
     min_replicas: Count | None
     max_replicas: Count | None
+    # HPA only: "apiVersion/kind/name" of spec.scaleTargetRef. Retargeting an HPA changes
+    # which workload it scales (and so that workload's replicas), so it is guarded too.
+    scale_target: NonEmpty | None = None
 
 
 class Target(BaseModel):
@@ -127,6 +130,10 @@ class ResourceChange(BaseModel):
         for field in ("replicas", "min_replicas", "max_replicas"):
             if (getattr(self.before, field) is None) != (getattr(self.after, field) is None):
                 raise ValueError(f"{self.target.ref()}: {field} is set on only one of before/after")
+        if self.before.scale_target != self.after.scale_target:
+            raise ValueError(
+                f"{self.target.ref()}: a change may not retarget an HPA (scaleTargetRef)"
+            )
         return self
 
 
@@ -271,12 +278,17 @@ def _hpa_state(obj: Mapping[str, Any]) -> GuardedState:
     max_replicas = _count(spec, "maxReplicas", "spec", None)
     if max_replicas is None:
         raise ValueError("spec.maxReplicas: required for a HorizontalPodAutoscaler")
+    ref = _mapping(spec.get("scaleTargetRef"), "spec.scaleTargetRef")
+    parts = [ref.get(key) for key in ("apiVersion", "kind", "name")]
+    if not all(isinstance(part, str) and part for part in parts):
+        raise ValueError("spec.scaleTargetRef: apiVersion, kind and name must be non-empty strings")
     return GuardedState(
         replicas=None,
         containers={},
         init_containers={},
         min_replicas=_count(spec, "minReplicas", "spec", 1),
         max_replicas=max_replicas,
+        scale_target="/".join(str(part) for part in parts),
     )
 
 
@@ -286,6 +298,8 @@ def guarded_state(obj: Mapping[str, Any]) -> GuardedState:
     obj = _mapping(obj, "")
     api_version = obj.get("apiVersion")
     kind = obj.get("kind")
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        raise ValueError("unsupported object: apiVersion and kind must be strings")
     if api_version == WORKLOAD_API_VERSION and kind in WORKLOAD_KINDS:
         return _workload_state(obj, str(kind))
     if api_version == HPA_API_VERSION and kind == HPA_KIND:
@@ -355,6 +369,8 @@ def describe_changes(before: GuardedState, after: GuardedState) -> list[str]:
         old, new = getattr(before, field), getattr(after, field)
         if old != new:
             lines.append(_line(label, old, new, str))
+    if before.scale_target != after.scale_target:
+        lines.append(f"HPA scaleTargetRef: {before.scale_target} → {after.scale_target}")
     for group, noun in (("containers", "container"), ("init_containers", "init container")):
         old_group: dict[str, ContainerResources] = getattr(before, group)
         new_group: dict[str, ContainerResources] = getattr(after, group)

@@ -67,11 +67,15 @@ _QUANTITY_RE: Final = re.compile(
     r"(?:(?P<binary>[KMGTPE]i)|[eE](?P<exp>[+-]?[0-9]+)|(?P<decimal>[numkMGTPE]))?"
 )
 
-# With at most MAX_QUANTITY_LENGTH characters the mantissa m of a non-zero quantity satisfies
-# 10**-64 <= |m| < 10**64. Any exponent above this bound is out of range whatever m is; any
-# exponent below its negation yields 0 < |value| < 10**-9, which rounds to the same integer for
-# every exponent that small. Clamping keeps the arithmetic cheap for inputs like "1e-999999999".
-_EXPONENT_BOUND: Final = 200
+# Decimal exponents are refused beyond +-30. Kubernetes parses the exponent as int64 and then
+# truncates it to int32, so "16e-4294967296" means 16 CPUs to the API server and scheduler;
+# clamping such an exponent (as a tiny value) would read it as 1m and let a huge change through
+# as "unchanged". No canonical Kubernetes spelling needs an exponent this large: refusing it
+# fails closed (the object cannot be approved until it is spelled normally).
+_EXPONENT_BOUND: Final = 30
+# Leading zeros do not count towards MAX_QUANTITY_LENGTH (Kubernetes stores "000...01" as
+# written), but the whole string is still capped so that parsing stays cheap.
+MAX_RAW_LENGTH: Final = 1024
 
 
 def _wrong_type(value: object) -> ValueError:
@@ -90,10 +94,12 @@ def parse_quantity(value: object) -> Fraction:
         raise _wrong_type(value)
     if isinstance(value, int):
         return Fraction(value)
-    if len(value) > MAX_QUANTITY_LENGTH:
+    significant = value[1:] if value[:1] in ("+", "-") else value
+    significant = significant.lstrip("0")
+    if len(value) > MAX_RAW_LENGTH or len(significant) > MAX_QUANTITY_LENGTH:
         raise ValueError(
             f"invalid quantity {value[:MAX_QUANTITY_LENGTH]!r}...: longer than "
-            f"{MAX_QUANTITY_LENGTH} characters"
+            f"{MAX_QUANTITY_LENGTH} significant characters"
         )
     match = _QUANTITY_RE.fullmatch(value)
     if match is None:
@@ -110,9 +116,11 @@ def parse_quantity(value: object) -> Fraction:
         return mantissa * (1 << _BINARY_SUFFIXES[match["binary"]])
     if match["exp"] is not None:
         exponent = int(match["exp"])
-        if exponent > _EXPONENT_BOUND:
-            raise ValueError(f"invalid quantity {value!r}: out of range")
-        exponent = max(exponent, -_EXPONENT_BOUND)
+        if not -_EXPONENT_BOUND <= exponent <= _EXPONENT_BOUND:
+            raise ValueError(
+                f"invalid quantity {value!r}: decimal exponent outside +-{_EXPONENT_BOUND} "
+                "(Kubernetes would wrap it to a different value)"
+            )
     else:
         exponent = _DECIMAL_SUFFIXES[match["decimal"] or ""]
     scale = Fraction(10**exponent) if exponent >= 0 else Fraction(1, 10**-exponent)

@@ -112,6 +112,7 @@ def mint(
         before=guarded_state(old),
         after=guarded_state(new),
         subject="alice@example.com",
+        generation=old["metadata"].get("generation"),
         now=now,
     )
 
@@ -205,7 +206,7 @@ def test_claims_follow_the_design(key: SigningKey) -> None:
         options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
     )
     assert set(claims) == {
-        "iss", "sub", "jti", "iat", "nbf", "exp", "cs", "op", "target", "from", "to",
+        "iss", "sub", "jti", "iat", "nbf", "exp", "cs", "op", "target", "gen", "from", "to",
     }  # fmt: skip
     assert claims["iss"] == "sizeguard"
     assert claims["iat"] == claims["nbf"] == NOW
@@ -599,6 +600,29 @@ def test_to_differs_in_spelling_only_is_ok(key: SigningKey, trusted: TrustedKeys
     assert_code(verify(token, trusted, OLD, respelled), "ok")
 
 
+def _with_generation(obj: dict[str, Any], generation: int) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "generation": generation}}
+
+
+def test_replay_after_a_rollback_is_refused(key: SigningKey, trusted: TrustedKeys) -> None:
+    """A -> B approved and applied, then rolled back B -> A: the A -> B token must not apply
+    again, although the object is back in its ``from`` state."""
+    a1, b2, a3 = (
+        _with_generation(OLD, 1),
+        _with_generation(NEW, 2),
+        _with_generation(OLD, 3),
+    )
+    forward = mint(key, a1, b2)
+    back = mint(key, b2, a3)
+    assert_code(verify(forward, trusted, a1, b2), "ok")
+    assert_code(verify(back, trusted, b2, a3, now=NOW + 20), "ok")
+    replay = verify(forward, trusted, a3, _with_generation(NEW, 4), now=NOW + 30)
+    assert_code(replay, "from_mismatch")
+    assert "generation" in replay.message
+    # A token minted without a generation does not approve an object that has one.
+    assert_code(verify(mint(key, OLD, NEW), trusted, a1, b2), "from_mismatch")
+
+
 def test_replay_after_the_change_was_applied(key: SigningKey, trusted: TrustedKeys) -> None:
     token = mint(key)
     assert_code(verify(token, trusted, OLD, NEW), "ok")
@@ -629,7 +653,11 @@ def test_hpa_transition(key: SigningKey, trusted: TrustedKeys) -> None:
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": "web", "namespace": "shop", "uid": "hpa-uid"},
-            "spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": min_replicas,
+                "maxReplicas": max_replicas,
+            },
         }
 
     token = mint(key, hpa(2, 10), hpa(4, 10))
@@ -920,3 +948,21 @@ def test_arbitrary_strings_never_verify(trusted: TrustedKeys, text: str) -> None
     result = verify(text, trusted)
     assert not result.ok
     assert result.code in {"missing", "malformed", "unknown_key", "bad_signature"}
+
+
+@pytest.mark.parametrize(
+    "raw_hex",
+    [
+        "01" + "00" * 31,  # the identity point
+        "00" * 32,  # order 4
+        "ec" + "ff" * 30 + "7f",  # y = -1, order 2
+        "ed" + "ff" * 30 + "7f",  # y = p: non-canonical
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    ],
+)
+def test_weak_public_keys_are_refused(raw_hex: str) -> None:
+    """Under a small-order key, x||0 signs anything: such a JWKS entry must be refused."""
+    x = base64.urlsafe_b64encode(bytes.fromhex(raw_hex)).rstrip(b"=").decode()
+    document = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k"}]}
+    with pytest.raises(ValueError, match="small order or non-canonical"):
+        TrustedKeys.from_jwks(document)

@@ -70,7 +70,9 @@ def workload(
 
 
 def hpa(min_replicas: Any = 2, max_replicas: Any = 10) -> dict[str, Any]:
-    spec: dict[str, Any] = {"scaleTargetRef": {"kind": "Deployment", "name": "web"}}
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    }
     if min_replicas is not None:
         spec["minReplicas"] = min_replicas
     if max_replicas is not None:
@@ -159,6 +161,7 @@ def test_json_shape_matches_contract() -> None:
         "init_containers": {},
         "min_replicas": None,
         "max_replicas": None,
+        "scale_target": None,
     }
 
 
@@ -208,9 +211,43 @@ def test_other_resources_are_not_guarded() -> None:
 
 def test_hpa() -> None:
     assert guarded_state(hpa()) == GuardedState(
-        replicas=None, containers={}, init_containers={}, min_replicas=2, max_replicas=10
+        replicas=None,
+        containers={},
+        init_containers={},
+        min_replicas=2,
+        max_replicas=10,
+        scale_target="apps/v1/Deployment/web",
     )
     assert guarded_state(hpa(min_replicas=None)).min_replicas == 1
+
+
+def test_retargeting_an_hpa_changes_its_guarded_state() -> None:
+    """Pointing an HPA at another workload changes that workload's replicas: guarded."""
+    moved = hpa()
+    moved["spec"]["scaleTargetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "db"}
+    assert guarded_state(moved) != guarded_state(hpa())
+    assert describe_changes(guarded_state(hpa()), guarded_state(moved)) == [
+        "HPA scaleTargetRef: apps/v1/Deployment/web → apps/v1/Deployment/db"
+    ]
+    with pytest.raises(ValueError, match="retarget"):
+        ResourceChange(
+            target=target_of(hpa()),
+            before=guarded_state(hpa()),
+            after=guarded_state(moved),
+            reason="",
+            source="test",
+        )
+    missing = hpa()
+    del missing["spec"]["scaleTargetRef"]
+    with pytest.raises(ValueError, match="scaleTargetRef"):
+        guarded_state(missing)
+
+
+def test_a_non_string_kind_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="must be strings"):
+        guarded_state({**hpa(), "kind": []})
+    with pytest.raises(ValueError, match="must be strings"):
+        guarded_state({**hpa(), "apiVersion": {"a": 1}})
 
 
 def test_spellings_give_equal_states() -> None:

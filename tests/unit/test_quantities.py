@@ -91,14 +91,29 @@ def test_python_int_is_accepted() -> None:
     assert memory_bytes(0) == 0
 
 
-def test_extreme_exponents_are_cheap_and_exact() -> None:
-    assert cpu_millicores("1e-999999999") == 1
-    assert memory_bytes("1e-999999999") == 1
+def test_extreme_exponents_are_refused_not_clamped() -> None:
+    """Kubernetes truncates a decimal exponent to 32 bits: "16e-4294967296" is 16 CPUs to the
+    API server and the scheduler. Reading it as a tiny value (1m) would make a huge increase
+    look unchanged, so every exponent beyond +-30 is refused (fail closed)."""
+    for spelling in ("16e-4294967296", "64e-4294967287", "1e-999999999", "1e999999999", "1e300"):
+        with pytest.raises(ValueError, match="exponent outside"):
+            cpu_millicores(spelling)
+        with pytest.raises(ValueError, match="exponent outside"):
+            memory_bytes(spelling)
     assert memory_bytes("0e999999999") == 0
+    assert cpu_millicores("1e-30") == 1
     with pytest.raises(ValueError, match="out of range"):
-        memory_bytes("1e999999999")
-    with pytest.raises(ValueError, match="out of range"):
-        memory_bytes("1e300")
+        memory_bytes("1e30")
+
+
+def test_leading_zeros_do_not_count_towards_the_length_limit() -> None:
+    """Kubernetes stores "000...01" as written; it must stay readable (not stuck)."""
+    assert cpu_millicores("0" * 200 + "1") == 1000
+    assert memory_bytes("+" + "0" * 100 + "1Mi") == 1024**2
+    with pytest.raises(ValueError, match="longer than"):
+        memory_bytes("1" * 65)
+    with pytest.raises(ValueError, match="longer than"):
+        memory_bytes("0" * 2000 + "1")
 
 
 def test_int64_bounds() -> None:
