@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sizeguard.sandbox.commands",
     "sizeguard.keys_commands",
     "sizeguard.policy_commands",
+    "sizeguard.scan_commands",
+    "sizeguard.webhook_commands",
 )
 
 

@@ -63,6 +63,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="do not run kube-scheduler and kwok (pods then stay Pending)",
     )
+    up.add_argument(
+        "--with-webhook",
+        action="store_true",
+        help=(
+            "also run sizeguard's admission webhook (keys in DIR/keys) and register it with a "
+            "ValidatingWebhookConfiguration"
+        ),
+    )
     up.set_defaults(func=_up)
 
     status = actions.add_parser("status", help="report each component's health")
@@ -95,11 +103,14 @@ def _up(args: argparse.Namespace) -> int:
             history_days=args.history_days,
             kwok=not args.no_kwok,
             metrics_step=args.metrics_step,
+            webhook=args.with_webhook,
         )
     )
     for name, url in state.urls.items():
         print(f"{name:<11} {url}")
     print(f"kubeconfig  {state.info['kubeconfig']}")
+    if "webhook" in state.info:
+        print(f"keys        {state.info['webhook']['keys']}   # sign approvals with this key dir")
     print(f"\nsource {state.directory / 'env'}   # sets KUBECONFIG, PROMETHEUS_URL, OPA_URL")
     return 0
 

@@ -25,7 +25,7 @@ import yaml
 
 from sizeguard.errors import CommandError
 from sizeguard.sandbox import estate as estate_mod
-from sizeguard.sandbox import metrics, processes, tools
+from sizeguard.sandbox import metrics, processes, tools, webhook_setup
 from sizeguard.sandbox.kube import KubeClient, write_kubeconfig
 from sizeguard.sandbox.pki import CertificateAuthority, service_account_key
 from sizeguard.sandbox.processes import Component, StartError
@@ -49,6 +49,7 @@ class UpOptions:
     history_days: int = HISTORY_DAYS
     kwok: bool = True
     metrics_step: int | None = None  # seconds; None: 60, raised to fit SAMPLE_BUDGET
+    webhook: bool = False  # run sizeguard's admission webhook and register it
 
 
 Reporter = Callable[[str], None]
@@ -97,7 +98,7 @@ def _prepare_directory(directory: Path) -> None:
                 f"run 'sizeguard sandbox down --dir {directory}' first"
             )
         # A sandbox that is down: its generated files are ours to replace.
-        for sub in ("pki", "etcd", "prometheus", "logs", "opa"):
+        for sub in ("pki", "etcd", "prometheus", "logs", "opa", "keys"):
             shutil.rmtree(directory / sub, ignore_errors=True)
         existing.path.unlink(missing_ok=True)
     elif directory.is_dir() and any(directory.iterdir()):
@@ -148,7 +149,13 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
     logs = d / "logs"
     with run.step("certificates"):
         ca = CertificateAuthority(d / "pki")
-        host_names = ("127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc", "10.96.0.1")
+        host_names = (
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default.svc",
+            "127.96.0.1",
+        )
         serving = ca.issue("apiserver", "kube-apiserver", server_names=host_names)
         admin = ca.issue("admin", ADMIN_USER, organization="system:masters", client=True)
         kcm = ca.issue("controller-manager", "system:kube-controller-manager", client=True)
@@ -233,7 +240,9 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                # Service, pod and node addresses are all loopback: whatever the apiserver
+                # dials (a webhook Service, a "kubelet", a pod) stays on this machine.
+                "--service-cluster-ip-range=127.96.0.0/16",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
@@ -314,8 +323,8 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
                     f"--kubeconfig={kwok_kubeconfig}",
                     "--manage-all-nodes=false",
                     "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                    "--cidr=10.244.0.0/16",
-                    "--node-ip=10.0.0.1",
+                    "--cidr=127.244.0.0/16",
+                    "--node-ip=127.0.0.1",
                     "--node-lease-duration-seconds=40",
                     f"--server-address=127.0.0.1:{kwok_port}",
                 ],
@@ -338,6 +347,19 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
         f"namespaces on {len(the_estate.nodes)} nodes"
     ):
         pods, replaced = _create_estate(kube, the_estate, controller_manager, run.report)
+
+    webhook_info: dict[str, str] = {}
+    if run.options.webhook:
+        with run.step("sizeguard admission webhook"):
+            probe = next(w for w in the_estate.workloads if w.kind == "Deployment")
+            webhook_info = webhook_setup.bring_up(
+                directory=d,
+                ca=ca,
+                kube=kube,
+                opa_url=opa_url,
+                probe=(probe.namespace, probe.name),
+                start=run.start,
+            )
 
     with run.step("Prometheus history"):
         prom_dir = d / "prometheus"
@@ -394,6 +416,9 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
         "replaced_pods": replaced,
         "policies": str(run.options.policies),
     }
+    if webhook_info:
+        run.state.urls["webhook"] = webhook_info["url"]
+        run.state.info["webhook"] = webhook_info
     run.state.save()
     (d / "env").write_text(
         f"export KUBECONFIG={admin_kubeconfig}\n"
@@ -610,8 +635,11 @@ def _teardown(state: SandboxState, report: Reporter) -> list[str]:
     for component in reversed(state.components):
         if processes.stop(component):
             stopped.append(component.name)
+    # The record stays (marked down) so that the directory is known as a sandbox's: `up` may
+    # reuse it, `status` reports everything stopped, and a second `down` has nothing to do.
     if state.path.exists():
-        state.path.unlink()
+        state.info["down"] = True
+        state.save()
     if stopped:
         report(f"stopped {', '.join(stopped)}")
     return stopped
@@ -677,6 +705,8 @@ def _probe(component: Component, ca: Path, admin: tuple[Path, Path]) -> tuple[bo
     verify: ssl.SSLContext | bool = True
     if component.name == "kube-apiserver":
         verify = _tls_context(ca, admin[0], admin[1])
+    elif component.name == "webhook":
+        verify = ssl.create_default_context(cafile=str(ca))  # served with the sandbox CA
     elif component.url.startswith("https"):
         verify = False  # self-signed serving certificates of the controllers; loopback only
     try:

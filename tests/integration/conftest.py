@@ -59,7 +59,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         kube.close()
         return
     directory = tmp_path_factory.mktemp("sandbox")
-    state = lifecycle.up(lifecycle.UpOptions(directory=directory), report=print)
+    state = lifecycle.up(lifecycle.UpOptions(directory=directory, webhook=True), report=print)
     kube = KubeClient(Path(state.info["kubeconfig"]))
     try:
         yield Sandbox(directory, state, kube)

@@ -251,6 +251,12 @@ def test_up_then_down_leaves_no_process_behind(tmp_path: Path, sandbox: Sandbox)
     lifecycle.down(directory, report=print)
     assert processes_in(directory) == []
     assert all(proc_gone(c.pid) for c in state.components)
+    assert _cli("sandbox", "down", "--dir", str(directory)).returncode == 0  # nothing to do
+    assert _cli("sandbox", "status", "--dir", str(directory)).returncode == 1  # all stopped
+    # A directory whose sandbox is down can be brought up again.
+    lifecycle.up(lifecycle.UpOptions(directory=directory, history_days=1), report=print)
+    lifecycle.down(directory, report=print)
+    assert processes_in(directory) == []
     # ... and the session's sandbox is still there.
     assert _cli("sandbox", "status", "--dir", str(sandbox.directory)).returncode == 0
 
@@ -274,4 +280,28 @@ def test_a_component_that_fails_to_start_leaves_nothing_running(tmp_path: Path) 
     assert result.returncode == 1
     assert "opa" in result.stderr and "log" in result.stderr
     assert processes_in(directory) == []
-    assert not (directory / "sandbox.json").exists()
+    left = SandboxState.load(directory)
+    assert left is None or left.running() == []
+
+
+def test_every_address_the_apiserver_can_dial_is_loopback(sandbox: Sandbox) -> None:
+    """Service ClusterIPs, node and pod IPs are all in 127.0.0.0/8: a webhook Service, a
+    'kubelet' or a pod the apiserver dials can never be off this machine."""
+    import ipaddress
+
+    def loopback(address: str) -> bool:
+        return ipaddress.ip_address(address).is_loopback
+
+    services = sandbox.kube.http.get("/api/v1/services").json()["items"]
+    assert services and all(loopback(s["spec"]["clusterIP"]) for s in services)
+    nodes = sandbox.kube.http.get("/api/v1/nodes").json()["items"]
+    node_ips = [
+        a["address"]
+        for n in nodes
+        for a in n["status"].get("addresses", [])
+        if a["type"].endswith("IP")
+    ]
+    assert all(loopback(ip) for ip in node_ips)
+    pods = sandbox.kube.list_pods(f"{estate.ESTATE_LABEL}=true")
+    pod_ips = [p["status"]["podIP"] for p in pods if p.get("status", {}).get("podIP")]
+    assert all(loopback(ip) for ip in pod_ips)

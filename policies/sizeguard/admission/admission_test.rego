@@ -134,6 +134,25 @@ test_valid_approval_does_not_admit_a_policy_violation if {
 	contains(d.reasons[0], "[decrease_too_large]")
 }
 
+hpa_state(ref) := {
+	"replicas": null, "containers": {}, "init_containers": {},
+	"min_replicas": 2, "max_replicas": 10, "scale_target": ref,
+}
+
+test_hpa_retarget_denied_with_approval_and_named_without if {
+	req := request({"kind": "HorizontalPodAutoscaler"})
+	before := hpa_state("apps/v1/Deployment/web")
+	after := hpa_state("apps/v1/Deployment/db")
+	approved := admission.decision with input as admission_input(req, before, after, valid_approval)
+		with lib.config as lib_test.fixture
+	not approved.allowed
+	contains(approved.reasons[0], "[hpa_retarget]")
+	unapproved := admission.decision with input as admission_input(req, before, after, no_approval)
+		with lib.config as lib_test.fixture
+	not unapproved.allowed
+	contains(unapproved.reasons[0], "HPA scaleTargetRef change on shop-prod/web")
+}
+
 test_replicas_to_zero_in_production_denied_with_approval if {
 	policy_input := admission_input(request({}), state(1, 100), state(0, 100), valid_approval)
 	d := admission.decision with input as policy_input with lib.config as lib_test.fixture

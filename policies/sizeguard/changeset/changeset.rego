@@ -263,6 +263,7 @@ change_violations(change, cctx) := union({
 	replica_violations(change, cctx),
 	frozen_violations(cctx),
 	kept_limit_violations(change, cctx),
+	retarget_violations(change, cctx),
 })
 
 # METADATA
@@ -415,6 +416,20 @@ frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
 	message := sprintf(
 		"namespace %s is frozen by policy; no change to %s is allowed until the freeze is lifted",
 		[cctx.namespace, cctx.short],
+	)
+}
+
+# METADATA
+# description: |
+#   Pointing an HPA at another workload (scaleTargetRef, "apiVersion/kind/name") changes that
+#   workload's replicas without touching it; sizeguard never approves it.
+retarget_violations(change, cctx) := {finding("hpa_retarget", cctx.key, message) |
+	old := object.get(lib.object_or_empty(change.before), "scale_target", null)
+	new := object.get(lib.object_or_empty(change.after), "scale_target", null)
+	old != new
+	message := sprintf(
+		"the HPA %s would be retargeted from %v to %v; sizeguard does not approve retargeting an HPA",
+		[cctx.short, old, new],
 	)
 }
 

@@ -64,6 +64,18 @@ test_hpa_min_above_max_denied if {
 	v.message == "HPA minReplicas of shop/web (8) is above its maxReplicas (6); min must not exceed max"
 }
 
+test_hpa_retarget_denied if {
+	before := object.union(hpa(2, 10), {"scale_target": "apps/v1/Deployment/web"})
+	after := object.union(hpa(2, 10), {"scale_target": "apps/v1/Deployment/db"})
+	policy_input := changes_input([change("HorizontalPodAutoscaler", "shop", "web", before, after)])
+	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
+	codes(d.violations) == {"hpa_retarget"}
+	d.violations[0].message == concat("", [
+		"the HPA shop/web would be retargeted from apps/v1/Deployment/web to apps/v1/Deployment/db; ",
+		"sizeguard does not approve retargeting an HPA",
+	])
+}
+
 test_hpa_min_to_zero_in_production_denied if {
 	policy_input := changes_input([change("HorizontalPodAutoscaler", "shop-prod", "web", hpa(2, 10), hpa(0, 10))])
 	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture

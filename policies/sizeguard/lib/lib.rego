@@ -20,6 +20,7 @@ scalar_fields := {
 	"replicas": "replicas",
 	"min_replicas": "HPA minReplicas",
 	"max_replicas": "HPA maxReplicas",
+	"scale_target": "HPA scaleTargetRef",
 }
 
 # METADATA

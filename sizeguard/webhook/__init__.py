@@ -1,0 +1,1 @@
+"""sizeguard's validating admission webhook: the cluster itself enforces approvals."""

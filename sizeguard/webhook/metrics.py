@@ -1,0 +1,61 @@
+"""Prometheus metrics of the webhook, in a registry of its own (one per app instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+# Admission latency buckets: the fast path is well under a millisecond, verify + OPA a few ms,
+# and the API server gives up after timeoutSeconds (<= 5 s).
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "sizeguard_webhook_requests",
+            "Admission requests answered, by decision (allowed|denied|error), reason code and "
+            "dry run.",
+            ["decision", "reason", "dry_run"],
+            registry=self.registry,
+        )
+        self.approvals = Counter(
+            "sizeguard_webhook_approval_checks",
+            "Approval verifications, by result code (ok, missing, expired, to_mismatch, ...).",
+            ["code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sizeguard_webhook_request_duration_seconds",
+            "Time from receiving an admission request to answering it, by decision.",
+            ["decision"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.jwks_keys = Gauge(
+            "sizeguard_webhook_jwks_keys",
+            "Public keys currently trusted (0: not ready).",
+            registry=self.registry,
+        )
+        self.jwks_reloads = Counter(
+            "sizeguard_webhook_jwks_reloads",
+            "JWKS file (re)loads, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.tls_reloads = Counter(
+            "sizeguard_webhook_tls_reloads",
+            "Serving certificate (re)loads, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def observe(self, decision: str, reason: str, dry_run: bool, seconds: float) -> None:
+        self.requests.labels(decision, reason, "true" if dry_run else "false").inc()
+        self.latency.labels(decision).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

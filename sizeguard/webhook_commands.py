@@ -1,0 +1,117 @@
+"""`sizeguard webhook`: serve the validating admission webhook over TLS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sizeguard.errors import CommandError
+from sizeguard.policy import DEFAULT_TIMEOUT, AsyncPolicyClient, default_opa_url
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``webhook`` command to the top-level sub-parsers."""
+    webhook = subparsers.add_parser(
+        "webhook",
+        help="serve the validating admission webhook (HTTPS) that enforces approvals",
+        description=(
+            "Serve POST /validate (admission.k8s.io/v1 AdmissionReview), /healthz, /readyz and "
+            "/metrics over TLS. Guarded updates need a valid sizeguard approval and OPA's "
+            "admission decision; everything unexpected is denied. The certificate and the "
+            "JWKS are reloaded when their files change. Logs are JSON on stderr."
+        ),
+    )
+    webhook.add_argument("--tls-cert", required=True, type=Path, metavar="FILE")
+    webhook.add_argument("--tls-key", required=True, type=Path, metavar="FILE")
+    webhook.add_argument(
+        "--jwks", required=True, type=Path, metavar="FILE", help="public keys (JWKS) to trust"
+    )
+    webhook.add_argument(
+        "--opa-url", default=None, help="OPA base URL (default: $OPA_URL or http://127.0.0.1:8181)"
+    )
+    webhook.add_argument("--port", type=_port, default=8443, help="HTTPS port (8443)")
+    webhook.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    webhook.add_argument(
+        "--opa-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time allowed for one OPA decision before denying ({DEFAULT_TIMEOUT:g})",
+    )
+    webhook.set_defaults(func=_run)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range")
+    return value
+
+
+def configure_logging() -> None:
+    """One JSON object per line on stderr."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sizeguard.webhook.app import WebhookApp
+    from sizeguard.webhook.keys import JwksFile
+    from sizeguard.webhook.metrics import Metrics
+    from sizeguard.webhook.server import ReloadingTLS, ServeOptions, serve
+
+    if not 0 < args.opa_timeout <= 10:
+        raise CommandError("--opa-timeout must be between 0 and 10 seconds")
+    opa_url = args.opa_url or default_opa_url()
+    try:
+        AsyncPolicyClient(opa_url)  # validates the URL; the real client is made in the loop
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        ReloadingTLS(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot load the TLS certificate/key: {exc}") from None
+    configure_logging()
+    metrics = Metrics()
+
+    def reloaded(ok: bool) -> None:
+        metrics.jwks_reloads.labels("ok" if ok else "failed").inc()
+
+    jwks = JwksFile(args.jwks, on_reload=reloaded)
+    app = WebhookApp(
+        jwks=jwks,
+        policy_factory=lambda: AsyncPolicyClient(opa_url, timeout=args.opa_timeout),
+        metrics=metrics,
+    )
+    structlog.get_logger("sizeguard.webhook").info(
+        "webhook.starting",
+        host=args.host,
+        port=args.port,
+        jwks=str(args.jwks),
+        opa_url=opa_url,
+        opa_timeout=args.opa_timeout,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(app, ServeOptions(args.host, args.port, args.tls_cert, args.tls_key)))
+    return 0

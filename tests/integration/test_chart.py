@@ -1,0 +1,371 @@
+"""The Helm chart: lint, render every option, dry-run every manifest against the real
+apiserver, and install it into a sandbox whose release webhook then rejects an unapproved
+patch."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from sizeguard.approvals import init_key_dir
+from sizeguard.sandbox import lifecycle, processes, tools, webhook_setup
+from sizeguard.sandbox.kube import KubeClient
+from sizeguard.sandbox.state import SandboxState
+
+from .conftest import Sandbox
+from .helpers import eventually
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "sizeguard"
+RELEASE = "sg"
+NAMESPACE = "sizeguard-system"
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "cert-manager": {"tls": {"certManager": {"enabled": True}}},
+    "cert-manager-issuer": {
+        "tls": {
+            "certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}
+        }
+    },
+    "service-monitor": {"serviceMonitor": {"enabled": True}},
+    "network-policy": {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.0/8"]}},
+    "mcp-server": {"mcpServer": {"enabled": True}},
+    "inline-jwks": {"jwks": {"existingSecret": "", "inline": '{"keys": []}'}},
+    "required-anti-affinity": {"webhook": {"antiAffinity": "required", "extraSANs": ["127.0.0.1"]}},
+}
+
+
+def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    binary = tools.require("helm")["helm"]
+    argv = [str(binary), *args]
+    if kubeconfig is not None:
+        argv += ["--kubeconfig", str(kubeconfig)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    binary = tools.require("kubectl")["kubectl"]
+    return subprocess.run(
+        [str(binary), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+def render(tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(values))
+    result = helm("template", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(values_file))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_lint_strict_is_clean() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_each_option_renders(option: str, tmp_path: Path) -> None:
+    kinds = {doc["kind"] for doc in render(tmp_path, OPTIONS[option])}
+    assert {"Deployment", "Service", "ValidatingWebhookConfiguration", "ConfigMap"} <= kinds
+    expected = {
+        "cert-manager": {"Certificate", "Issuer"},
+        "service-monitor": {"ServiceMonitor"},
+        "network-policy": {"NetworkPolicy"},
+        "mcp-server": {"ClusterRole", "ClusterRoleBinding"},
+        "inline-jwks": {"Secret"},
+    }.get(option, set())
+    assert expected <= kinds
+    if option == "cert-manager-issuer":
+        assert "Issuer" not in kinds
+
+
+def test_bad_values_are_refused(tmp_path: Path) -> None:
+    for values, message in (
+        ({"webhook": {"timeoutSeconds": 10}}, "timeoutSeconds"),
+        ({"jwks": {"existingSecret": "", "inline": ""}}, "jwks.existingSecret"),
+        ({"jwks": {"existingSecret": "", "inline": "not json"}}, "JSON object"),
+        ({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+    ):
+        values_file = tmp_path / "bad.json"
+        values_file.write_text(json.dumps(values))
+        result = helm("template", RELEASE, str(CHART), "-f", str(values_file))
+        assert result.returncode != 0 and message in result.stderr, (values, result.stderr)
+
+
+def test_the_webhook_pod_is_locked_down(tmp_path: Path) -> None:
+    docs = render(tmp_path, {})
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "podAntiAffinity" in pod["affinity"]
+    assert pod["priorityClassName"]
+    for container in pod["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+    opa = next(c for c in pod["containers"] if c["name"] == "opa")
+    assert "--addr=127.0.0.1:8181" in opa["args"]  # OPA's API never leaves the pod
+    assert "--skip-version-check" in opa["args"]
+    assert any(d["kind"] == "PodDisruptionBudget" for d in docs)
+    policies = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert set(policies["data"]) == {"data.json", "lib.rego", "changeset.rego", "admission.rego"}
+
+
+def test_the_chart_registers_what_the_sandbox_registers(tmp_path: Path) -> None:
+    """One set of rules and match conditions: the chart's and the sandbox's must not drift."""
+    chart = next(d for d in render(tmp_path, {}) if d["kind"] == "ValidatingWebhookConfiguration")
+    sandbox = webhook_setup.configuration("https://127.0.0.1:1/validate", b"ca")
+    keys = (
+        "rules",
+        "failurePolicy",
+        "matchPolicy",
+        "sideEffects",
+        "timeoutSeconds",
+        "admissionReviewVersions",
+        "matchConditions",
+    )
+    assert len(chart["webhooks"]) == len(sandbox["webhooks"])
+    for ours, theirs in zip(chart["webhooks"], sandbox["webhooks"], strict=True):
+        assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}
+        assert ours["timeoutSeconds"] <= 5 and ours["failurePolicy"] == "Fail"
+        excluded = ours["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
+        assert {"kube-system", NAMESPACE} <= set(excluded["values"])
+
+
+# Minimal CRDs so that the optional cert-manager and Prometheus-operator objects can be
+# dry-run against the sandbox apiserver (their real CRDs are not installed there).
+def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def crds(sandbox: Sandbox) -> Path:
+    manifests = [
+        _crd("cert-manager.io", "Certificate", "certificates"),
+        _crd("cert-manager.io", "Issuer", "issuers"),
+        _crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+    ]
+    result = kubectl(
+        sandbox.kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        stdin="\n---\n".join(yaml.safe_dump(m) for m in manifests),
+    )
+    assert result.returncode == 0, result.stderr
+    for m in manifests:
+        kubectl(
+            sandbox.kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            f"crd/{m['metadata']['name']}",
+        )
+    sandbox.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    return sandbox.kubeconfig
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_rendered_manifest_passes_a_server_side_dry_run(
+    option: str, crds: Path, tmp_path: Path
+) -> None:
+    docs = render(tmp_path, OPTIONS[option])
+    manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
+    result = kubectl(crds, "apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-", stdin=manifest)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(docs)
+
+
+@pytest.fixture(scope="module")
+def bare_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxState]:
+    """A sandbox of its own, without the sandbox's webhook: the release's is the only one."""
+    directory = tmp_path_factory.mktemp("chart-sandbox")
+    state = lifecycle.up(lifecycle.UpOptions(directory=directory, history_days=1), report=print)
+    try:
+        yield state
+    finally:
+        lifecycle.down(directory, report=print)
+
+
+def test_helm_install_then_the_release_webhook_rejects_an_unapproved_patch(
+    bare_sandbox: SandboxState, tmp_path: Path
+) -> None:
+    kubeconfig = Path(bare_sandbox.info["kubeconfig"])
+    kube = KubeClient(kubeconfig)
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    init_key_dir(tmp_path / "keys")
+    created = kubectl(
+        kubeconfig,
+        "-n",
+        NAMESPACE,
+        "create",
+        "secret",
+        "generic",
+        "sizeguard-jwks",
+        f"--from-file=jwks.json={tmp_path / 'keys' / 'jwks.json'}",
+    )
+    assert created.returncode == 0, created.stderr
+
+    installed = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--set",
+        "webhook.extraSANs={127.0.0.1}",
+        kubeconfig=kubeconfig,
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert "Emergency switch-off" in installed.stdout  # NOTES.txt
+    for kind in ("deployment", "service", "configmap", "secret", "poddisruptionbudget"):
+        listed = kubectl(
+            kubeconfig,
+            "-n",
+            NAMESPACE,
+            "get",
+            kind,
+            "-l",
+            f"app.kubernetes.io/instance={RELEASE}",
+            "-o",
+            "name",
+        )
+        assert listed.stdout.strip(), f"no {kind} from the release"
+
+    # The release's TLS material and the JWKS it trusts, as files for a local webhook.
+    secret = kube.http.get(
+        f"/api/v1/namespaces/{NAMESPACE}/secrets/{RELEASE}-sizeguard-webhook-tls"
+    ).json()
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+    port = processes.free_port()
+    webhook = processes.start(
+        "webhook",
+        [
+            sys.executable,
+            "-m",
+            "sizeguard.cli",
+            "webhook",
+            "--tls-cert",
+            str(tmp_path / "tls.crt"),
+            "--tls-key",
+            str(tmp_path / "tls.key"),
+            "--jwks",
+            str(tmp_path / "keys" / "jwks.json"),
+            "--opa-url",
+            bare_sandbox.urls["opa"],
+            "--port",
+            str(port),
+        ],
+        tmp_path / "webhook.log",
+    )
+    try:
+        ca = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        processes.wait_until(
+            webhook,
+            lambda: (
+                httpx.get(f"https://127.0.0.1:{port}/readyz", verify=ca, timeout=2).status_code
+                == 200
+            ),
+            timeout=30,
+            what="ready",
+        )
+        # Point the release's own registration at the local process.
+        name = f"{RELEASE}-sizeguard"
+        config = kube.http.get(
+            f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}"
+        ).json()
+        patch = [
+            {
+                "op": "replace",
+                "path": f"/webhooks/{i}/clientConfig",
+                "value": {
+                    "url": f"https://127.0.0.1:{port}/validate",
+                    "caBundle": hook["clientConfig"]["caBundle"],
+                },
+            }
+            for i, hook in enumerate(config["webhooks"])
+        ]
+        patched = kubectl(
+            kubeconfig,
+            "patch",
+            "validatingwebhookconfiguration",
+            name,
+            "--type=json",
+            "-p",
+            json.dumps(patch),
+        )
+        assert patched.returncode == 0, patched.stderr
+
+        def rejected() -> subprocess.CompletedProcess[str] | None:
+            result = kubectl(
+                kubeconfig,
+                "-n",
+                "shop-prod",
+                "set",
+                "resources",
+                "deployment/web",
+                "--requests=cpu=123m",
+            )
+            return result if result.returncode != 0 else None
+
+        result = eventually(rejected, timeout=30, what="the release webhook to reject")
+        assert f"{name}.workloads.sizeguard.io" in result.stderr
+        assert "sizeguard" in result.stderr and "approval" in result.stderr
+        live = kube.http.get("/apis/apps/v1/namespaces/shop-prod/deployments/web").json()
+        assert (
+            live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+            == "250m"
+        )
+        # An update that leaves the guarded fields alone goes through.
+        labelled = kubectl(
+            kubeconfig, "-n", "shop-prod", "label", "deployment/web", "chart-test=yes"
+        )
+        assert labelled.returncode == 0, labelled.stderr
+    finally:
+        processes.stop(webhook)
+        kube.close()
+    assert helm("uninstall", RELEASE, "-n", NAMESPACE, kubeconfig=kubeconfig).returncode == 0
