@@ -141,6 +141,8 @@ class PrometheusClient:
         if at is not None:
             params["time"] = _ts(at)
         data = await self._request("/api/v1/query", params, promql)
+        if not isinstance(data, dict):
+            raise PrometheusError("bad_response", "unexpected answer to a query", query=promql)
         result_type, result = data.get("resultType"), data.get("result") or []
         try:
             if result_type == "vector":
@@ -166,6 +168,18 @@ class PrometheusClient:
             "bad_response", f"unexpected result type {result_type!r}", query=promql
         )
 
+    async def series(self, matchers: list[str], start: float, end: float) -> list[dict[str, str]]:
+        """Label sets of the series matching any of ``matchers`` in [start, end] (index only)."""
+        params: dict[str, str | list[str]] = {
+            "match[]": list(matchers),
+            "start": _ts(start),
+            "end": _ts(end),
+        }
+        data = await self._request("/api/v1/series", params, " or ".join(matchers))
+        if not isinstance(data, list):
+            raise PrometheusError("bad_response", "unexpected answer from the series API")
+        return [dict(item) for item in data if isinstance(item, dict)]
+
     async def query_range(
         self, promql: str, start: float, end: float, step: float
     ) -> list[RangeSeries]:
@@ -188,6 +202,8 @@ class PrometheusClient:
                 "step": _ts(step),
             }
             data = await self._request("/api/v1/query_range", params, promql)
+            if not isinstance(data, dict):
+                raise PrometheusError("bad_response", "unexpected answer", query=promql)
             if data.get("resultType") != "matrix":
                 raise PrometheusError(
                     "bad_response",
@@ -208,7 +224,7 @@ class PrometheusClient:
                 ) from exc
         return list(merged.values())
 
-    async def _request(self, path: str, params: dict[str, str], promql: str) -> dict[str, Any]:
+    async def _request(self, path: str, params: Mapping[str, str | list[str]], promql: str) -> Any:
         self.logical_queries += 1
         attempt = 0
         while True:
@@ -223,7 +239,7 @@ class PrometheusClient:
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _once(self, path: str, params: dict[str, str], promql: str) -> dict[str, Any]:
+    async def _once(self, path: str, params: Mapping[str, str | list[str]], promql: str) -> Any:
         try:
             # POST keeps long selectors (many namespaces) out of URL length limits.
             response = await self._http.post(path, data=params)
@@ -275,7 +291,7 @@ class PrometheusClient:
                 query=promql,
             )
         data = body.get("data")
-        if not isinstance(data, dict):
+        if not isinstance(data, dict | list):
             raise PrometheusError("bad_response", "Prometheus answered without data", query=promql)
         return data
 

@@ -625,26 +625,46 @@ _BY = "namespace, pod, container, job"
 
 
 def metric_queries(
-    settings: StrategySettings, namespaces: Sequence[str] | None, with_mean: bool
+    settings: StrategySettings,
+    namespaces: Sequence[str] | None,
+    with_mean: bool,
+    *,
+    aggregate: bool = True,
+    pods: tuple[bool, Sequence[str]] | None = None,
+    oom: bool = True,
 ) -> dict[str, str]:
-    """The instant queries for one batch of namespaces, by what they load."""
+    """The instant queries for one batch of namespaces, by what they load.
+
+    krr wraps every selector in ``max by (container, pod, job)``, which folds the several
+    series a container can have over time (cAdvisor starts a new one, with a new ``id``, at
+    each restart). Where each (namespace, pod, container, job) has a single series the fold
+    changes no value, and leaving it out makes the queries several times cheaper: so
+    ``aggregate=False`` is used for the pods known to have one series each (``pods=(False,
+    names)`` excludes the others, which get ``aggregate=True`` with ``pods=(True, names)``).
+    """
     window = format_duration(settings.history_seconds)
     step = f"{settings.step_seconds}s"
     sel = f'{_namespace_matcher(namespaces)}, container!="", container!="POD"'
+    if pods is not None:
+        sel += f', pod{"=~" if pods[0] else "!~"}"{_regex_alternation(pods[1])}"'
     cpu = f"container_cpu_usage_seconds_total{{{sel}}}"
     mem = f"container_memory_working_set_bytes{{{sel}}}"
-    rate = f"max by ({_BY}) (rate({cpu}[{step}]))"
+
+    def fold(expr: str) -> str:
+        return f"max by ({_BY}) ({expr})" if aggregate else expr
+
+    rate = fold(f"rate({cpu}[{step}])")
     queries = {
-        "cpu_points": f"count_over_time(max by ({_BY}) ({cpu})[{window}:{step}])",
-        "memory_max": f"max_over_time(max by ({_BY}) ({mem})[{window}:{step}])",
-        "memory_points": f"count_over_time(max by ({_BY}) ({mem})[{window}:{step}])",
+        "cpu_points": f"count_over_time({fold(cpu)}[{window}:{step}])",
+        "memory_max": f"max_over_time({fold(mem)}[{window}:{step}])",
+        "memory_points": f"count_over_time({fold(mem)}[{window}:{step}])",
     }
     if isinstance(settings, SimpleSettings):
         q = round(settings.cpu_percentile / 100, 2)  # krr rounds the quantile to 2 decimals
         queries["cpu"] = f"quantile_over_time({q}, {rate}[{window}:{step}])"
     if with_mean:
         queries["cpu_mean"] = f"avg_over_time({rate}[{window}:{step}])"
-    if settings.use_oomkill_data:
+    if settings.use_oomkill_data and oom:
         ns = _namespace_matcher(namespaces)
         queries["oom_limit"] = (
             f"max_over_time(max by ({_BY}) ("
@@ -654,6 +674,32 @@ def metric_queries(
             f'{{reason="OOMKilled", {ns}}}))[{window}:{step}])'
         )
     return queries
+
+
+async def pods_with_several_series(
+    client: PrometheusClient, settings: StrategySettings, namespaces: Sequence[str], at: float
+) -> set[str]:
+    """Pods where some (namespace, pod, container, job) has more than one series in the window.
+
+    One call to the series API (the index only, no samples) for both metrics.
+    """
+    sel = f'{_namespace_matcher(namespaces)}, container!="", container!="POD"'
+    series = await client.series(
+        [
+            f"container_cpu_usage_seconds_total{{{sel}}}",
+            f"container_memory_working_set_bytes{{{sel}}}",
+        ],
+        start=at - settings.history_seconds - _LOOKBACK,
+        end=at,
+    )
+    seen: dict[tuple[str, ...], int] = defaultdict(int)
+    for labels in series:
+        key = tuple(labels.get(k, "") for k in ("__name__", "namespace", "pod", "container", "job"))
+        seen[key] += 1
+    return {key[2] for key, count in seen.items() if count > 1}
+
+
+_LOOKBACK = 300  # Prometheus' default lookback delta, seconds
 
 
 def _pick_job(items: Iterable[tuple[dict[str, str], Any]]) -> dict[tuple[str, str, str], Any]:
@@ -763,14 +809,16 @@ async def collect(
             return
         out.values.setdefault(metric, {}).update(_pick_job((s.labels, s.value) for s in samples))
 
-    async def run_range(namespace: str, pods: list[str]) -> None:
+    async def run_range(namespace: str, pods: list[str], aggregate: bool) -> None:
         # Raw samples are heavy: a few pods at a time, never a whole batch.
         step = settings.step_seconds
         rate = (
-            f"max by ({_BY}) (rate(container_cpu_usage_seconds_total"
+            "rate(container_cpu_usage_seconds_total"
             f'{{namespace="{namespace}", pod=~"{_regex_alternation(pods)}", '
-            f'container!="", container!="POD"}}[{step}s]))'
+            f'container!="", container!="POD"}}[{step}s])'
         )
+        if aggregate:
+            rate = f"max by ({_BY}) ({rate})"
         end = int(at) // 60 * 60  # krr: now, to the minute
         try:
             series = await client.query_range(rate, end - settings.history_seconds, end, step)
@@ -781,18 +829,34 @@ async def collect(
             _pick_job((s.labels, s.values) for s in series)
         )
 
-    tasks = []
-    for batch in batches:
-        for metric, promql in metric_queries(settings, batch, with_mean).items():
-            tasks.append(run_instant(batch, metric, promql))
-    if isinstance(settings, SimpleLimitSettings):
-        by_namespace: dict[str, list[str]] = defaultdict(list)
-        for (_, namespace, _), owned in sorted(out.pods.items()):
-            by_namespace[namespace].extend(sorted(owned))
-        for namespace, names in sorted(by_namespace.items()):
-            for i in range(0, len(names), range_pods):
-                tasks.append(run_range(namespace, names[i : i + range_pods]))
-    await asyncio.gather(*tasks)
+    async def plan(batch: list[str]) -> None:
+        try:
+            several = sorted(await pods_with_several_series(client, settings, batch, at))
+        except PrometheusError:
+            several = None  # unknown: keep krr's folded form everywhere
+        if several == []:
+            sets = [metric_queries(settings, batch, with_mean, aggregate=False)]
+        elif several is None:
+            sets = [metric_queries(settings, batch, with_mean)]
+        else:
+            sets = [
+                metric_queries(settings, batch, with_mean, aggregate=False, pods=(False, several)),
+                metric_queries(settings, batch, with_mean, pods=(True, several), oom=False),
+            ]
+        jobs = [run_instant(batch, m, q) for queries in sets for m, q in queries.items()]
+        if isinstance(settings, SimpleLimitSettings):
+            folded = set(several or ()) if several is not None else None
+            for namespace in batch:
+                names = sorted(
+                    {p for (_, ns, _), owned in out.pods.items() if ns == namespace for p in owned}
+                )
+                for i in range(0, len(names), range_pods):
+                    chunk = names[i : i + range_pods]
+                    aggregate = folded is None or any(p in folded for p in chunk)
+                    jobs.append(run_range(namespace, chunk, aggregate))
+        await asyncio.gather(*jobs)
+
+    await asyncio.gather(*(plan(batch) for batch in batches))
     return out
 
 

@@ -3,12 +3,15 @@
 :meth:`JwksFile.current` is called on every guarded request. At most once per
 ``min_interval`` seconds it stats the file (following symlinks, so a Kubernetes ConfigMap
 volume's atomic ``..data`` swap is seen) and reloads it if its identity (device, inode, size,
-mtime) changed. A reload that fails keeps the last good keys and is logged; with no good keys
-ever loaded the webhook is not ready, and approvals cannot verify.
+mtime) changed. A reload that fails keeps the last good keys for at most ``grace`` seconds
+(a file being rewritten) and is logged; after that, and at once for a well-formed JWKS with no
+keys (``{"keys": []}``, how an operator revokes every key), the webhook trusts nothing: it is
+not ready, and no approval verifies. Revocation must never wait for a restart.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +31,14 @@ class JwksFile:
         path: Path,
         *,
         min_interval: float = 1.0,
+        grace: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         on_reload: Callable[[bool], None] | None = None,
     ) -> None:
         self.path = path
         self.min_interval = min_interval
+        self.grace = grace
+        self._failing_since: float | None = None
         self._clock = clock
         self._on_reload = on_reload
         self._keys: TrustedKeys | None = None
@@ -60,16 +66,39 @@ class JwksFile:
         identity = self._stat()
         if identity is not None and identity == self._identity and self._keys is not None:
             return
+        if self._revoked_all():
+            if self._keys is not None:
+                _log.warning("jwks.revoked", path=str(self.path), dropped=list(self._keys.kids))
+            self._keys = None
+            self._identity = identity
+            self._failing_since = None
+            self.last_error = "the JWKS lists no keys: every approval is refused"
+            if self._on_reload:
+                self._on_reload(False)
+            return
         try:
             keys = TrustedKeys.from_file(self.path)
         except (KeyStoreError, OSError, ValueError) as exc:
             message = str(exc)
-            if message != self.last_error or identity != self._identity:
+            if self._failing_since is None:
+                self._failing_since = now
+            expired = now - self._failing_since >= self.grace
+            if expired and self._keys is not None:
+                _log.error(
+                    "jwks.dropped",
+                    path=str(self.path),
+                    error=message,
+                    dropped=list(self._keys.kids),
+                    after_seconds=self.grace,
+                )
+                self._keys = None
+            elif message != self.last_error or identity != self._identity:
                 _log.error(
                     "jwks.reload_failed",
                     path=str(self.path),
                     error=message,
                     keeping=list(self._keys.kids) if self._keys else [],
+                    keeping_for_seconds=self.grace,
                 )
             self.last_error = message
             self._identity = identity
@@ -79,11 +108,20 @@ class JwksFile:
         previous = self._keys.kids if self._keys else ()
         self._keys = keys
         self._identity = identity
+        self._failing_since = None
         self.last_error = None
         if keys.kids != previous:
             _log.info("jwks.loaded", path=str(self.path), kids=list(keys.kids))
         if self._on_reload:
             self._on_reload(True)
+
+    def _revoked_all(self) -> bool:
+        """True for a well-formed JWKS whose key list is empty."""
+        try:
+            document = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return False
+        return isinstance(document, dict) and document.get("keys") == []
 
     def current(self) -> TrustedKeys | None:
         """The trusted keys (after a cheap change check), or None if none ever loaded."""

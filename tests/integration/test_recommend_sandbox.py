@@ -335,8 +335,9 @@ def test_query_plan_is_batched_not_per_container(
 ) -> None:
     containers = sum(len(w.containers) for w in workloads)
     _, queries = collected
-    # 2 discovery queries + one query per metric for the single batch (5 with OOM data, 1 mean).
-    assert queries == 2 + 6
+    # 2 discovery queries, the series index, one query per metric for the single batch
+    # (5 with OOM data, 1 mean).
+    assert queries == 2 + 1 + 6
     assert queries < containers
 
 
@@ -456,3 +457,28 @@ def test_replicas_for_the_hpa_workload_are_hpa_bounds(
     assert by_name[("shop-prod", "checkout")].recommended_replicas == 1
     # No advice where CPU is unknown (too little history).
     assert ("data", "etl") not in by_name
+
+
+def test_krrs_fold_and_the_plain_form_agree_on_single_series(
+    sandbox: Sandbox,
+    truth: Truth,
+    collected: tuple[Collected, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prometheus gives the same values with and without `max by` when a group is one series."""
+
+    async def everything_folded(*args: object, **kwargs: object) -> set[str]:
+        return {p.pod for pods in truth.pods.values() for p in pods}
+
+    monkeypatch.setattr(recommend, "pods_with_several_series", everything_folded)
+    settings = recommend.settings_for("simple", use_oomkill_data=True)
+
+    async def go() -> Collected:
+        async with PrometheusClient(sandbox.prometheus_url) as client:
+            return await recommend.collect(client, settings, None, at=truth.at)
+
+    folded = asyncio.run(go())
+    plain = collected[0]
+    assert folded.values.keys() == plain.values.keys()
+    for metric, values in plain.values.items():
+        assert folded.values[metric] == values, metric

@@ -47,6 +47,7 @@ def responder(
     points: float = 20_000,
     fail: str | None = None,
     status: int = 500,
+    several: str | None = None,
 ) -> Any:
     cpu = {"web-5d9-a": 0.2, "web-5d9-b": 0.3, "db-7f-a": 0.1} if cpu is None else cpu
     memory = (
@@ -64,6 +65,11 @@ def responder(
         )
 
     def respond(path: str, params: dict[str, str]) -> Answer:
+        if path == "/api/v1/series":
+            labels = [_series(*container_of(p)[:1], p, container_of(p)[1]) for p in cpu]
+            if several:
+                labels.append({**_series("shop", several, "web"), "id": "restarted"})
+            return 200, {"status": "success", "data": labels}
         query = params["query"]
         if fail is not None and fail in query:
             return None if status == 0 else (status, {"status": "error", "error": "kaputt"})
@@ -132,10 +138,34 @@ def test_good_data_gives_numbers_and_the_plan_is_batched() -> None:
     assert web.recommended.requests["cpu"].value == 0.301  # max over pods, rounded up to 1m
     assert web.recommended.requests["memory"].value == 288 * 2**20  # 250Mi x 1.15 -> 287.5 -> 288
     assert web.recommended.limits["cpu"].value is None
-    # Two namespaces, one batch: 2 discovery queries + 5 metric queries (incl. the mean).
-    assert len(prom.requests) == 7
+    # Two namespaces, one batch: 2 discovery queries, the series index, 5 metric queries.
+    assert len(prom.requests) == 8
     (cpu_query,) = prom.queries("quantile_over_time")
     assert 'namespace=~"other|shop"' in cpu_query and "[14d:75s]" in cpu_query
+    # One series per container: no `max by` fold needed.
+    assert "max by" not in cpu_query
+
+
+def test_pods_with_several_series_get_krrs_fold() -> None:
+    result, prom = _scan(responder(several="web-5d9-b"))
+    assert _by_name(result)["web"].recommended.requests["cpu"].value == 0.3
+    plain, folded = sorted(prom.queries("quantile_over_time"), key=len)
+    assert 'pod!~"web-5d9-b"' in plain and "max by" not in plain
+    assert 'pod=~"web-5d9-b"' in folded
+    assert "max by (namespace, pod, container, job) (rate(" in folded
+    assert len(prom.requests) == 3 + 2 * 5
+
+
+def test_an_unusable_series_index_falls_back_to_the_fold() -> None:
+    def respond(path: str, params: dict[str, str]) -> Answer:
+        if path == "/api/v1/series":
+            return 500, {"status": "error", "error": "index busy"}
+        return responder()(path, params)
+
+    result, prom = _scan(respond)
+    assert _by_name(result)["web"].recommended.requests["cpu"].value == 0.3
+    assert all("max by" in q for q in prom.queries("_over_time(") if "owner" not in q)
+    assert result.errors == []
 
 
 def test_nan_for_one_pod_is_unknown_with_the_reason() -> None:

@@ -529,8 +529,28 @@ def test_jwks_reload_on_change_and_keep_last_good_keys(tmp_path: Path) -> None:
     assert jwks.last_error is not None
     path.unlink()
     clock[0] = 4.5
+    assert jwks.current() is not None  # within the grace period (a file being rewritten)
+    clock[0] = 14.0
+    assert jwks.current() is None  # past it: trust nothing rather than a stale key
+    assert results == [True, True, False, False, False]
+
+
+def test_an_empty_jwks_revokes_every_key_at_once(tmp_path: Path) -> None:
+    """Emptying the JWKS is how an operator revokes a compromised key: it must take effect
+    without a restart, and the webhook must then trust nothing."""
+    path = tmp_path / "jwks.json"
+    key = generate_signing_key()
+    path.write_text(json.dumps({"keys": [public_jwk(key.public_key)]}))
+    clock = [0.0]
+    jwks = JwksFile(path, min_interval=1.0, clock=lambda: clock[0])
     assert jwks.current() is not None
-    assert results == [True, True, False, False]
+    path.write_text(json.dumps({"keys": []}))
+    clock[0] = 1.5
+    assert jwks.current() is None
+    assert jwks.last_error is not None and "no keys" in jwks.last_error
+    path.write_text(json.dumps({"keys": [public_jwk(key.public_key)]}))
+    clock[0] = 3.0
+    assert jwks.current() is not None
 
 
 def test_metrics_registry_is_per_app() -> None:

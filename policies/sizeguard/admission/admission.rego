@@ -116,11 +116,13 @@ break_glass_reason := sprintf(
 # METADATA
 # scope: document
 # description: True when the request's user or one of its groups is exempt from the scale rule.
-scale_exempt if request.user in lib.config.admission.scale_exempt_principals
+scale_exempt if request.user in lib.config.admission.scale_exempt_users
 
+# Users and groups are separate lists: a group that happens to be named like the HPA
+# controller's service account must not exempt whoever can assert it.
 scale_exempt if {
 	some group in groups
-	group in lib.config.admission.scale_exempt_principals
+	group in lib.config.admission.scale_exempt_groups
 }
 
 # METADATA

@@ -217,8 +217,21 @@ test_scale_by_hpa_controller_allowed if {
 test_scale_by_exempt_group_allowed if {
 	req := request({"subresource": "scale", "user": "keda", "groups": ["autoscalers"]})
 	d := admission.decision with input as admission_input(req, state(3, 100), state(4, 100), no_approval)
-		with lib.config as patched({"admission": {"scale_exempt_principals": ["autoscalers"]}})
+		with lib.config as patched({"admission": object.union(
+			lib_test.fixture.admission,
+			{"scale_exempt_groups": ["autoscalers"]},
+		)})
 	d.allowed
+}
+
+test_a_group_named_like_the_hpa_controller_is_not_exempt if {
+	req := request({
+		"subresource": "scale", "user": "bob",
+		"groups": ["system:serviceaccount:kube-system:horizontal-pod-autoscaler"],
+	})
+	d := admission.decision with input as admission_input(req, state(3, 100), state(7, 100), no_approval)
+		with lib.config as lib_test.fixture
+	not d.allowed
 }
 
 test_missing_groups_treated_as_none if {

@@ -79,7 +79,8 @@ fixture := {
 	"namespaces": {"kube-system": {"frozen": true}},
 	"admission": {
 		"guarded_operations": ["UPDATE"],
-		"scale_exempt_principals": ["system:serviceaccount:kube-system:horizontal-pod-autoscaler"],
+		"scale_exempt_users": ["system:serviceaccount:kube-system:horizontal-pod-autoscaler"],
+		"scale_exempt_groups": [],
 		"break_glass_groups": ["sizeguard:break-glass"],
 	},
 }
@@ -122,7 +123,7 @@ test_shipped_namespace_overrides_use_known_settings if {
 }
 
 test_shipped_admission_settings if {
-	every key in ["guarded_operations", "scale_exempt_principals", "break_glass_groups"] {
+	every key in ["guarded_operations", "scale_exempt_users", "scale_exempt_groups", "break_glass_groups"] {
 		is_array(lib.config.admission[key])
 	}
 	every limit in lib.config.production.keep_limits {
