@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= .sandbox/demo
+KUBECTL := $${SIZEGUARD_TOOLS:-$$HOME/.cache/sizeguard/tools}/bin/kubectl
 
 .PHONY: test demo demo-down lint unit integration policy-test tools venv bench clean
 
@@ -45,11 +46,17 @@ test: $(STAMP) tools lint policy-test
 demo: $(STAMP) tools
 	@-$(BIN)/sizeguard sandbox down --dir $(DEMO_DIR) 2>/dev/null
 	@rm -rf $(DEMO_DIR)
-	@$(BIN)/sizeguard sandbox up --dir $(DEMO_DIR)
+	@$(BIN)/sizeguard sandbox up --dir $(DEMO_DIR) --with-webhook
 	@$(BIN)/sizeguard sandbox status --dir $(DEMO_DIR)
 	@echo
+	@echo "==> an unapproved change, refused by the cluster itself:"
+	@. $(DEMO_DIR)/env && $(KUBECTL) -n shop-prod set resources deployment/web --requests=cpu=400m 2>&1 | fold -s -w 100 || true
+	@echo
+	@echo "==> recommendations for shop-prod from the sandbox's Prometheus:"
+	@. $(DEMO_DIR)/env && $(BIN)/sizeguard scan --namespace shop-prod --format table
+	@echo
 	@echo "The sandbox runs in the background. Try:"
-	@echo "  source $(DEMO_DIR)/env && ~/.cache/sizeguard/tools/bin/kubectl get deploy,sts,ds,hpa -A"
+	@echo "  source $(DEMO_DIR)/env && $(KUBECTL) get deploy,sts,ds,hpa -A"
 	@echo "Stop it with: make demo-down"
 
 demo-down: $(STAMP)
