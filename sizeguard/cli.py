@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sizeguard.policy_commands",
     "sizeguard.scan_commands",
     "sizeguard.webhook_commands",
+    "sizeguard.server_commands",
+    "sizeguard.audit_commands",
 )
 
 

@@ -151,9 +151,16 @@ change_context := changeset.change_context(
 # METADATA
 # description: The change set rules' violations for this change (defense in depth).
 violations := changeset.change_violations(
-	{"target": target, "before": input.before, "after": input.after},
+	{"target": target, "before": input.before, "after": input.after, "op": approved_op},
 	change_context,
 )
+
+# METADATA
+# scope: document
+# description: The operation a valid approval signs (apply or rollback); apply without one.
+default approved_op := "apply"
+
+approved_op := input.approval.claims.op if approved
 
 # METADATA
 # description: True when the webhook verified a valid approval for exactly this change.

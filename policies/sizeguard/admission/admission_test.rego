@@ -139,6 +139,20 @@ hpa_state(ref) := {
 	"min_replicas": 2, "max_replicas": 10, "scale_target": ref,
 }
 
+test_signed_rollback_may_exceed_the_size_limits if {
+	rollback := {"present": true, "valid": true, "error": null, "claims": {"cs": "cs-0123", "op": "rollback"}}
+	policy_input := admission_input(request({}), state(3, 50), state(3, 1000), rollback)
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
+	d.allowed
+}
+
+test_unsigned_rollback_claim_does_not_lift_the_size_limits if {
+	forged := {"present": true, "valid": false, "error": "bad_signature", "claims": {"op": "rollback"}}
+	policy_input := admission_input(request({"dry_run": true}), state(3, 50), state(3, 1000), forged)
+	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
+	not d.allowed
+}
+
 test_hpa_retarget_denied_with_approval_and_named_without if {
 	req := request({"kind": "HorizontalPodAutoscaler"})
 	before := hpa_state("apps/v1/Deployment/web")

@@ -292,6 +292,7 @@ else := "falls"
 # METADATA
 # description: Increases and decreases beyond the deny thresholds.
 size_violations(change, cctx) := {finding(code, cctx.key, message) |
+	not restores(change)
 	some value in lib.changed_values(change.before, change.after)
 	pct := lib.percent_change(value.before, value.after)
 	size_level(pct, cctx.thresholds) == "deny"
@@ -305,10 +306,27 @@ size_violations(change, cctx) := {finding(code, cctx.key, message) |
 size_warnings(change, cctx) := {finding(code, cctx.key, message) |
 	some value in lib.changed_values(change.before, change.after)
 	pct := lib.percent_change(value.before, value.after)
-	size_level(pct, cctx.thresholds) == "warn"
+	level := warning_level(change, pct, cctx.thresholds)
 	code := size_code(pct, "large")
-	limit := size_limit(pct, "warn", cctx.thresholds)
+	limit := size_limit(pct, level, cctx.thresholds)
 	message := size_message(value, cctx, pct, sprintf("changes beyond %v%% deserve a careful review", [limit]))
+}
+
+# METADATA
+# description: |
+#   A rollback puts back values a human approved before (the server builds it from its
+#   snapshots; at admission the op comes from a verified approval), so the size limits only
+#   warn about it. Every other rule still applies.
+restores(change) if change.op == "rollback"
+
+# METADATA
+# scope: document
+# description: The threshold level a size change is warned at, if any.
+warning_level(_, pct, thresholds) := "warn" if size_level(pct, thresholds) == "warn"
+
+warning_level(change, pct, thresholds) := "deny" if {
+	restores(change)
+	size_level(pct, thresholds) == "deny"
 }
 
 # METADATA

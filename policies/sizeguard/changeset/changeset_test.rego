@@ -109,6 +109,24 @@ test_decrease_over_90_percent_denied if {
 	d.risk == "high"
 }
 
+test_rollback_beyond_the_size_limits_is_warned_not_denied if {
+	rollback := object.union(web_change("shop", 50, 1000), {"op": "rollback"})
+	d := changeset.decision with input as changes_input([rollback]) with lib.config as lib_test.fixture
+	d.allowed
+	codes(d.warnings) == {"increase_large"}
+	d.warnings[0].message == concat("", [
+		"CPU request of container web in shop/web rises 1900% (50m → 1000m); ",
+		"changes beyond 500% deserve a careful review",
+	])
+}
+
+test_rollback_still_obeys_the_other_rules if {
+	rollback := object.union(web_change("shop", 100, 0), {"op": "rollback"})
+	d := changeset.decision with input as changes_input([rollback]) with lib.config as lib_test.fixture
+	not d.allowed
+	codes(d.violations) == {"request_not_positive"}
+}
+
 test_large_decrease_warned if {
 	d := changeset.decision with input as changes_input([web_change("shop", 1000, 400)])
 		with lib.config as lib_test.fixture

@@ -1,0 +1,1 @@
+"""The MCP server: tools, confirmation, executor (see ``app.build_app``)."""

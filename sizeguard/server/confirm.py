@@ -1,0 +1,219 @@
+"""Asking the human, never the model: MCP elicitation in both protocol styles.
+
+- Connections before 2026-07-28: ``ctx.elicit`` sends ``elicitation/create`` and waits.
+- 2026-07-28 connections: the tool returns an ``InputRequiredResult`` whose request state
+  names a server-issued, single-use nonce; the client re-calls the tool with the human's
+  answer and that state. FastMCP seals the state on the wire (tampering is rejected before the
+  tool runs); :class:`PendingConfirmations` makes it single use and binds it to one change set
+  and operation, so an answer without the server's state, a replayed state or a state issued
+  for another change set is refused.
+- A client that cannot elicit gets a refusal naming ``sizeguard approve <id>``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from fastmcp import Context
+from fastmcp.server.elicitation import AcceptedElicitation
+from mcp_types import (
+    ClientCapabilities,
+    ElicitationCapability,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
+    InputRequiredResult,
+)
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "INPUT_KEY",
+    "Answer",
+    "ApprovalForm",
+    "PendingConfirmations",
+    "ask",
+    "client_name",
+    "modern_protocol",
+]
+
+INPUT_KEY: Final = "sizeguard_confirmation"
+ROUND_TRIP_VERSION: Final = "2026-07-28"
+STATE_TTL_SECONDS: Final = 600
+
+
+class ApprovalForm(BaseModel):
+    """What the human fills in."""
+
+    approve: bool = Field(description="Approve exactly this change set?")
+    namespace: str = Field(
+        default="",
+        description="For production or critical targets: type the namespace name(s) shown",
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The human's answer, or why there is none."""
+
+    status: Literal["approved", "declined", "cancelled", "refused"]
+    typed: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    change_set_id: str
+    op: str
+    expires: float
+
+
+class PendingConfirmations:
+    """Round-trip request states issued by this server; each is good for one answer."""
+
+    def __init__(self, ttl: float = STATE_TTL_SECONDS) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+
+    def issue(self, change_set_id: str, op: str) -> str:
+        nonce = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._lock:
+            self._pending = {k: v for k, v in self._pending.items() if v.expires > now}
+            self._pending[nonce] = _Pending(change_set_id, op, now + self._ttl)
+        return json.dumps({"nonce": nonce, "change_set_id": change_set_id, "op": op})
+
+    def take(self, state: str | None, change_set_id: str, op: str) -> str | None:
+        """Use a state once. Returns None if good, else why it is refused."""
+        if not state:
+            return "the answer came without the request state this server issued"
+        try:
+            document = json.loads(state)
+            nonce = str(document["nonce"])
+        except (ValueError, KeyError, TypeError):
+            return "the request state is not one this server issued"
+        with self._lock:
+            pending = self._pending.pop(nonce, None)
+        if pending is None:
+            return "the request state is unknown, expired or already used"
+        if pending.expires <= time.monotonic():
+            return "the request state expired; ask again"
+        if (pending.change_set_id, pending.op) != (change_set_id, op):
+            return (
+                f"the request state was issued for {pending.op} of {pending.change_set_id}, "
+                f"not {op} of {change_set_id}"
+            )
+        return None
+
+
+def modern_protocol(ctx: Context) -> bool:
+    version = str(getattr(ctx.request_context, "protocol_version", "") or "")
+    return version >= ROUND_TRIP_VERSION
+
+
+def can_elicit(ctx: Context) -> bool:
+    try:
+        return bool(
+            ctx.session.check_client_capability(
+                ClientCapabilities(elicitation=ElicitationCapability())
+            )
+        )
+    except Exception:  # no session information: assume it cannot, refuse with the CLI path
+        return False
+
+
+def client_name(ctx: Context) -> str:
+    """The MCP client's self-reported name (for the audit log, not for trust)."""
+    name: object = None
+    params = getattr(ctx.session, "client_params", None)
+    if params is not None:
+        name = getattr(getattr(params, "client_info", None), "name", None)
+    if not name:
+        meta = getattr(ctx.request_context, "meta", None) or {}
+        info = meta.get("io.modelcontextprotocol/clientInfo") if isinstance(meta, dict) else None
+        name = info.get("name") if isinstance(info, dict) else getattr(info, "name", None)
+    text = "".join(ch for ch in str(name or "unknown") if ch.isprintable())[:64]
+    return f"mcp:{text or 'unknown'}"
+
+
+def _schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "approve": {
+                "type": "boolean",
+                "title": "Approve",
+                "description": "Approve exactly this change set?",
+            },
+            "namespace": {
+                "type": "string",
+                "title": "Namespace",
+                "description": "For production or critical targets: type the namespace name(s)",
+            },
+        },
+        "required": ["approve"],
+    }
+
+
+def _from_content(content: object) -> Answer:
+    if not isinstance(content, dict) or content.get("approve") is not True:
+        return Answer("declined", message="the human did not approve")
+    typed = content.get("namespace")
+    return Answer("approved", typed=typed if isinstance(typed, str) else None)
+
+
+async def ask(
+    ctx: Context,
+    pending: PendingConfirmations,
+    *,
+    change_set_id: str,
+    op: str,
+    text: str,
+) -> Answer | InputRequiredResult:
+    """Ask the human (either protocol style). An ``InputRequiredResult`` is to be returned
+    from the tool as is; the client calls again with the answer."""
+    refusal = (
+        "this MCP client cannot ask the human for confirmation (no elicitation support). "
+        f"A person can approve it in a terminal: `sizeguard approve {change_set_id}`, "
+        f"then call apply_changes('{change_set_id}')"
+    )
+    if modern_protocol(ctx):
+        responses = ctx.input_responses
+        if responses is not None:
+            problem = pending.take(ctx.request_state, change_set_id, op)
+            if problem is not None:
+                return Answer("refused", message=f"confirmation refused: {problem}")
+            answer = responses.get(INPUT_KEY) if hasattr(responses, "get") else None
+            if not isinstance(answer, ElicitResult):
+                return Answer("refused", message="confirmation refused: no answer to the question")
+            if answer.action == "decline":
+                return Answer("declined", message="the human declined")
+            if answer.action == "cancel":
+                return Answer("cancelled", message="the human cancelled")
+            return _from_content(answer.content)
+        if not can_elicit(ctx):
+            return Answer("refused", message=refusal)
+        return InputRequiredResult(
+            input_requests={
+                INPUT_KEY: ElicitRequest(
+                    params=ElicitRequestFormParams(message=text, requested_schema=_schema())
+                )
+            },
+            request_state=pending.issue(change_set_id, op),
+        )
+    if not can_elicit(ctx):
+        return Answer("refused", message=refusal)
+    result = await ctx.elicit(text, response_type=ApprovalForm)
+    if isinstance(result, AcceptedElicitation):
+        data = result.data
+        if isinstance(data, ApprovalForm) and data.approve:
+            return Answer("approved", typed=data.namespace)
+        return Answer("declined", message="the human did not approve")
+    if result.action == "cancel":
+        return Answer("cancelled", message="the human cancelled")
+    return Answer("declined", message="the human declined")

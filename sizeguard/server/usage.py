@@ -1,0 +1,110 @@
+"""Usage and utilization per workload over a window, from Prometheus (``get_metrics``).
+
+Pods are attributed to workloads through kube-state-metrics (``kube_pod_owner`` and
+``kube_replicaset_owner``), exactly as the recommendations do; then two batched queries per
+resource give each pod's average and peak over the window. A workload's usage is the mean
+over its pods, so a pod replaced in the middle of the window does not count twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from statistics import fmean
+
+from sizeguard.prometheus import PrometheusClient, PrometheusError, format_duration
+from sizeguard.recommend import _namespace_matcher, discover_pods, settings_for
+from sizeguard.server.models import Metrics, WorkloadUsage
+from sizeguard.workloads import Workload
+
+__all__ = ["usage"]
+
+_CPU = (
+    'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{{container!="", {ns}}}[5m]))'
+)
+_MEMORY = 'sum by (namespace, pod) (container_memory_working_set_bytes{{container!="", {ns}}})'
+
+
+async def usage(
+    client: PrometheusClient,
+    workloads: Sequence[Workload],
+    *,
+    window_seconds: int,
+    at: float | None = None,
+) -> Metrics:
+    """Per-pod average and peak CPU (cores) and memory (bytes) of each workload."""
+    when = float(int(time.time())) if at is None else at
+    namespaces = sorted({w.namespace for w in workloads})
+    window = format_duration(window_seconds)
+    errors: list[str] = []
+    settings = settings_for("simple", history_duration=window_seconds / 3600)
+    ns = _namespace_matcher(namespaces or None)
+    queries = {
+        ("cpu", "avg"): f"avg_over_time(({_CPU.format(ns=ns)})[{window}:1m])",
+        ("cpu", "max"): f"max_over_time(({_CPU.format(ns=ns)})[{window}:1m])",
+        ("memory", "avg"): f"avg_over_time(({_MEMORY.format(ns=ns)})[{window}:1m])",
+        ("memory", "max"): f"max_over_time(({_MEMORY.format(ns=ns)})[{window}:1m])",
+    }
+    try:
+        pods = await discover_pods(client, settings, namespaces or None, when)
+        answers = await asyncio.gather(*(client.query(q, when) for q in queries.values()))
+    except PrometheusError as exc:
+        return Metrics(window=window, evaluated_at=when, workloads=[], errors=[str(exc)])
+    values: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+    for key, samples in zip(queries, answers, strict=True):
+        values[key] = {
+            (s.labels.get("namespace", ""), s.labels.get("pod", "")): s.value for s in samples
+        }
+    result = []
+    for workload in workloads:
+        names = pods.get(workload.key, set()) | set(workload.live_pods)
+
+        found_in = _values_of(values, workload.namespace, names)
+
+        cpu_request = sum(c.cpu_request or 0.0 for c in workload.containers) or None
+        memory_request = sum(c.memory_request or 0.0 for c in workload.containers) or None
+        cpu_avg, memory_avg = _mean(found_in(("cpu", "avg"))), _mean(found_in(("memory", "avg")))
+        seen = sum(1 for p in names if (workload.namespace, p) in values[("cpu", "avg")])
+        if not seen:
+            errors.append(
+                f"{workload.kind}/{workload.namespace}/{workload.name}: no usage data in the window"
+            )
+        result.append(
+            WorkloadUsage(
+                target=f"{workload.kind}/{workload.namespace}/{workload.name}",
+                pods=seen,
+                cpu_avg_cores=_round(cpu_avg),
+                cpu_peak_cores=_round(max(found_in(("cpu", "max")), default=None)),
+                memory_avg_bytes=_round(memory_avg),
+                memory_peak_bytes=_round(max(found_in(("memory", "max")), default=None)),
+                cpu_request_cores=cpu_request,
+                memory_request_bytes=memory_request,
+                cpu_utilization=_ratio(cpu_avg, cpu_request),
+                memory_utilization=_ratio(memory_avg, memory_request),
+            )
+        )
+    return Metrics(window=window, evaluated_at=when, workloads=result, errors=errors)
+
+
+def _values_of(
+    values: dict[tuple[str, str], dict[tuple[str, str], float]], namespace: str, pods: set[str]
+) -> Callable[[tuple[str, str]], list[float]]:
+    def found(key: tuple[str, str]) -> list[float]:
+        return [values[key][(namespace, p)] for p in pods if (namespace, p) in values[key]]
+
+    return found
+
+
+def _mean(found: list[float]) -> float | None:
+    return fmean(found) if found else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _ratio(value: float | None, request: float | None) -> float | None:
+    if value is None or not request:
+        return None
+    return round(value / request, 4)
