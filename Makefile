@@ -5,7 +5,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= .sandbox/demo
-KUBECTL := $${SIZEGUARD_TOOLS:-$$HOME/.cache/sizeguard/tools}/bin/kubectl
 
 .PHONY: test demo demo-down lint unit integration policy-test tools venv bench clean
 
@@ -43,21 +42,9 @@ test: $(STAMP) tools lint policy-test
 	@echo "==> pytest (unit + integration)"
 	@$(BIN)/pytest
 
+# The sandbox with the webhook, the MCP server over HTTP, the walkthrough; Ctrl-C stops it all.
 demo: $(STAMP) tools
-	@-$(BIN)/sizeguard sandbox down --dir $(DEMO_DIR) 2>/dev/null
-	@rm -rf $(DEMO_DIR)
-	@$(BIN)/sizeguard sandbox up --dir $(DEMO_DIR) --with-webhook
-	@$(BIN)/sizeguard sandbox status --dir $(DEMO_DIR)
-	@echo
-	@echo "==> an unapproved change, refused by the cluster itself:"
-	@. $(DEMO_DIR)/env && $(KUBECTL) -n shop-prod set resources deployment/web --requests=cpu=400m 2>&1 | fold -s -w 100 || true
-	@echo
-	@echo "==> recommendations for shop-prod from the sandbox's Prometheus:"
-	@. $(DEMO_DIR)/env && $(BIN)/sizeguard scan --namespace shop-prod --format table
-	@echo
-	@echo "The sandbox runs in the background. Try:"
-	@echo "  source $(DEMO_DIR)/env && $(KUBECTL) get deploy,sts,ds,hpa -A"
-	@echo "Stop it with: make demo-down"
+	@DEMO_DIR=$(DEMO_DIR) scripts/demo
 
 demo-down: $(STAMP)
 	@$(BIN)/sizeguard sandbox down --dir $(DEMO_DIR)

@@ -495,9 +495,13 @@ def load_signing_key_file(path: Path, *, expected_kid: str | None = None) -> Sig
 
 
 def load_signing_key(directory: Path) -> SigningKey:
-    """The active signing key of a key directory."""
+    """The active signing key of a key directory: ``DIR/signing/<kid>.pem``, or the flat
+    ``DIR/<kid>.pem`` of a Kubernetes Secret mounted as a volume (it has no subdirectories)."""
     kid = _read_active(directory)
-    return load_signing_key_file(_signing_dir(directory) / f"{kid}.pem", expected_kid=kid)
+    nested = _signing_dir(directory) / f"{kid}.pem"
+    flat = directory / f"{kid}.pem"
+    path = flat if not nested.exists() and flat.exists() else nested
+    return load_signing_key_file(path, expected_kid=kid)
 
 
 def read_jwks(directory: Path) -> TrustedKeys:

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sizeguard.webhook_commands",
     "sizeguard.server_commands",
     "sizeguard.audit_commands",
+    "sizeguard.docs_commands",
 )
 
 

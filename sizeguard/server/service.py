@@ -402,11 +402,12 @@ class Service:
             ):
                 # The unsigned dry run is held to the size limits; the signed rollback is not
                 # (admission relaxes them for a verified op "rollback"): a warning, not a stop.
-                return DryRun(
-                    target=ref,
-                    admitted=True,
-                    warnings=[*exc.warnings, f"dry run without the rollback approval: {exc}"],
+                note = (
+                    "sizeguard: the unsigned dry run of this rollback exceeds the size limits ("
+                    + ", ".join(sorted(codes))
+                    + "); the signed rollback may, and the policy warns about it instead"
                 )
+                return DryRun(target=ref, admitted=True, warnings=[*exc.warnings, note])
             return DryRun(target=ref, admitted=False, warnings=list(exc.warnings), error=str(exc))
         if guarded_state(result.object) != change.after:
             return DryRun(

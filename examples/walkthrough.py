@@ -1,0 +1,211 @@
+"""The whole sizeguard flow through MCP, as an assistant and a human would run it.
+
+    python examples/walkthrough.py --url http://127.0.0.1:8765/mcp [--namespace shop-staging]
+        [--workload api] [--kubeconfig FILE]
+
+It connects to a running ``sizeguard serve --transport http`` with ``fastmcp.Client`` and:
+scans, previews a change set from the recommendations, asks for confirmation (this script
+plays the human: it prints the question and answers "approve"), applies it, shows that the
+cluster itself refuses an unapproved ``kubectl`` patch, reads the history, rolls back (with its
+own confirmation) and prints the report. ``make demo`` runs it against the sandbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from fastmcp import Client
+from mcp_types import Implementation
+
+WIDTH = 100
+
+
+def step(number: int, title: str) -> None:
+    print(f"\n\033[1m[{number}] {title}\033[0m" if sys.stdout.isatty() else f"\n[{number}] {title}")
+
+
+def say(text: str, indent: int = 4) -> None:
+    for line in text.splitlines() or [""]:
+        print(
+            textwrap.indent(
+                textwrap.fill(line, WIDTH - indent, subsequent_indent="  ")
+                if len(line) > WIDTH - indent
+                else line,
+                " " * indent,
+            )
+        )
+
+
+class DemoHuman:
+    """Answers sizeguard's confirmation as a person at the MCP client would."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def __call__(self, message: str, response_type: Any, params: Any, context: Any) -> Any:
+        self.asked += 1
+        print("    ┌─ the MCP client shows the human:")
+        for line in message.splitlines():
+            print(f"    │ {line}")
+        typed = ""
+        for line in message.splitlines():
+            if "type " in line and " to approve" in line:
+                typed = line.split("type ", 1)[1].rsplit(" to approve", 1)[0]
+        print(f"    └─ the human approves{' and types ' + typed if typed else ''}")
+        return {"approve": True, "namespace": typed}
+
+
+async def walkthrough(args: argparse.Namespace) -> int:
+    human = DemoHuman()
+    client = Client(
+        args.url,
+        elicitation_handler=human,
+        client_info=Implementation(name="sizeguard-walkthrough", version="1"),
+    )
+    ns, name = args.namespace, args.workload
+    async with client:
+        step(1, f"get_cluster_state: what runs in {ns}")
+        state = (
+            await client.call_tool("get_cluster_state", {"namespaces": [ns]})
+        ).structured_content
+        for w in state["workloads"]:
+            t = w["target"]
+            cpu = {c: r["cpu_request"] for c, r in w["containers"].items()}
+            say(f"{t['kind']}/{t['name']}: replicas {w['replicas']}, CPU requests (m) {cpu}")
+
+        step(2, f"scan_recommendations: krr-style, from 14 days of Prometheus history ({ns})")
+        report = (
+            await client.call_tool(
+                "scan_recommendations", {"filter": {"namespaces": [ns], "min_severity": "OK"}}
+            )
+        ).structured_content
+        for s in report["scans"]:
+            o, r = s["object"], s["recommended"]
+            cpu, mem = r["requests"]["cpu"]["value"], r["requests"]["memory"]["value"]
+            say(
+                f"{o['kind']}/{o['name']}/{o['container']}: {s['severity']}; recommended CPU "
+                f"request {cpu if cpu in (None, '?') else f'{float(cpu) * 1000:.0f}m'}, memory "
+                f"{mem if mem in (None, '?') else f'{float(mem) / 2**20:.0f}Mi'}"
+            )
+
+        step(3, f"preview_changes: a change set for {ns}/{name} (nothing changes yet)")
+        flt = {"namespaces": [ns], "names": [name], "min_severity": "OK"}
+        preview = (
+            await client.call_tool("preview_changes", {"from_recommendations": flt})
+        ).structured_content
+        cs = preview["change_set_id"]
+        say(
+            f"change set {cs}: policy {'allows' if preview['policy']['allowed'] else 'DENIES'} it "
+            f"(risk {preview['policy']['risk']}); dry run through the apiserver: "
+            + ", ".join("admitted" if d["admitted"] else "refused" for d in preview["dry_run"])
+        )
+        for d in preview["diff"]:
+            say(d["target"])
+            for line in d["lines"]:
+                say(line, 6)
+        say(f"cost: {preview['cost']['monthly_delta']:+.2f} $/month")
+
+        step(4, "apply_changes before any human approved: refused")
+        early = (await client.call_tool("apply_changes", {"change_set_id": cs})).structured_content
+        say(f"{early['status']}: {early['message']}")
+
+        step(5, "request_confirmation: the human is asked (MCP elicitation)")
+        confirmation = (
+            await client.call_tool("request_confirmation", {"change_set_id": cs})
+        ).structured_content
+        say(f"{confirmation['status']}: {confirmation['message']}")
+        if confirmation["status"] != "approved":
+            return 1
+
+        step(6, "apply_changes: signed, admitted by the webhook, verified")
+        execution = (
+            await client.call_tool("apply_changes", {"change_set_id": cs})
+        ).structured_content
+        say(f"{execution['status']}: {execution['message']}")
+        for t in execution["targets"]:
+            say(f"{t['target']}: {t['result']} ({t['message']})", 6)
+        if execution["status"] != "applied":
+            return 1
+
+        step(7, "an unapproved kubectl patch of the same workload: the cluster refuses it")
+        unapproved(args, ns, name)
+
+        step(8, "get_execution_history: the hash-chained audit log")
+        history = (
+            await client.call_tool("get_execution_history", {"change_set_id": cs})
+        ).structured_content
+        for e in history["entries"]:
+            say(f"#{e['seq']} {e['at'][11:19]} {e['event']:<24} {e['result']:<10} {e['actor']}")
+        say(f"audit chain intact: {history['audit_intact']}")
+
+        step(9, "rollback_changes: its own confirmation, then the originals are restored")
+        outcome = (
+            await client.call_tool("rollback_changes", {"change_set_id": cs})
+        ).structured_content
+        rollback = outcome["execution"] or {}
+        say(
+            f"rollback change set {outcome['change_set_id']}: {outcome['confirmation']['status']}, "
+            f"{rollback.get('status', 'not applied')}: {rollback.get('message', '')}"
+        )
+
+        step(10, "generate_report")
+        markdown = (await client.call_tool("generate_report", {})).structured_content["markdown"]
+        say(markdown)
+    ok = outcome["execution"] is not None and outcome["execution"]["status"] == "applied"
+    print("\nwalkthrough " + ("complete: every step behaved as it should" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def unapproved(args: argparse.Namespace, ns: str, name: str) -> None:
+    kubectl = shutil.which(
+        "kubectl", path=str(Path.home() / ".cache/sizeguard/tools/bin")
+    ) or shutil.which("kubectl")
+    if kubectl is None:
+        say("kubectl not found (run scripts/install-tools); skipped")
+        return
+    env = dict(os.environ)
+    if args.kubeconfig:
+        env["KUBECONFIG"] = args.kubeconfig
+    command = [kubectl, "-n", ns, "set", "resources", f"deployment/{name}", "--requests=cpu=100m"]
+    say("$ " + " ".join(["kubectl", *command[1:]]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    say((done.stdout + done.stderr).strip(), 6)
+    say(
+        "exit status "
+        + str(done.returncode)
+        + (" (refused, as it must be)" if done.returncode else " — NOT REFUSED")
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--url", required=True, help="the MCP endpoint, e.g. http://127.0.0.1:8765/mcp"
+    )
+    parser.add_argument("--namespace", default="shop-staging")
+    parser.add_argument("--workload", default="api", help="a Deployment in --namespace")
+    parser.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="for the unapproved kubectl patch (default: $KUBECONFIG)",
+    )
+    args = parser.parse_args()
+    try:
+        return asyncio.run(walkthrough(args))
+    except Exception as exc:  # the demo prints one line, not a traceback
+        print(f"walkthrough failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
