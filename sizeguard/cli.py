@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from sizeguard import __version__
 from sizeguard.errors import CommandError
+from sizeguard.logs import configure_logging
 
 # Modules that contribute a command group, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()  # log events go to stderr as JSON; stdout is the command's output
     try:
         result: int = args.func(args)
     except CommandError as exc:

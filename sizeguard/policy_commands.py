@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sizeguard.errors import CommandError
 from sizeguard.policy import DEFAULT_OPA_URL, PolicyClient, default_opa_url
 
@@ -73,10 +71,6 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(func=_eval)
 
 
-def _stderr_logger(*_: Any) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)
-
-
 def _read_input(source: str) -> Any:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
@@ -92,8 +86,6 @@ def _read_input(source: str) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    # Keep stdout for the decision: log events (the client logs one) go to stderr.
-    structlog.configure(logger_factory=_stderr_logger)
     document = _read_input(args.input)
     if args.timeout <= 0:
         raise CommandError("--timeout must be positive")

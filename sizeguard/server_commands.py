@@ -136,9 +136,7 @@ def build_service(args: argparse.Namespace, *, read_only: bool, need_key: bool) 
 
 def _serve(args: argparse.Namespace) -> int:
     from sizeguard.server.app import build_app
-    from sizeguard.webhook_commands import configure_logging
 
-    configure_logging()  # stdout carries the MCP protocol on stdio
     service = build_service(args, read_only=args.read_only, need_key=not args.read_only)
     app = build_app(service)
     if args.transport == "http":

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import ssl
-import sys
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from sizeguard.errors import CommandError
+from sizeguard.logs import configure_logging
 from sizeguard.policy import DEFAULT_TIMEOUT, AsyncPolicyClient, default_opa_url
 
 
@@ -59,22 +58,6 @@ def _port(text: str) -> int:
     return value
 
 
-def configure_logging() -> None:
-    """One JSON object per line on stderr."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
 def _run(args: argparse.Namespace) -> int:
     from sizeguard.webhook.app import WebhookApp
     from sizeguard.webhook.keys import JwksFile
@@ -92,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         ReloadingTLS(args.tls_cert, args.tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise CommandError(f"cannot load the TLS certificate/key: {exc}") from None
-    configure_logging()
+    configure_logging(cache=True)
     metrics = Metrics()
 
     def reloaded(ok: bool) -> None:

@@ -1,0 +1,182 @@
+"""`sizeguard serve` and `sizeguard approve`: their flags, and the refusals that need no cluster."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from sizeguard import cli
+
+REGISTERED = cli.COMMAND_MODULES  # as cli.py declares it, before any test patches it
+CS = "cs-0123456789abcdef0123"
+
+
+@pytest.fixture(autouse=True)
+def only_server_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    # Other command groups are developed in parallel; these tests exercise ours alone.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.server_commands",))
+    for name in ("SIZEGUARD_KEY_DIR", "SIZEGUARD_LEDGER", "KUBECONFIG", "OPA_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # `serve` configures structlog for the process; keep that from leaking into other tests.
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def help_text(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    assert exited.value.code == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out
+
+
+def test_serve_and_approve_are_registered() -> None:
+    assert "sizeguard.server_commands" in REGISTERED
+
+
+def test_serve_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    out = help_text(capsys, "serve")
+    assert out.startswith("usage: sizeguard serve")
+    for flag in (
+        "--transport",
+        "{stdio,http}",
+        "--read-only",
+        "--key-dir",
+        "--ledger",
+        "--prometheus-url",
+        "--opa-url",
+        "--kubeconfig",
+        "--context",
+        "--host",
+        "--port",
+    ):
+        assert flag in out, flag
+
+
+def test_approve_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    out = help_text(capsys, "approve")
+    assert out.startswith("usage: sizeguard approve")
+    for flag in ("CHANGE_SET_ID", "--ledger", "--opa-url", "--kubeconfig", "--context"):
+        assert flag in out, flag
+    assert "terminal" in out
+    # approve never signs or serves: it takes no key and no transport.
+    assert "--key-dir" not in out and "--transport" not in out
+
+
+def test_serve_needs_a_key_or_read_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "serve")
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("sizeguard: ")
+    assert "no signing key" in err and "--key-dir" in err and "--read-only" in err
+
+
+def test_serve_over_http_needs_a_key_too(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "serve", "--transport", "http", "--port", "0")
+    assert code == 1 and "--key-dir" in err
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_serve_with_a_directory_without_a_key_says_so(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    how: str,
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    args = ["serve"]
+    if how == "flag":
+        args += ["--key-dir", str(keys)]
+    else:
+        monkeypatch.setenv("SIZEGUARD_KEY_DIR", str(keys))
+    code, out, err = run(capsys, *args)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert f"cannot load the signing key from {keys}" in err
+    assert "sizeguard keys init" in err
+
+
+def test_serve_refuses_an_unknown_transport(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--transport", "sse", "--read-only"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'sse'" in err
+
+
+class _Pipe(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def test_approve_needs_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _Pipe("y\n"))
+    ledger = tmp_path / "ledger.db"
+    code, out, err = run(capsys, "approve", CS, "--ledger", str(ledger))
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "needs a terminal" in err
+    assert not ledger.exists()  # refused before anything was opened
+
+
+def _sizeguard(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SIZEGUARD_KEY_DIR", "SIZEGUARD_LEDGER")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sizeguard.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_approve_from_devnull_is_refused_in_a_real_process(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.db"
+    done = _sizeguard("approve", CS, "--ledger", str(ledger), stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        "sizeguard: `sizeguard approve` needs a terminal: a person must answer, not a pipe\n"
+    )
+    assert not ledger.exists()
+
+
+def test_approve_from_a_pipe_is_refused_in_a_real_process(tmp_path: Path) -> None:
+    done = _sizeguard("approve", CS, "--ledger", str(tmp_path / "l.db"), input="y\nshop-prod\n")
+    assert done.returncode == 1 and "needs a terminal" in done.stderr
+
+
+def test_serve_without_a_key_in_a_real_process(tmp_path: Path) -> None:
+    done = _sizeguard("serve", stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""  # stdout is the MCP channel: nothing but protocol goes there
+    assert done.stderr.count("\n") == 1 and "--key-dir" in done.stderr
