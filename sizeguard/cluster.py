@@ -302,6 +302,7 @@ def patch_for(
     approval_token: str | None,
     *,
     live: Mapping[str, Any] | None = None,
+    resource_version: str | None = None,
 ) -> dict[str, Any]:
     """The strategic-merge patch that sets the target's guarded state to exactly
     ``change.after`` and its ``sizeguard.io/approval`` annotation to ``approval_token``
@@ -315,6 +316,9 @@ def patch_for(
     strategic-merge key), other resources (``ephemeral-storage``, GPUs), other containers'
     fields and everything else are left alone. Raises ``ValueError`` for an empty token or a
     change whose ``after`` does not fit its kind.
+
+    ``resource_version`` (of the object the change was checked against) makes the patch
+    conditional: the API server refuses it with 409 Conflict if anyone wrote the object since.
     """
     change = ResourceChange.model_validate(change)
     if approval_token is not None and (not isinstance(approval_token, str) or not approval_token):
@@ -358,9 +362,14 @@ def patch_for(
         spec = {"template": {"spec": pod_spec}}
         if after.replicas is not None:
             spec = {"replicas": after.replicas, **spec}
-    if approval_token is None:
-        return {"spec": spec}
-    return {"metadata": {"annotations": {APPROVAL_ANNOTATION: approval_token}}, "spec": spec}
+    metadata: dict[str, Any] = {}
+    if approval_token is not None:
+        metadata["annotations"] = {APPROVAL_ANNOTATION: approval_token}
+    if resource_version is not None:
+        if not isinstance(resource_version, str) or not resource_version:
+            raise ValueError(f"{ref}: resource_version must be a non-empty string")
+        metadata["resourceVersion"] = resource_version
+    return {"metadata": metadata, "spec": spec} if metadata else {"spec": spec}
 
 
 # --- warnings and errors -----------------------------------------------------------------------

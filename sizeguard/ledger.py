@@ -173,6 +173,8 @@ class Approval(BaseModel):
     expires_at: float
     state: ApprovalState
     used_at: float | None
+    typed_namespaces: tuple[str, ...] = ()
+    """The namespaces the human typed (production or critical targets), checked again at apply."""
 
 
 class Snapshot(BaseModel):
@@ -364,7 +366,8 @@ _SCHEMA: Final = (
         created_at    REAL NOT NULL,
         expires_at    REAL NOT NULL,
         state         TEXT NOT NULL CHECK (state IN ('pending', 'used', 'expired', 'cancelled')),
-        used_at       REAL
+        used_at       REAL,
+        typed_json    TEXT NOT NULL DEFAULT '[]'
     );
     """,
     """
@@ -604,9 +607,15 @@ class Ledger:
         *,
         now: float | None = None,
         ttl: float = APPROVAL_TTL_SECONDS,
+        typed_namespaces: tuple[str, ...] = (),
     ) -> Approval:
-        """Record a human's approval of a stored change set; pending for ``ttl`` seconds."""
+        """Record a human's approval of a stored change set; pending for ``ttl`` seconds.
+        ``typed_namespaces``: the namespaces the human typed to confirm, which apply checks
+        against what the policy requires then."""
         _check_text(approver, "approver")
+        typed = sorted(set(typed_namespaces))
+        for namespace in typed:
+            _check_text(namespace, "typed namespace", 63)
         if op not in ("apply", "rollback"):
             raise ValueError(f"op must be apply or rollback, not {op!r}")
         if not 0 < ttl <= APPROVAL_TTL_SECONDS:
@@ -617,18 +626,20 @@ class Ledger:
                 raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
             cursor = db.execute(
                 "INSERT INTO approvals (change_set_id, op, approver, created_at, expires_at, "
-                "state) VALUES (?, ?, ?, ?, ?, 'pending')",
-                (cs_id, op, approver, created, created + ttl),
+                "state, typed_json) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                (cs_id, op, approver, created, created + ttl, json.dumps(typed)),
             )
             assert cursor.lastrowid is not None
             approval = Approval(
                 id=cursor.lastrowid, change_set_id=cs_id, op=op, approver=approver,
                 created_at=created, expires_at=created + ttl, state="pending", used_at=None,
+                typed_namespaces=tuple(typed),
             )  # fmt: skip
             self._append(
                 db, actor=approver, event="approval.recorded", result="ok", cs_id=cs_id,
                 target=None, details={"approval_id": approval.id, "op": op,
-                                      "expires_at": _iso(approval.expires_at)},
+                                      "expires_at": _iso(approval.expires_at),
+                                      "typed_namespaces": typed},
                 at=created,
             )  # fmt: skip
         _log.info("ledger.approval_recorded", approval_id=approval.id, change_set_id=cs_id, op=op)
@@ -639,10 +650,11 @@ class Ledger:
         return Approval(
             id=row[0], change_set_id=row[1], op=row[2], approver=row[3], created_at=row[4],
             expires_at=row[5], state=row[6], used_at=row[7],
+            typed_namespaces=tuple(json.loads(row[8])),
         )  # fmt: skip
 
     _APPROVAL_COLUMNS: Final = (
-        "id, change_set_id, op, approver, created_at, expires_at, state, used_at"
+        "id, change_set_id, op, approver, created_at, expires_at, state, used_at, typed_json"
     )
 
     def approvals(self, cs_id: str | None = None) -> list[Approval]:
@@ -664,7 +676,10 @@ class Ledger:
     ) -> Approval:
         """Use a pending, unexpired approval of ``cs_id`` for ``op`` exactly once.
 
-        Without ``approval_id`` the newest usable approval is taken. Raises
+        Without ``approval_id`` the newest usable approval is taken. Using one cancels every
+        other pending approval of the same change set (either op) in the same transaction, so
+        a spare approval cannot re-apply a change set after it was applied (or rolled back).
+        Raises
         :class:`ApprovalRefusedError` with the reason: none, expired, used, cancelled,
         wrong_change_set (``approval_id`` approves another change set) or wrong_op.
         """
@@ -698,6 +713,23 @@ class Ledger:
                         cs_id=cs_id, target=None, details={"approval_id": chosen.id, "op": op},
                         at=moment,
                     )  # fmt: skip
+                    spares = [
+                        row[0]
+                        for row in db.execute(
+                            "SELECT id FROM approvals WHERE change_set_id = ? AND id != ? "
+                            "AND state = 'pending'",
+                            (cs_id, chosen.id),
+                        )
+                    ]
+                    for spare in spares:
+                        db.execute(
+                            "UPDATE approvals SET state = 'cancelled' WHERE id = ?", (spare,)
+                        )
+                        self._append(
+                            db, actor=chosen.approver, event="approval.cancelled",
+                            result="superseded", cs_id=cs_id, target=None,
+                            details={"approval_id": spare, "used": chosen.id}, at=moment,
+                        )  # fmt: skip
         if refusal is not None:
             _log.info(
                 "ledger.approval_refused", change_set_id=cs_id, op=op, reason=str(refusal.reason)

@@ -132,10 +132,19 @@ def build_app(
     pending = PendingConfirmations()
 
     async def call(
-        ctx: Context, tool: str, arguments: dict[str, Any], work: Callable[[], Awaitable[T]]
+        ctx: Context,
+        tool: str,
+        arguments: dict[str, Any],
+        work: Callable[[], Awaitable[T]],
+        *,
+        mutating: bool = False,
     ) -> T:
+        """Run one tool call: refusals and errors become clear tool errors, and every call,
+        whatever its outcome, is in the audit log."""
         actor = client_name(ctx)
         try:
+            if mutating:
+                writable()
             result = await work()
         except ToolError as exc:
             await anyio.to_thread.run_sync(_audit_call, service, actor, tool, arguments, "error")
@@ -145,6 +154,12 @@ def build_app(
             await anyio.to_thread.run_sync(_audit_call, service, actor, tool, arguments, "error")
             _log.info("tool.call", tool=tool, result="error", error=str(exc)[:300])
             raise ToolError(f"sizeguard: {exc}") from None
+        except Exception as exc:
+            await anyio.to_thread.run_sync(_audit_call, service, actor, tool, arguments, "error")
+            _log.error("tool.call", tool=tool, result="error", error_type=type(exc).__name__)
+            raise ToolError(
+                f"sizeguard: internal error ({type(exc).__name__}); see the server's log"
+            ) from None
         status = getattr(result, "status", None)
         outcome = str(status) if status is not None else "ok"
         if isinstance(result, InputRequiredResult):
@@ -482,12 +497,12 @@ def build_app(
         risk, the policy warnings and the cost, and must type the namespace for production or
         critical targets. Records a single-use approval valid for 5 minutes. If this client
         cannot ask the human, the answer names `sizeguard approve <id>` for a terminal."""
-        writable()
         return await call(
             ctx,
             "request_confirmation",
             {"change_set_id": change_set_id},
             lambda: confirm(ctx, change_set_id),
+            mutating=True,
         )
 
     def run_apply(
@@ -517,13 +532,13 @@ def build_app(
         """Apply a change set a human approved: single-use approval, policy checked again,
         live objects re-read (drift refuses), originals snapshotted, each object patched with
         its signed approval and verified; on a partial failure the originals are restored."""
-        writable()
         actor = client_name(ctx)
         return await call(
             ctx,
             "apply_changes",
             {"change_set_id": change_set_id},
             run_apply(ctx, change_set_id, actor),
+            mutating=True,
         )
 
     async def propose_confirm_apply(
@@ -560,7 +575,6 @@ def build_app(
         """Scale a Deployment or StatefulSet: a one-object change set, previewed, confirmed
         by the human and applied like any other. Workloads with an HPA are refused (change
         the HPA's min/max with preview_changes instead)."""
-        writable()
         actor = client_name(ctx)
 
         async def work() -> Outcome | InputRequiredResult:
@@ -592,6 +606,7 @@ def build_app(
             "scale_workload",
             {"namespace": namespace, "name": name, "replicas": replicas, "reason": reason},
             work,
+            mutating=True,
         )
 
     @mcp.tool(
@@ -607,7 +622,6 @@ def build_app(
     ) -> Outcome | InputRequiredResult:
         """Restore the objects of an applied change set to their snapshots. Creates a
         rollback change set, which needs its own human confirmation, then applies it."""
-        writable()
         actor = client_name(ctx)
 
         async def work() -> Outcome | InputRequiredResult:
@@ -619,6 +633,8 @@ def build_app(
                 preview, _ = await thread(lambda: service.stored_preview(rollback.id, actor=actor))
             return await propose_confirm_apply(ctx, rollback.id, preview)
 
-        return await call(ctx, "rollback_changes", {"change_set_id": change_set_id}, work)
+        return await call(
+            ctx, "rollback_changes", {"change_set_id": change_set_id}, work, mutating=True
+        )
 
     return mcp

@@ -31,6 +31,8 @@ from mcp_types import (
 )
 from pydantic import BaseModel, Field
 
+from sizeguard.ledger import scrub_details
+
 __all__ = [
     "INPUT_KEY",
     "Answer",
@@ -137,8 +139,10 @@ def client_name(ctx: Context) -> str:
         meta = getattr(ctx.request_context, "meta", None) or {}
         info = meta.get("io.modelcontextprotocol/clientInfo") if isinstance(meta, dict) else None
         name = info.get("name") if isinstance(info, dict) else getattr(info, "name", None)
-    text = "".join(ch for ch in str(name or "unknown") if ch.isprintable())[:64]
-    return f"mcp:{text or 'unknown'}"
+    text = "".join(ch for ch in str(name or "unknown") if ch.isprintable())
+    if scrub_details(text) != text:  # a name that looks like a token is not recorded
+        text = "redacted"
+    return f"mcp:{text[:64] or 'unknown'}"
 
 
 def _schema() -> dict[str, Any]:

@@ -4,26 +4,33 @@ The order is the safety argument, so it is spelled out here:
 
 1. the approval is consumed in the ledger first (single use, serialised by SQLite: of two
    concurrent applies exactly one gets it; a refusal later still spends it — ask again);
-2. the stored change set must still hash to its id, and OPA must still allow it;
+   Using it cancels any other pending approval of the same change set;
+2. the stored change set must still hash to its id, OPA must still allow it, and if the
+   policy now requires typed namespaces (production or critical targets), the human must
+   have typed them when approving;
 3. every live object is read again: another uid (deleted and recreated) or a guarded state
    other than ``before`` (drift) refuses the whole apply before anything is written;
 4. the originals are snapshotted in the ledger;
 5. each target is patched with its own signed approval (bound to the change-set id, the uid,
-   the generation, ``from`` and ``to``), and the stored result must equal ``after``;
-6. on any failure, what was already written is restored from the snapshots, newest first,
-   under the same human approval (signed as ``rollback`` of this change set), and the report
-   says target by target what happened.
+   the generation, ``from`` and ``to``), conditional on the resourceVersion read in step 3
+   (a write in between is a 409, not a silent overwrite), and the stored result must equal
+   ``after``;
+6. on any failure — an API error, a timeout whose patch may or may not have landed, or any
+   unexpected exception — every target already attempted is read again and put back to
+   ``before`` under the same human approval (signed as ``rollback`` of this change set), but
+   only if it holds what sizeguard wrote: a value someone else wrote meanwhile is never
+   overwritten. The report says target by target what happened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import structlog
 
 from sizeguard.approvals import mint_approval
-from sizeguard.changes import ChangeSet, ResourceChange, guarded_state, target_of
+from sizeguard.changes import ChangeSet, GuardedState, ResourceChange, guarded_state, target_of
 from sizeguard.cluster import ClusterError, patch_for
 from sizeguard.ledger import ApprovalRefusedError, LedgerError
 from sizeguard.server.models import Execution, TargetOutcome
@@ -32,6 +39,7 @@ from sizeguard.server.service import (
     Service,
     ServiceError,
     change_set_op,
+    typed_namespaces,
 )
 
 __all__ = ["BeforePatch", "apply_change_set", "rollback_change_set"]
@@ -41,6 +49,12 @@ BeforePatch = Callable[[ResourceChange], None]
 Op = Literal["apply", "rollback"]
 
 _log = structlog.get_logger("sizeguard.executor")
+
+# API answers that mean the patch was not stored. Anything else (a timeout, a dropped
+# connection, a 5xx, an exception of our own) may have come after the write landed.
+_REFUSED_BEFORE_WRITING: Final = frozenset(
+    {"not_found", "forbidden", "denied", "conflict", "invalid", "unauthorized", "unsupported"}
+)
 
 
 def _refused(cs_id: str, op: Op, message: str) -> Execution:
@@ -87,6 +101,17 @@ def apply_change_set(
         return _refuse(
             service, change_set_id, op, actor, "policy", f"the policy denies it: {reasons}"
         )
+    missing = sorted(set(typed_namespaces(decision)) - set(approval.typed_namespaces))
+    if missing:
+        return _refuse(
+            service,
+            change_set_id,
+            op,
+            actor,
+            "typed_confirmation",
+            "the policy now treats " + ", ".join(missing) + " as production or critical, and "
+            "the human did not type it when approving; ask for a new approval",
+        )
 
     refs = [(c.target.kind, c.target.namespace, c.target.name) for c in change_set.changes]
     try:
@@ -109,21 +134,28 @@ def apply_change_set(
         ledger.save_snapshot(change_set_id, live)
 
     outcomes: dict[str, TargetOutcome] = {}
-    written: list[tuple[ResourceChange, dict[str, Any]]] = []
+    # Targets a patch was sent to, with the guarded states sizeguard may have left them in.
+    attempted: list[tuple[ResourceChange, list[GuardedState]]] = []
     failure: str | None = None
     for change, live in zip(change_set.changes, lives, strict=True):
         ref = change.target.ref()
         try:
             if before_patch is not None:
                 before_patch(change)
+            attempted.append((change, [change.after]))  # a failed patch may still have landed
             result = _patch(service, change_set_id, op, change, live, approval.approver)
-        except ClusterError as exc:
-            failure = f"{ref}: {exc}"
-            outcomes[ref] = TargetOutcome(target=ref, result="not_applied", message=str(exc))
-            _audit_target(service, actor, change_set_id, op, change, "failed", str(exc))
+            stored_state = guarded_state(result)
+        except Exception as exc:  # any failure midway ends in a restore, never a half-apply
+            message = str(exc) if isinstance(exc, ClusterError | ServiceError) else _internal(exc)
+            sent = bool(attempted) and attempted[-1][0] is change
+            if sent and isinstance(exc, ClusterError) and exc.kind in _REFUSED_BEFORE_WRITING:
+                attempted.pop()  # the API server answered: this patch was not stored
+            failure = f"{ref}: {message}"
+            outcomes[ref] = TargetOutcome(target=ref, result="not_applied", message=message)
+            _audit_target(service, actor, change_set_id, op, change, "failed", message)
             break
-        written.append((change, live))
-        if guarded_state(result) != change.after:
+        if stored_state != change.after:
+            attempted[-1] = (change, [change.after, stored_state])
             failure = f"{ref}: the stored object does not have the approved values"
             outcomes[ref] = TargetOutcome(target=ref, result="not_applied", message=failure)
             _audit_target(service, actor, change_set_id, op, change, "mismatch", failure)
@@ -132,7 +164,8 @@ def apply_change_set(
         _audit_target(service, actor, change_set_id, op, change, "applied", "")
 
     if failure is None:
-        ledger.append_audit(
+        _best_effort_audit(
+            service,
             actor=actor,
             event=f"{op}.completed",
             result="applied",
@@ -153,7 +186,7 @@ def apply_change_set(
             rollback_hint=hint,
         )
 
-    restored_all = _restore(service, change_set_id, written, outcomes, actor, approval.approver)
+    restored_all = _restore(service, change_set_id, attempted, outcomes, actor, approval.approver)
     for change in change_set.changes:
         ref = change.target.ref()
         outcomes.setdefault(
@@ -162,7 +195,8 @@ def apply_change_set(
     status: Literal["failed_restored", "failed_not_restored"] = (
         "failed_restored" if restored_all else "failed_not_restored"
     )
-    ledger.append_audit(
+    _best_effort_audit(
+        service,
         actor=actor,
         event=f"{op}.failed",
         result=status,
@@ -173,7 +207,7 @@ def apply_change_set(
         "every object already changed was restored to its original; the cluster is as before"
         if restored_all
         else "SOME OBJECTS COULD NOT BE RESTORED (see targets); their originals are in the "
-        "ledger's snapshots"
+        f"ledger's snapshots, and rollback_changes('{change_set_id}') proposes restoring them"
     )
     return Execution(
         change_set_id=change_set_id,
@@ -195,6 +229,19 @@ def _refuse(
         details={"stage": stage, "message": message[:1000]},
     )
     return _refused(cs_id, op, f"not applied ({stage}): {message}")
+
+
+def _internal(exc: Exception) -> str:
+    _log.error("executor.unexpected", error_type=type(exc).__name__, error=str(exc)[:300])
+    return f"internal error ({type(exc).__name__}); see the server log"
+
+
+def _best_effort_audit(service: Service, **entry: Any) -> None:
+    """An audit entry written during an apply: a failing ledger must not stop the restore."""
+    try:
+        service.ledger.append_audit(**entry)
+    except Exception as exc:
+        _log.error("executor.audit_failed", audit_event=entry.get("event"), error=str(exc)[:300])
 
 
 def _drift(change_set: ChangeSet, lives: list[dict[str, Any]]) -> list[str]:
@@ -220,7 +267,9 @@ def _patch(
     approver: str,
 ) -> dict[str, Any]:
     assert service.key is not None
-    generation = (live.get("metadata") or {}).get("generation")
+    metadata = live.get("metadata") or {}
+    generation = metadata.get("generation")
+    resource_version = metadata.get("resourceVersion")
     token = mint_approval(
         service.key,
         change_set_id=cs_id,
@@ -231,13 +280,20 @@ def _patch(
         subject=approver,
         generation=generation if isinstance(generation, int) else None,
     )
-    return service.cluster.apply_patch(change.target, patch_for(change, token, live=live)).object
+    body = patch_for(
+        change,
+        token,
+        live=live,
+        resource_version=resource_version if isinstance(resource_version, str) else None,
+    )
+    return service.cluster.apply_patch(change.target, body).object
 
 
 def _audit_target(
     service: Service, actor: str, cs_id: str, op: Op, change: ResourceChange, result: str, msg: str
 ) -> None:
-    service.ledger.append_audit(
+    _best_effort_audit(
+        service,
         actor=actor,
         event=f"{op}.target",
         result=result,
@@ -250,39 +306,56 @@ def _audit_target(
 def _restore(
     service: Service,
     cs_id: str,
-    written: list[tuple[ResourceChange, dict[str, Any]]],
+    attempted: list[tuple[ResourceChange, list[GuardedState]]],
     outcomes: dict[str, TargetOutcome],
     actor: str,
     approver: str,
 ) -> bool:
-    """Put every written target back to its snapshot, newest first. True if all were."""
+    """Put every attempted target back to ``before``, newest first. True if all are.
+
+    A target is read again first: already at ``before`` (its patch never landed) needs
+    nothing; holding a state sizeguard wrote is patched back under the same approval; any
+    other state was written by someone else meanwhile and is left alone (reported)."""
     ok = True
-    for change, _live in reversed(written):
+    for change, ours in reversed(attempted):
         ref = change.target.ref()
-        snapshot = service.ledger.get_snapshot(cs_id, change.target)
         try:
-            if snapshot is None:
-                raise ServiceError("no snapshot")
-            original = guarded_state(snapshot.object)
+            snapshot = service.ledger.get_snapshot(cs_id, change.target)
+            if snapshot is None or guarded_state(snapshot.object) != change.before:
+                raise ServiceError("its snapshot is missing or does not match the change set")
             now = service.cluster.read_object(change.target)
+            if target_of(now) != change.target:
+                raise ServiceError("it was deleted or recreated meanwhile; nothing was written")
             current = guarded_state(now)
-            if current != original:
-                undo = ResourceChange(
-                    target=change.target,
-                    before=current,
-                    after=original,
-                    reason=f"restore after a failed apply of {cs_id}",
-                    source=ROLLBACK_SOURCE + cs_id,
+            if current == change.before:
+                if outcomes[ref].result != "not_applied":
+                    outcomes[ref] = TargetOutcome(
+                        target=ref,
+                        result="restored",
+                        message="was applied, then found back at its original values",
+                    )
+                continue
+            if current not in ours:
+                raise ServiceError(
+                    "someone else changed it after sizeguard's patch; it was not overwritten"
                 )
-                restored = _patch(service, cs_id, "rollback", undo, now, approver)
-                if guarded_state(restored) != original:
-                    raise ServiceError("the restored object does not have the original values")
-        except (ClusterError, ServiceError, ValueError) as exc:
+            undo = ResourceChange(
+                target=change.target,
+                before=current,
+                after=change.before,
+                reason=f"restore after a failed apply of {cs_id}",
+                source=ROLLBACK_SOURCE + cs_id,
+            )
+            restored = _patch(service, cs_id, "rollback", undo, now, approver)
+            if guarded_state(restored) != change.before:
+                raise ServiceError("the restored object does not have the original values")
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, ClusterError | ServiceError) else _internal(exc)
             ok = False
             outcomes[ref] = TargetOutcome(
-                target=ref, result="restore_failed", message=f"could not restore: {exc}"
+                target=ref, result="restore_failed", message=f"could not restore: {message}"
             )
-            _audit_target(service, actor, cs_id, "rollback", change, "restore_failed", str(exc))
+            _audit_target(service, actor, cs_id, "rollback", change, "restore_failed", message)
             continue
         outcomes[ref] = TargetOutcome(
             target=ref, result="restored", message="was applied, then restored to its original"
@@ -294,16 +367,18 @@ def _restore(
 def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> ChangeSet:
     """Build (and store) the change set that restores the snapshots of an applied one."""
     ledger = service.ledger
-    if ledger.get_change_set(change_set_id) is None:
+    stored = ledger.get_change_set(change_set_id)
+    if stored is None:
         raise ServiceError(f"there is no change set {change_set_id}")
-    applied = [
-        e for e in ledger.audit_entries(change_set_id=change_set_id) if e.event == "apply.completed"
-    ]
-    if not applied:
-        raise ServiceError(f"change set {change_set_id} was never applied; nothing to roll back")
+    if change_set_op(stored.source) == "rollback":
+        raise ServiceError(
+            f"{change_set_id} is itself a rollback; to make the change again, preview it again"
+        )
+    # Snapshots are saved right before the first patch: they exist iff an apply started
+    # (whether it completed, failed, or its audit entry could not be written).
     snapshots = ledger.snapshots(change_set_id)
     if not snapshots:
-        raise ServiceError(f"change set {change_set_id} has no snapshots to restore")
+        raise ServiceError(f"change set {change_set_id} was never applied; nothing to roll back")
     refs = [(s.target.kind, s.target.namespace, s.target.name) for s in snapshots]
     try:
         lives = service.read_targets(refs)

@@ -51,7 +51,8 @@ class Edit(BaseModel):
 
 
 class RecommendationFilter(BaseModel):
-    """Which recommendations to turn into a change set."""
+    """Which workloads' recommendations: namespaces, names, strategy, minimum severity, and
+    at most how many objects."""
 
     model_config = _IN
 
@@ -61,7 +62,7 @@ class RecommendationFilter(BaseModel):
     min_severity: Literal["OK", "GOOD", "WARNING", "CRITICAL"] = Field(
         default="WARNING", description="only containers whose recommendation is this severe"
     )
-    max_targets: Annotated[int, Field(ge=1, le=1000)] = 50
+    max_targets: Annotated[int, Field(ge=1, le=1000, description="at most this many objects")] = 50
 
 
 class DryRun(BaseModel):

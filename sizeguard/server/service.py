@@ -193,6 +193,7 @@ class Service:
             grouped.setdefault((edit.kind, edit.namespace, edit.name), []).append(edit)
         if len(grouped) > MAX_TARGETS:
             raise ServiceError(f"at most {MAX_TARGETS} objects per change set")
+        self._refuse_replicas_under_hpa([e for e in edits if e.replicas is not None])
         lives = self._read_all(list(grouped))
         changes = []
         for (kind, _ns, _name), live in zip(grouped, lives, strict=True):
@@ -209,6 +210,25 @@ class Service:
         if not changes:
             raise ServiceError("the edits change nothing: the objects already have those values")
         return ChangeSet(changes=changes)
+
+    def _refuse_replicas_under_hpa(self, edits: Sequence[Edit]) -> None:
+        """The HPA owns the replicas of the workload it scales: a change would be undone."""
+        if not edits:
+            return
+        try:
+            state = self.cluster.cluster_state(sorted({e.namespace for e in edits}))
+        except ClusterError as exc:
+            raise ServiceError(str(exc)) from None
+        scaled = {
+            (w.target.kind, w.target.namespace, w.target.name): w.hpa for w in state.workloads
+        }
+        for edit in edits:
+            hpa = scaled.get((edit.kind, edit.namespace, edit.name))
+            if hpa is not None:
+                raise ServiceError(
+                    f"{edit.kind}/{edit.namespace}/{edit.name} is scaled by the HPA {hpa}; "
+                    "propose min_replicas/max_replicas for the HPA instead of replicas"
+                )
 
     def _read_all(self, refs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
         try:
@@ -452,7 +472,9 @@ class Service:
             )
         check_typed(preview.typed_confirmation, typed)
         op = change_set_op(source)
-        approval = self.ledger.record_approval(change_set_id, op, approver)
+        approval = self.ledger.record_approval(
+            change_set_id, op, approver, typed_namespaces=tuple(preview.typed_confirmation)
+        )
         self.ledger.append_audit(
             actor=approver,
             event="confirmation.accepted",

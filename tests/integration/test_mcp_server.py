@@ -443,6 +443,12 @@ def test_production_targets_need_the_namespace_typed(app: FastMCP, service: Serv
     assert service.ledger.approvals(cs) == []
 
 
+def test_replicas_of_a_workload_an_hpa_scales_are_refused(app: FastMCP) -> None:
+    edit = {"kind": "Deployment", "namespace": "shop-prod", "name": "web", "replicas": 9}
+    with pytest.raises(ToolError, match="scaled by the HPA"):
+        run(call(app, "preview_changes", {"edits": [edit]}))
+
+
 # --- drift and partial failure ------------------------------------------------------------------
 
 

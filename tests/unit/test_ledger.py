@@ -215,6 +215,34 @@ def test_approval_is_single_use(ledger: Ledger) -> None:
     assert [a.state for a in ledger.approvals(cs.id)] == ["used"]
 
 
+def test_using_an_approval_cancels_the_spare_ones(ledger: Ledger) -> None:
+    cs = change_set("a")
+    ledger.put_change_set(cs, source="preview")
+    ledger.record_approval(cs.id, "apply", "alice", now=NOW)
+    ledger.record_approval(cs.id, "apply", "bob", now=NOW + 1)
+    ledger.record_approval(cs.id, "rollback", "carol", now=NOW + 2)
+    used = ledger.consume_approval(cs.id, "apply", NOW + 3)
+    assert used.approver == "bob"
+    assert [a.state for a in ledger.approvals(cs.id)] == ["cancelled", "used", "cancelled"]
+    with pytest.raises(ApprovalRefusedError) as refused:
+        ledger.consume_approval(cs.id, "apply", NOW + 4)
+    assert refused.value.reason is ApprovalRefusal.USED
+    assert ledger.verify_audit().ok
+
+
+def test_the_typed_namespaces_are_kept_with_the_approval(ledger: Ledger) -> None:
+    cs = change_set("a")
+    ledger.put_change_set(cs, source="preview")
+    approval = ledger.record_approval(
+        cs.id, "apply", "alice", now=NOW, typed_namespaces=("shop-prod", "data", "data")
+    )
+    assert approval.typed_namespaces == ("data", "shop-prod")
+    assert ledger.consume_approval(cs.id, "apply", NOW + 1).typed_namespaces == (
+        "data",
+        "shop-prod",
+    )
+
+
 def test_approval_expires_after_300_seconds(ledger: Ledger) -> None:
     cs = change_set("a")
     ledger.put_change_set(cs, source="preview")
