@@ -53,6 +53,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.tls_not_after = Gauge(
+            "sizeguard_webhook_tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate in use expires (Unix time); alert well before.",
+            registry=self.registry,
+        )
+
     def observe(self, decision: str, reason: str, dry_run: bool, seconds: float) -> None:
         self.requests.labels(decision, reason, "true" if dry_run else "false").inc()
         self.latency.labels(decision).observe(seconds)

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 import uvicorn
+from cryptography import x509
 
 from sizeguard.webhook.app import WebhookApp
 
@@ -31,6 +32,15 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def certificate_not_after(path: Path) -> float | None:
+    """The expiry (Unix time) of the first certificate in a PEM file, None if unreadable."""
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return certificate.not_valid_after_utc.timestamp()
 
 
 def _new_context() -> ssl.SSLContext:
@@ -50,6 +60,7 @@ class ReloadingTLS:
         self.context.load_cert_chain(str(cert), str(key))  # fails loudly at startup
         self._identity: Identity = (_identity(cert), _identity(key))
         self.last_error: str | None = None
+        self.not_after = certificate_not_after(cert)
 
     def maybe_reload(self) -> bool | None:
         """Reload if the files changed: True when reloaded, False when refused, None if same."""
@@ -69,6 +80,7 @@ class ReloadingTLS:
         self.context.load_cert_chain(str(self.cert), str(self.key))
         self._identity = identity
         self.last_error = None
+        self.not_after = certificate_not_after(self.cert)
         _log.info("tls.reloaded", cert=str(self.cert))
         return True
 
@@ -86,6 +98,8 @@ class ServeOptions:
 async def serve(app: WebhookApp, options: ServeOptions) -> None:
     tls = ReloadingTLS(options.cert, options.key)
     app.metrics.tls_reloads.labels("ok").inc()
+    if tls.not_after is not None:
+        app.metrics.tls_not_after.set(tls.not_after)
 
     def factory(config: uvicorn.Config, default: Any) -> ssl.SSLContext:
         return tls.context
@@ -116,6 +130,8 @@ async def serve(app: WebhookApp, options: ServeOptions) -> None:
                 continue
             if result is not None:
                 app.metrics.tls_reloads.labels("ok" if result else "failed").inc()
+            if result and tls.not_after is not None:
+                app.metrics.tls_not_after.set(tls.not_after)
             app.jwks.refresh()
 
     watcher = asyncio.create_task(watch())

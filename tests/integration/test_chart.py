@@ -5,6 +5,7 @@ patch."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import ssl
 import subprocess
@@ -38,6 +39,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
         }
     },
     "service-monitor": {"serviceMonitor": {"enabled": True}},
+    "prometheus-rule": {"prometheusRule": {"enabled": True}},
     "network-policy": {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.0/8"]}},
     "mcp-server": {"mcpServer": {"enabled": True}},
     "inline-jwks": {"jwks": {"existingSecret": "", "inline": '{"keys": []}'}},
@@ -88,6 +90,7 @@ def test_each_option_renders(option: str, tmp_path: Path) -> None:
     expected = {
         "cert-manager": {"Certificate", "Issuer"},
         "service-monitor": {"ServiceMonitor"},
+        "prometheus-rule": {"PrometheusRule"},
         "network-policy": {"NetworkPolicy"},
         "mcp-server": {"ClusterRole", "ClusterRoleBinding"},
         "inline-jwks": {"Secret"},
@@ -188,6 +191,7 @@ def crds(sandbox: Sandbox) -> Path:
         _crd("cert-manager.io", "Certificate", "certificates"),
         _crd("cert-manager.io", "Issuer", "issuers"),
         _crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        _crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
     ]
     result = kubectl(
         sandbox.kubeconfig,
@@ -217,6 +221,119 @@ def test_every_rendered_manifest_passes_a_server_side_dry_run(
     result = kubectl(crds, "apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-", stdin=manifest)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == len(docs)
+
+
+# What the alerts are for, as promtool unit tests: synthetic series in, alerts out.
+_JOB = 'job="sg-sizeguard-webhook", namespace="sizeguard-system"'
+_EXPIRY = "sizeguard_webhook_tls_certificate_expiry_timestamp_seconds"
+_ALERT_TESTS: dict[str, Any] = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "name": "a healthy webhook raises nothing",
+            "interval": "1m",
+            "input_series": [
+                {"series": f"up{{{_JOB}}}", "values": "1x30"},
+                {"series": f"sizeguard_webhook_jwks_keys{{{_JOB}}}", "values": "2x30"},
+                {
+                    "series": "sizeguard_webhook_requests_total"
+                    f'{{{_JOB}, decision="allowed", reason="approved", dry_run="false"}}',
+                    "values": "0+5x30",
+                },
+                {
+                    "series": f"{_EXPIRY}{{{_JOB}}}",
+                    "values": str(90 * 86400) + "x30",
+                },
+            ],
+            "alert_rule_test": [
+                {"eval_time": "30m", "alertname": name, "exp_alerts": []}
+                for name in (
+                    "SizeguardWebhookDown",
+                    "SizeguardWebhookErrors",
+                    "SizeguardWebhookNoTrustedKeys",
+                    "SizeguardCertificateExpiresSoon",
+                )
+            ],
+        },
+        {
+            "name": "a broken webhook raises each of its alerts",
+            "interval": "1m",
+            "input_series": [
+                {"series": f"up{{{_JOB}}}", "values": "0x30"},
+                {"series": f"sizeguard_webhook_jwks_keys{{{_JOB}}}", "values": "0x30"},
+                {
+                    "series": "sizeguard_webhook_requests_total"
+                    f'{{{_JOB}, decision="error", reason="policy_unavailable", dry_run="false"}}',
+                    "values": "0+3x30",
+                },
+                {
+                    "series": f"{_EXPIRY}{{{_JOB}}}",
+                    "values": str(5 * 86400) + "x30",
+                },
+                {
+                    "series": f'sizeguard_webhook_jwks_reloads_total{{{_JOB}, result="failed"}}',
+                    "values": "0 0 0 0 0 0 0 0 0 0 1x20",
+                },
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "30m",
+                    "alertname": name,
+                    "exp_alerts": [{"exp_labels": {"severity": severity}}],
+                }
+                for name, severity in (
+                    ("SizeguardWebhookDown", "critical"),
+                    ("SizeguardWebhookErrors", "critical"),
+                    ("SizeguardWebhookNoTrustedKeys", "critical"),
+                    ("SizeguardCertificateExpiresSoon", "warning"),
+                )
+            ]
+            + [
+                {
+                    "eval_time": "15m",
+                    "alertname": "SizeguardKeysReloadFailed",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "warning",
+                                "job": "sg-sizeguard-webhook",
+                                "namespace": "sizeguard-system",
+                                "result": "failed",
+                            }
+                        }
+                    ],
+                }
+            ],
+        },
+    ],
+}
+
+
+def test_the_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> None:
+    (rule,) = [
+        d for d in render(tmp_path, OPTIONS["prometheus-rule"]) if d["kind"] == "PrometheusRule"
+    ]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    promtool = str(tools.require("promtool")["promtool"])
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 7 rules found" in checked.stdout
+    # promtool compares annotations too: expect each alert's own (rendered) annotations.
+    annotations = {r["alert"]: r["annotations"] for r in rule["spec"]["groups"][0]["rules"]}
+    tests = copy.deepcopy(_ALERT_TESTS)
+    for case in tests["tests"]:
+        for check in case["alert_rule_test"]:
+            for alert in check["exp_alerts"]:
+                alert["exp_annotations"] = annotations[check["alertname"]]
+    cases = tmp_path / "alerts_test.yaml"
+    cases.write_text(yaml.safe_dump({"rule_files": [str(rules)], **tests}))
+    tested = subprocess.run(
+        [promtool, "test", "rules", str(cases)], capture_output=True, text=True, check=False
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 @pytest.fixture(scope="module")

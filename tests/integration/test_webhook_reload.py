@@ -19,6 +19,7 @@ from sizeguard.approvals import init_key_dir, load_signing_key, rotate_key_dir
 from sizeguard.sandbox import processes, webhook_setup
 from sizeguard.sandbox.pki import CertificateAuthority
 from sizeguard.sandbox.processes import Component
+from sizeguard.webhook.server import certificate_not_after
 
 from .conftest import Sandbox
 from .helpers import eventually
@@ -131,6 +132,15 @@ def _file_fingerprint(path: Path) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def _expiry_metric(hook: Hook) -> float | None:
+    with hook.client() as client:
+        text = client.get(f"{hook.url}/metrics").text
+    for line in text.splitlines():
+        if line.startswith("sizeguard_webhook_tls_certificate_expiry_timestamp_seconds "):
+            return float(line.split()[1])
+    return None
+
+
 def test_a_renewed_certificate_is_served_without_a_restart(hook: Hook) -> None:
     first = _served_fingerprint(hook)
     assert first == _file_fingerprint(hook.cert)
@@ -141,6 +151,11 @@ def test_a_renewed_certificate_is_served_without_a_restart(hook: Hook) -> None:
     expected = _file_fingerprint(hook.cert)
     assert expected != first
     eventually(lambda: _served_fingerprint(hook) == expected, timeout=10, what="the new cert")
+    not_after = certificate_not_after(hook.cert)
+    assert not_after is not None and not_after > time.time() + 86400
+    eventually(
+        lambda: _expiry_metric(hook) == not_after, timeout=10, what="the expiry of the new cert"
+    )
     # A broken pair (key from elsewhere) is refused; the renewed certificate keeps serving.
     other = hook.ca.issue("other", "x", server_names=("127.0.0.1",))
     hook.key.write_bytes(other.key.read_bytes())
