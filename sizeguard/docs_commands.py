@@ -71,18 +71,63 @@ def tool_reference() -> list[dict[str, Any]]:
     return asyncio.run(listed())
 
 
-def _arguments(schema: dict[str, Any]) -> list[str]:
+def _type(spec: dict[str, Any]) -> str:
+    """A JSON schema's type as people read it: ``string or null``, ``array of Edit``."""
+    if "$ref" in spec:
+        return str(spec["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in spec:
+        return " or ".join(dict.fromkeys(_type(option) for option in spec["anyOf"]))
+    kind = spec.get("type", "")
+    if kind == "array" and isinstance(spec.get("items"), dict):
+        return f"array of {_type(spec['items'])}"
+    if kind == "object" and spec.get("title"):
+        return str(spec["title"])
+    if "enum" in spec:
+        return " | ".join(json.dumps(value) for value in spec["enum"])
+    return str(kind or "any")
+
+
+def _object_of(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The object schema (with properties) an argument holds, through arrays and nullables."""
+    if spec.get("properties"):
+        return spec
+    for inner in (spec.get("items"), *(spec.get("anyOf") or [])):
+        if isinstance(inner, dict):
+            found = _object_of(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _description(spec: dict[str, Any]) -> str:
+    """The argument's description on one line (a list item), from it or its first option."""
+    for source in (spec, *(spec.get("anyOf") or [])):
+        if isinstance(source, dict) and source.get("description"):
+            return " ".join(str(source["description"]).split())
+    return ""
+
+
+def _arguments(schema: dict[str, Any], indent: str = "") -> list[str]:
     required = set(schema.get("required") or [])
     lines = []
     for name, spec in (schema.get("properties") or {}).items():
-        kind = spec.get("type") or ("object" if "$ref" in spec or "anyOf" in spec else "")
-        text = spec.get("description", "")
-        default = "" if name in required else f" (default `{json.dumps(spec.get('default'))}`)"
+        kind = _type(spec)
+        text = _description(spec)
+        if indent and text == schema.get("description"):
+            text = ""
+        default = (
+            f" (default `{json.dumps(spec['default'])}`)"
+            if name not in required and "default" in spec
+            else ""
+        )
         lines.append(
-            f"- `{name}`{' **required**' if name in required else ''} {kind}{default}"
+            f"{indent}- `{name}`{' **required**' if name in required else ''} {kind}{default}"
             + (f": {text}" if text else "")
         )
-    return lines or ["- none"]
+        inner = _object_of(spec)
+        if inner is not None and not indent:
+            lines += _arguments(inner, indent + "  ")
+    return lines or [f"{indent}- none"]
 
 
 def render_markdown(tools: list[dict[str, Any]]) -> str:
