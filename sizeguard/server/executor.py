@@ -50,6 +50,8 @@ Op = Literal["apply", "rollback"]
 
 _log = structlog.get_logger("sizeguard.executor")
 
+# A conditional patch is retried this often when only the resourceVersion moved.
+_CONFLICT_RETRIES: Final = 5
 # API answers that mean the patch was not stored. Anything else (a timeout, a dropped
 # connection, a 5xx, an exception of our own) may have come after the write landed.
 _REFUSED_BEFORE_WRITING: Final = frozenset(
@@ -143,7 +145,7 @@ def apply_change_set(
             if before_patch is not None:
                 before_patch(change)
             attempted.append((change, [change.after]))  # a failed patch may still have landed
-            result = _patch(service, change_set_id, op, change, live, approval.approver)
+            result = _patch_fresh(service, change_set_id, op, change, live, approval.approver)
             stored_state = guarded_state(result)
         except Exception as exc:  # any failure midway ends in a restore, never a half-apply
             message = str(exc) if isinstance(exc, ClusterError | ServiceError) else _internal(exc)
@@ -289,6 +291,40 @@ def _patch(
     return service.cluster.apply_patch(change.target, body).object
 
 
+def _patch_fresh(
+    service: Service,
+    cs_id: str,
+    op: Op,
+    change: ResourceChange,
+    live: dict[str, Any],
+    approver: str,
+) -> dict[str, Any]:
+    """:func:`_patch` conditional on ``live``'s resourceVersion. Controllers write status all
+    the time, which moves the resourceVersion too: on a 409 the object is read again and the
+    patch retried (signed for its new generation) while its guarded state is still exactly
+    ``change.before``; anything else is someone else's write, and nothing is written."""
+    for _attempt in range(_CONFLICT_RETRIES):
+        try:
+            return _patch(service, cs_id, op, change, live, approver)
+        except ClusterError as exc:
+            if exc.kind != "conflict":
+                raise
+        live = service.cluster.read_object(change.target)
+        if guarded_state(live) != change.before:
+            raise ClusterError(
+                "conflict",
+                f"{change.target.ref()} was changed by someone else after sizeguard checked it; "
+                "nothing was written to it",
+                status=409,
+            )
+    raise ClusterError(
+        "conflict",
+        f"{change.target.ref()} kept changing (resourceVersion) during {_CONFLICT_RETRIES} "
+        "attempts; nothing was written to it",
+        status=409,
+    )
+
+
 def _audit_target(
     service: Service, actor: str, cs_id: str, op: Op, change: ResourceChange, result: str, msg: str
 ) -> None:
@@ -346,7 +382,7 @@ def _restore(
                 reason=f"restore after a failed apply of {cs_id}",
                 source=ROLLBACK_SOURCE + cs_id,
             )
-            restored = _patch(service, cs_id, "rollback", undo, now, approver)
+            restored = _patch_fresh(service, cs_id, "rollback", undo, now, approver)
             if guarded_state(restored) != change.before:
                 raise ServiceError("the restored object does not have the original values")
         except Exception as exc:

@@ -76,6 +76,11 @@ class FakeCluster:
         obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu
         self._bump(obj)
 
+    def status_write(self, name: str) -> None:
+        """A controller updates the status: a new resourceVersion, the same generation."""
+        self.version += 1
+        self.objects[name]["metadata"]["resourceVersion"] = str(self.version)
+
     def _bump(self, obj: dict[str, Any]) -> None:
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
@@ -246,6 +251,21 @@ def test_another_writer_between_read_and_patch_gets_a_conflict_not_an_overwrite(
     assert result.status == "failed_restored"
     assert (cpu(cluster, "a"), cpu(cluster, "b")) == ("100m", "333m")
     assert cluster.patches == ["a", "a"]  # a applied, a restored; b never written
+
+
+def test_a_status_write_between_read_and_patch_is_retried_not_a_failure(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"), deployment("b"))
+    service = make_service(ledger, cluster)
+    cs_id = approved(service, "a", "b")
+
+    def controller_writes_status(change: ResourceChange) -> None:
+        cluster.status_write(change.target.name)
+
+    result = executor.apply_change_set(
+        service, cs_id, actor="mcp:test", before_patch=controller_writes_status
+    )
+    assert result.status == "applied"
+    assert (cpu(cluster, "a"), cpu(cluster, "b")) == ("250m", "250m")
 
 
 def test_a_restore_never_overwrites_what_someone_else_wrote(ledger: Ledger) -> None:
