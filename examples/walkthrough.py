@@ -136,7 +136,7 @@ async def walkthrough(args: argparse.Namespace) -> int:
             return 1
 
         step(7, "an unapproved kubectl patch of the same workload: the cluster refuses it")
-        unapproved(args, ns, name)
+        refused = unapproved(args, ns, name)
 
         step(8, "get_execution_history: the hash-chained audit log")
         history = (
@@ -159,18 +159,21 @@ async def walkthrough(args: argparse.Namespace) -> int:
         step(10, "generate_report")
         markdown = (await client.call_tool("generate_report", {})).structured_content["markdown"]
         say(markdown)
-    ok = outcome["execution"] is not None and outcome["execution"]["status"] == "applied"
+    ok = (
+        refused and outcome["execution"] is not None and outcome["execution"]["status"] == "applied"
+    )
     print("\nwalkthrough " + ("complete: every step behaved as it should" if ok else "FAILED"))
     return 0 if ok else 1
 
 
-def unapproved(args: argparse.Namespace, ns: str, name: str) -> None:
+def unapproved(args: argparse.Namespace, ns: str, name: str) -> bool:
+    """An unapproved kubectl change of a guarded field; True if the cluster refused it."""
     kubectl = shutil.which(
         "kubectl", path=str(Path.home() / ".cache/sizeguard/tools/bin")
     ) or shutil.which("kubectl")
     if kubectl is None:
-        say("kubectl not found (run scripts/install-tools); skipped")
-        return
+        say("kubectl not found (run scripts/install-tools); cannot show the refusal")
+        return False
     env = dict(os.environ)
     if args.kubeconfig:
         env["KUBECONFIG"] = args.kubeconfig
@@ -183,6 +186,7 @@ def unapproved(args: argparse.Namespace, ns: str, name: str) -> None:
         + str(done.returncode)
         + (" (refused, as it must be)" if done.returncode else " — NOT REFUSED")
     )
+    return done.returncode != 0 and "sizeguard" in done.stderr
 
 
 def main() -> int:
