@@ -24,7 +24,13 @@ from sizeguard.prometheus import PrometheusClient, PrometheusError
 from sizeguard.recommend import ReplicaRecommendation, scan, settings_for
 from sizeguard.report_formats import to_krr
 from sizeguard.server import executor, report
-from sizeguard.server.confirm import Answer, PendingConfirmations, ask, client_name
+from sizeguard.server.confirm import (
+    Answer,
+    PendingConfirmations,
+    ask,
+    client_name,
+    modern_protocol,
+)
 from sizeguard.server.models import (
     ChangeSetId,
     Confirmation,
@@ -37,7 +43,13 @@ from sizeguard.server.models import (
     RecommendationFilter,
     SafetyReport,
 )
-from sizeguard.server.service import Service, ServiceError, change_set_op, timestamp
+from sizeguard.server.service import (
+    Service,
+    ServiceError,
+    change_set_op,
+    confirmation_text,
+    timestamp,
+)
 from sizeguard.server.usage import usage
 from sizeguard.workloads import Workload, WorkloadReader
 
@@ -427,10 +439,26 @@ def build_app(
 
     # --- mutating tools ---------------------------------------------------------------------
 
-    async def confirm(ctx: Context, change_set_id: str) -> Confirmation | InputRequiredResult:
+    async def confirm(
+        ctx: Context, change_set_id: str, preview: Preview | None = None
+    ) -> Confirmation | InputRequiredResult:
+        """Ask the human about a change set (``preview``: its fresh preview, if the caller
+        has one). The answer round of the input-required style skips the preview: approving
+        checks the policy and the dry runs again before anything is recorded."""
         actor = client_name(ctx)
-        preview, source = await thread(lambda: service.stored_preview(change_set_id, actor=actor))
-        op = change_set_op(source)
+        stored = await thread(service.ledger.get_change_set, change_set_id)
+        if stored is None:
+            raise ServiceError(
+                f"there is no change set {change_set_id}; preview_changes creates one"
+            )
+        op = change_set_op(stored.source)
+        if modern_protocol(ctx) and ctx.input_responses is not None:
+            answer = await ask(ctx, pending, change_set_id=change_set_id, op=op, text="")
+            assert not isinstance(answer, InputRequiredResult)
+            return await thread(settle, change_set_id, op, answer, actor)
+        if preview is None:
+            fresh, _ = await thread(lambda: service.stored_preview(change_set_id, actor=actor))
+            preview = fresh
         if not preview.policy.allowed or any(not d.admitted for d in preview.dry_run):
             problems = [v.message for v in preview.policy.violations] + [
                 f"{d.target}: {d.error}" for d in preview.dry_run if not d.admitted
@@ -441,8 +469,6 @@ def build_app(
                 status="refused",
                 message="cannot be approved: " + "; ".join(problems[:5]),
             )
-        from sizeguard.server.service import confirmation_text
-
         answer = await ask(
             ctx, pending, change_set_id=change_set_id, op=op, text=confirmation_text(preview, op)
         )
@@ -544,7 +570,7 @@ def build_app(
     async def propose_confirm_apply(
         ctx: Context, change_set_id: str, preview: Preview | None
     ) -> Outcome | InputRequiredResult:
-        confirmation = await confirm(ctx, change_set_id)
+        confirmation = await confirm(ctx, change_set_id, preview)
         if isinstance(confirmation, InputRequiredResult):
             return confirmation
         execution = None
