@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging()  # log events go to stderr as JSON; stdout is the command's output
+    # Commands people run print what matters themselves: only warnings are logged (JSON on
+    # stderr). The servers (serve, webhook) log every decision at info level.
+    configure_logging(level=logging.WARNING)
     try:
         result: int = args.func(args)
     except CommandError as exc:

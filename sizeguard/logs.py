@@ -7,12 +7,15 @@ MCP protocol on stdio), so log events never go there.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["LEVEL_ENV", "configure_logging", "level_from_env"]
+
+LEVEL_ENV = "SIZEGUARD_LOG_LEVEL"
 
 
 def _stderr(*_: Any) -> structlog.PrintLogger:
@@ -20,8 +23,17 @@ def _stderr(*_: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
+def level_from_env(default: int) -> int:
+    """``$SIZEGUARD_LOG_LEVEL`` (debug, info, warning, error) if set, else ``default``."""
+    name = os.environ.get(LEVEL_ENV, "").strip().upper()
+    level = logging.getLevelName(name) if name else default
+    return level if isinstance(level, int) else default
+
+
 def configure_logging(*, level: int = logging.INFO, cache: bool = False) -> None:
-    """JSON lines on stderr. ``cache`` binds loggers once (for long-running servers)."""
+    """JSON lines on stderr. ``cache`` binds loggers once (for long-running servers).
+    ``$SIZEGUARD_LOG_LEVEL`` overrides ``level``."""
+    level = level_from_env(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

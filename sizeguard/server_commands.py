@@ -13,6 +13,7 @@ from sizeguard.approvals import KeyStoreError, SigningKey, load_signing_key
 from sizeguard.cluster import Cluster, ClusterError
 from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger, LedgerError, default_ledger_path
+from sizeguard.logs import configure_logging
 from sizeguard.policy import PolicyClient, default_opa_url
 from sizeguard.server.service import (
     Service,
@@ -137,6 +138,7 @@ def build_service(args: argparse.Namespace, *, read_only: bool, need_key: bool) 
 def _serve(args: argparse.Namespace) -> int:
     from sizeguard.server.app import build_app
 
+    configure_logging()  # one JSON event per tool call on stderr; stdout may be the protocol
     service = build_service(args, read_only=args.read_only, need_key=not args.read_only)
     app = build_app(service)
     if args.transport == "http":
