@@ -105,6 +105,9 @@ class Outcome(BaseModel):
     preview: Preview | None
     confirmation: Confirmation
     execution: Execution | None
+    notes: list[str] = Field(
+        default_factory=list, description="targets left out of a rollback, and why"
+    )
 
 
 def _audit_call(
@@ -119,7 +122,7 @@ def _audit_call(
             change_set_id=cs if isinstance(cs, str) and len(cs) <= 64 else None,
             details={"arguments": scrub_details(arguments)},
         )
-    except (LedgerError, ValueError) as exc:  # never let the audit of a call hide its result
+    except Exception as exc:  # never let the audit of a call hide its result (or its error)
         _log.error("audit.failed", tool=tool, error=str(exc)[:200])
 
 
@@ -440,7 +443,10 @@ def build_app(
     # --- mutating tools ---------------------------------------------------------------------
 
     async def confirm(
-        ctx: Context, change_set_id: str, preview: Preview | None = None
+        ctx: Context,
+        change_set_id: str,
+        preview: Preview | None = None,
+        notes: Sequence[str] = (),
     ) -> Confirmation | InputRequiredResult:
         """Ask the human about a change set (``preview``: its fresh preview, if the caller
         has one). The answer round of the input-required style skips the preview: approving
@@ -469,9 +475,10 @@ def build_app(
                 status="refused",
                 message="cannot be approved: " + "; ".join(problems[:5]),
             )
-        answer = await ask(
-            ctx, pending, change_set_id=change_set_id, op=op, text=confirmation_text(preview, op)
-        )
+        text = confirmation_text(preview, op)
+        if notes:
+            text += "\n  Left out:\n" + "\n".join(f"    - {note}" for note in notes[:20])
+        answer = await ask(ctx, pending, change_set_id=change_set_id, op=op, text=text)
         if isinstance(answer, InputRequiredResult):
             return answer
         return await thread(settle, change_set_id, op, answer, actor)
@@ -568,9 +575,9 @@ def build_app(
         )
 
     async def propose_confirm_apply(
-        ctx: Context, change_set_id: str, preview: Preview | None
+        ctx: Context, change_set_id: str, preview: Preview | None, notes: Sequence[str] = ()
     ) -> Outcome | InputRequiredResult:
-        confirmation = await confirm(ctx, change_set_id, preview)
+        confirmation = await confirm(ctx, change_set_id, preview, notes)
         if isinstance(confirmation, InputRequiredResult):
             return confirmation
         execution = None
@@ -581,6 +588,7 @@ def build_app(
             preview=preview,
             confirmation=confirmation,
             execution=execution,
+            notes=list(notes),
         )
 
     @mcp.tool(
@@ -654,10 +662,11 @@ def build_app(
             rollback = await thread(
                 lambda: executor.rollback_change_set(service, change_set_id, actor=actor)
             )
+            cs_id = rollback.change_set.id
             preview = None
             if ctx.input_responses is None:
-                preview, _ = await thread(lambda: service.stored_preview(rollback.id, actor=actor))
-            return await propose_confirm_apply(ctx, rollback.id, preview)
+                preview, _ = await thread(lambda: service.stored_preview(cs_id, actor=actor))
+            return await propose_confirm_apply(ctx, cs_id, preview, rollback.skipped)
 
         return await call(
             ctx, "rollback_changes", {"change_set_id": change_set_id}, work, mutating=True

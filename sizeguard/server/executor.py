@@ -19,18 +19,29 @@ The order is the safety argument, so it is spelled out here:
    unexpected exception — every target already attempted is read again and put back to
    ``before`` under the same human approval (signed as ``rollback`` of this change set), but
    only if it holds what sizeguard wrote: a value someone else wrote meanwhile is never
-   overwritten. The report says target by target what happened.
+   overwritten. A target whose patch's answer was lost is fenced (a conditional write of a
+   non-guarded annotation), so that the patch cannot land after the report. The report
+   says target by target what happened.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import structlog
 
 from sizeguard.approvals import mint_approval
-from sizeguard.changes import ChangeSet, GuardedState, ResourceChange, guarded_state, target_of
+from sizeguard.changes import (
+    ChangeSet,
+    GuardedState,
+    ResourceChange,
+    Target,
+    guarded_state,
+    target_of,
+)
 from sizeguard.cluster import ClusterError, patch_for
 from sizeguard.ledger import ApprovalRefusedError, LedgerError
 from sizeguard.server.models import Execution, TargetOutcome
@@ -42,7 +53,7 @@ from sizeguard.server.service import (
     typed_namespaces,
 )
 
-__all__ = ["BeforePatch", "apply_change_set", "rollback_change_set"]
+__all__ = ["FENCE_ANNOTATION", "BeforePatch", "Rollback", "apply_change_set", "rollback_change_set"]
 
 # A seam for tests of partial failure: called before each target is patched.
 BeforePatch = Callable[[ResourceChange], None]
@@ -52,11 +63,19 @@ _log = structlog.get_logger("sizeguard.executor")
 
 # A conditional patch is retried this often when only the resourceVersion moved.
 _CONFLICT_RETRIES: Final = 5
+_BACKOFF_SECONDS: Final = 0.05
+# Written (conditionally) on an object whose patch's answer was lost, so that the patch can
+# no longer land after the restore; not guarded, so the webhook admits it at once.
+FENCE_ANNOTATION: Final = "sizeguard.io/fenced-by"
 # API answers that mean the patch was not stored. Anything else (a timeout, a dropped
 # connection, a 5xx, an exception of our own) may have come after the write landed.
 _REFUSED_BEFORE_WRITING: Final = frozenset(
     {"not_found", "forbidden", "denied", "conflict", "invalid", "unauthorized", "unsupported"}
 )
+
+
+class NotSentError(ServiceError):
+    """A patch stopped before its request left: nothing can have been written."""
 
 
 def _refused(cs_id: str, op: Op, message: str) -> Execution:
@@ -139,6 +158,7 @@ def apply_change_set(
     # Targets a patch was sent to, with the guarded states sizeguard may have left them in.
     attempted: list[tuple[ResourceChange, list[GuardedState]]] = []
     failure: str | None = None
+    uncertain: frozenset[str] = frozenset()
     for change, live in zip(change_set.changes, lives, strict=True):
         ref = change.target.ref()
         try:
@@ -150,8 +170,11 @@ def apply_change_set(
         except Exception as exc:  # any failure midway ends in a restore, never a half-apply
             message = str(exc) if isinstance(exc, ClusterError | ServiceError) else _internal(exc)
             sent = bool(attempted) and attempted[-1][0] is change
-            if sent and isinstance(exc, ClusterError) and exc.kind in _REFUSED_BEFORE_WRITING:
-                attempted.pop()  # the API server answered: this patch was not stored
+            refused = isinstance(exc, ClusterError) and exc.kind in _REFUSED_BEFORE_WRITING
+            if sent and (refused or isinstance(exc, NotSentError)):
+                attempted.pop()  # the request never left, or was answered: nothing stored
+            elif sent:
+                uncertain = frozenset({ref})  # it may have landed, or may still land
             failure = f"{ref}: {message}"
             outcomes[ref] = TargetOutcome(target=ref, result="not_applied", message=message)
             _audit_target(service, actor, change_set_id, op, change, "failed", message)
@@ -188,7 +211,9 @@ def apply_change_set(
             rollback_hint=hint,
         )
 
-    restored_all = _restore(service, change_set_id, attempted, outcomes, actor, approval.approver)
+    restored_all = _restore(
+        service, change_set_id, attempted, outcomes, actor, approval.approver, uncertain
+    )
     for change in change_set.changes:
         ref = change.target.ref()
         outcomes.setdefault(
@@ -268,26 +293,31 @@ def _patch(
     live: dict[str, Any],
     approver: str,
 ) -> dict[str, Any]:
+    """Sign and send one conditional patch. Raises :class:`NotSentError` for anything that
+    stops it before the request leaves (nothing can have been written then)."""
     assert service.key is not None
     metadata = live.get("metadata") or {}
     generation = metadata.get("generation")
     resource_version = metadata.get("resourceVersion")
-    token = mint_approval(
-        service.key,
-        change_set_id=cs_id,
-        op=op,
-        target=change.target,
-        before=change.before,
-        after=change.after,
-        subject=approver,
-        generation=generation if isinstance(generation, int) else None,
-    )
-    body = patch_for(
-        change,
-        token,
-        live=live,
-        resource_version=resource_version if isinstance(resource_version, str) else None,
-    )
+    if not isinstance(resource_version, str) or not resource_version:
+        raise NotSentError(
+            f"{change.target.ref()} came without a resourceVersion; sizeguard writes only "
+            "conditionally, so nothing was written"
+        )
+    try:
+        token = mint_approval(
+            service.key,
+            change_set_id=cs_id,
+            op=op,
+            target=change.target,
+            before=change.before,
+            after=change.after,
+            subject=approver,
+            generation=generation if isinstance(generation, int) else None,
+        )
+        body = patch_for(change, token, live=live, resource_version=resource_version)
+    except ValueError as exc:
+        raise NotSentError(f"{change.target.ref()}: {exc}; nothing was written") from None
     return service.cluster.apply_patch(change.target, body).object
 
 
@@ -303,26 +333,55 @@ def _patch_fresh(
     the time, which moves the resourceVersion too: on a 409 the object is read again and the
     patch retried (signed for its new generation) while its guarded state is still exactly
     ``change.before``; anything else is someone else's write, and nothing is written."""
-    for _attempt in range(_CONFLICT_RETRIES):
+    for attempt in range(_CONFLICT_RETRIES):
+        if attempt:
+            time.sleep(_BACKOFF_SECONDS * 2**attempt)
+            live = service.cluster.read_object(change.target)
+            if guarded_state(live) != change.before:
+                raise ClusterError(
+                    "conflict",
+                    f"{change.target.ref()} was changed by someone else after sizeguard checked "
+                    "it; nothing was written to it",
+                    status=409,
+                )
         try:
             return _patch(service, cs_id, op, change, live, approver)
         except ClusterError as exc:
             if exc.kind != "conflict":
                 raise
-        live = service.cluster.read_object(change.target)
-        if guarded_state(live) != change.before:
-            raise ClusterError(
-                "conflict",
-                f"{change.target.ref()} was changed by someone else after sizeguard checked it; "
-                "nothing was written to it",
-                status=409,
-            )
     raise ClusterError(
         "conflict",
         f"{change.target.ref()} kept changing (resourceVersion) during {_CONFLICT_RETRIES} "
         "attempts; nothing was written to it",
         status=409,
     )
+
+
+def _fence(service: Service, cs_id: str, target: Target, now: dict[str, Any]) -> dict[str, Any]:
+    """Make sure a patch whose answer was lost can no longer land; return the object then.
+
+    ``now`` still holds the original values, but a patch that timed out may still be in
+    flight. Every sizeguard patch is conditional on the resourceVersion it was checked
+    against, so a conditional write of a non-guarded annotation (admitted by the webhook at
+    once) moves the resourceVersion on and the late patch gets a 409. If the fence gets the
+    409 instead and the guarded values changed, someone (the late patch) wrote first: that
+    object is returned for the caller to judge like any other."""
+    original = guarded_state(now)
+    for attempt in range(_CONFLICT_RETRIES):
+        version = (now.get("metadata") or {}).get("resourceVersion")
+        if not isinstance(version, str) or not version:
+            raise ServiceError("it came without a resourceVersion; a late patch cannot be fenced")
+        body = {"metadata": {"resourceVersion": version, "annotations": {FENCE_ANNOTATION: cs_id}}}
+        try:
+            return service.cluster.apply_patch(target, body).object
+        except ClusterError as exc:
+            if exc.kind != "conflict":
+                raise
+        now = service.cluster.read_object(target)
+        if guarded_state(now) != original:
+            return now
+        time.sleep(_BACKOFF_SECONDS * 2**attempt)
+    raise ServiceError("it kept changing; sizeguard cannot be sure a late patch will not land")
 
 
 def _audit_target(
@@ -346,12 +405,14 @@ def _restore(
     outcomes: dict[str, TargetOutcome],
     actor: str,
     approver: str,
+    uncertain: frozenset[str] = frozenset(),
 ) -> bool:
     """Put every attempted target back to ``before``, newest first. True if all are.
 
-    A target is read again first: already at ``before`` (its patch never landed) needs
-    nothing; holding a state sizeguard wrote is patched back under the same approval; any
-    other state was written by someone else meanwhile and is left alone (reported)."""
+    A target is read again first: already at ``before`` needs nothing (if its patch's answer
+    was lost — ``uncertain`` — it is fenced first so the patch cannot land later); holding a
+    state sizeguard wrote is patched back under the same approval; any other state was
+    written by someone else meanwhile and is left alone (reported)."""
     ok = True
     for change, ours in reversed(attempted):
         ref = change.target.ref()
@@ -363,6 +424,9 @@ def _restore(
             if target_of(now) != change.target:
                 raise ServiceError("it was deleted or recreated meanwhile; nothing was written")
             current = guarded_state(now)
+            if current == change.before and ref in uncertain:
+                now = _fence(service, cs_id, change.target, now)
+                current = guarded_state(now)
             if current == change.before:
                 if outcomes[ref].result != "not_applied":
                     outcomes[ref] = TargetOutcome(
@@ -400,8 +464,20 @@ def _restore(
     return ok
 
 
-def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> ChangeSet:
-    """Build (and store) the change set that restores the snapshots of an applied one."""
+@dataclass(frozen=True)
+class Rollback:
+    """The change set that undoes an applied one, and the targets left out (and why)."""
+
+    change_set: ChangeSet
+    skipped: list[str]
+
+
+def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> Rollback:
+    """Build (and store) the change set that restores the snapshots of an applied one.
+
+    Only what the change set wrote is undone: a target is rolled back while it still holds
+    the values the change set gave it. One someone else changed since is left out (and
+    named), so a rollback never silently reverts another change."""
     ledger = service.ledger
     stored = ledger.get_change_set(change_set_id)
     if stored is None:
@@ -410,6 +486,7 @@ def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> 
         raise ServiceError(
             f"{change_set_id} is itself a rollback; to make the change again, preview it again"
         )
+    applied = {c.target: c.after for c in stored.change_set().changes}
     # Snapshots are saved right before the first patch: they exist iff an apply started
     # (whether it completed, failed, or its audit entry could not be written).
     snapshots = ledger.snapshots(change_set_id)
@@ -421,6 +498,7 @@ def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> 
     except ClusterError as exc:
         raise ServiceError(f"cannot read the objects to roll back: {exc}") from None
     changes = []
+    skipped = []
     for snapshot, live in zip(snapshots, lives, strict=True):
         if target_of(live) != snapshot.target:
             raise ServiceError(
@@ -429,6 +507,12 @@ def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> 
             )
         before, after = guarded_state(live), guarded_state(snapshot.object)
         if before == after:
+            continue
+        if before != applied.get(snapshot.target):
+            skipped.append(
+                f"{snapshot.target.ref()}: it no longer has the values {change_set_id} gave it "
+                "(changed since, or never written by it); not rolled back"
+            )
             continue
         changes.append(
             ResourceChange(
@@ -440,7 +524,10 @@ def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> 
             )
         )
     if not changes:
-        raise ServiceError(f"nothing to roll back: every object of {change_set_id} is as before it")
+        raise ServiceError(
+            f"nothing to roll back: no object still has the values {change_set_id} gave it"
+            + ("" if not skipped else " (" + "; ".join(skipped[:5]) + ")")
+        )
     rollback = ChangeSet(changes=changes)
     ledger.put_change_set(rollback, source=ROLLBACK_SOURCE + change_set_id)
     ledger.append_audit(
@@ -448,6 +535,6 @@ def rollback_change_set(service: Service, change_set_id: str, *, actor: str) -> 
         event="rollback.proposed",
         result="ok",
         change_set_id=rollback.id,
-        details={"rolls_back": change_set_id, "targets": len(changes)},
+        details={"rolls_back": change_set_id, "targets": len(changes), "skipped": skipped[:50]},
     )
-    return rollback
+    return Rollback(change_set=rollback, skipped=skipped)

@@ -61,6 +61,8 @@ class FakeCluster:
         self.patches: list[str] = []
         # name -> what to do after storing a patch of it (e.g. raise a timeout)
         self.after_store: dict[str, Callable[[], None]] = {}
+        # names whose next patch fails with a 500 before anything is stored
+        self.refuse_next: dict[str, bool] = {}
 
     def read_live(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         if name not in self.objects:
@@ -94,8 +96,12 @@ class FakeCluster:
         wanted = body.get("metadata", {}).get("resourceVersion")
         if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
             raise ClusterError("conflict", f"{target.ref()} changed meanwhile", status=409)
+        if self.refuse_next.pop(target.name, False):
+            raise ClusterError("server_error", f"cannot patch {target.ref()}: HTTP 500")
         by_name = {c["name"]: c for c in obj["spec"]["template"]["spec"]["containers"]}
-        for patch in body["spec"]["template"]["spec"]["containers"]:
+        spec = body.get("spec", {})
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        for patch in containers:
             resources = by_name[patch["name"]].setdefault("resources", {})
             for group, values in patch.get("resources", {}).items():
                 for key, value in values.items():
@@ -103,8 +109,8 @@ class FakeCluster:
                         resources.get(group, {}).pop(key, None)
                     else:
                         resources.setdefault(group, {})[key] = value
-        if "replicas" in body["spec"]:
-            obj["spec"]["replicas"] = body["spec"]["replicas"]
+        if "replicas" in spec:
+            obj["spec"]["replicas"] = spec["replicas"]
         annotations = body.get("metadata", {}).get("annotations")
         if annotations:
             obj["metadata"].setdefault("annotations", {}).update(annotations)
@@ -313,22 +319,77 @@ def test_a_failing_audit_log_does_not_stop_the_restore(
     assert cpu(cluster, "a") == "100m"
 
 
-def test_a_failed_apply_can_be_rolled_back_later(ledger: Ledger) -> None:
+def test_a_failed_apply_whose_restore_failed_can_be_rolled_back_later(ledger: Ledger) -> None:
     cluster = FakeCluster(deployment("a"), deployment("b"))
     service = make_service(ledger, cluster)
     cs_id = approved(service, "a", "b")
 
-    def someone_writes_a_then_b_fails(change: ResourceChange) -> None:
+    def b_fails_and_so_will_restoring_a(change: ResourceChange) -> None:
         if change.target.name == "b":
-            cluster.write("a", "444m")
+            cluster.refuse_next["a"] = True
             raise ClusterError("denied", "the cluster refused to patch b")
 
-    executor.apply_change_set(
-        service, cs_id, actor="mcp:test", before_patch=someone_writes_a_then_b_fails
+    result = executor.apply_change_set(
+        service, cs_id, actor="mcp:test", before_patch=b_fails_and_so_will_restoring_a
     )
+    assert result.status == "failed_not_restored"
+    assert cpu(cluster, "a") == "250m"
     rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test")
-    assert [c.target.name for c in rollback.changes] == ["a"]
-    assert rollback.changes[0].after == guarded_state(deployment("a"))
+    assert [c.target.name for c in rollback.change_set.changes] == ["a"]
+    assert rollback.change_set.changes[0].after == guarded_state(deployment("a"))
+    assert rollback.skipped == []
+
+
+def test_a_rollback_leaves_out_what_someone_else_changed_since(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"), deployment("b"))
+    service = make_service(ledger, cluster)
+    cs_id = approved(service, "a", "b")
+    assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
+    cluster.write("b", "999m")  # another (approved) change of b since
+    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test")
+    assert [c.target.name for c in rollback.change_set.changes] == ["a"]
+    assert len(rollback.skipped) == 1 and "Deployment/shop/b" in rollback.skipped[0]
+    cluster.write("a", "888m")
+    with pytest.raises(ServiceError, match="nothing to roll back"):
+        executor.rollback_change_set(service, cs_id, actor="mcp:test")
+
+
+def test_a_patch_whose_answer_was_lost_cannot_land_after_the_restore(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"), deployment("b"))
+    service = make_service(ledger, cluster)
+    cs_id = approved(service, "a", "b")
+    sent: list[tuple[Any, dict[str, Any]]] = []
+    real_apply = cluster.apply_patch
+
+    def lose_the_answer_for_b(target: Any, body: dict[str, Any], *, dry_run: bool = False) -> Any:
+        if target.name == "b" and not sent:
+            sent.append((target, body))  # the API server has it but has not stored it yet
+            raise ClusterError("timeout", "no answer from the API server in time")
+        return real_apply(target, body, dry_run=dry_run)
+
+    cluster.apply_patch = lose_the_answer_for_b  # type: ignore[method-assign]
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "failed_restored"
+    assert (cpu(cluster, "a"), cpu(cluster, "b")) == ("100m", "100m")
+    fenced = cluster.objects["b"]["metadata"]["annotations"]
+    assert fenced == {executor.FENCE_ANNOTATION: cs_id}
+    # The lost patch now reaches the store: its precondition no longer holds.
+    target, body = sent[0]
+    with pytest.raises(ClusterError) as late:
+        real_apply(target, body)
+    assert late.value.kind == "conflict"
+    assert cpu(cluster, "b") == "100m"
+
+
+def test_an_object_without_a_resource_version_is_not_written(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approved(service, "a")
+    del cluster.objects["a"]["metadata"]["resourceVersion"]
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "failed_restored"
+    assert "without a resourceVersion" in result.message
+    assert cluster.patches == []
 
 
 def test_production_namespaces_the_human_did_not_type_refuse_the_apply(ledger: Ledger) -> None:
@@ -374,7 +435,7 @@ def test_a_spare_approval_cannot_apply_again_after_a_rollback(ledger: Ledger) ->
     cs_id = approved(service, "a")
     ledger.record_approval(cs_id, "apply", "human")  # approved twice (MCP and terminal)
     assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
-    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test")
+    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test").change_set
     ledger.record_approval(rollback.id, "rollback", "human")
     assert executor.apply_change_set(service, rollback.id, actor="mcp:test").status == "applied"
     assert cpu(cluster, "a") == "100m"
@@ -399,7 +460,7 @@ def test_a_rollback_cannot_be_rolled_back(ledger: Ledger) -> None:
     service = make_service(ledger, cluster)
     cs_id = approved(service, "a")
     executor.apply_change_set(service, cs_id, actor="mcp:test")
-    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test")
+    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test").change_set
     ledger.record_approval(rollback.id, "rollback", "human")
     executor.apply_change_set(service, rollback.id, actor="mcp:test")
     with pytest.raises(ServiceError, match="itself a rollback"):
