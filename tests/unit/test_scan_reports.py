@@ -11,13 +11,12 @@ import yaml
 from sizeguard.cli import main
 from sizeguard.report_formats import KrrParseError, from_krr, render, to_krr
 
-FIXTURE = Path("/work/shared/fixtures/krr/simple-3-workloads.json")
+# Real output of krr 1.29 (`krr simple -q -f json`) for a three-workload cluster.
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "krr" / "simple-3-workloads.json"
 
 
 @pytest.fixture
 def document() -> dict:  # type: ignore[type-arg]
-    if not FIXTURE.exists():
-        pytest.skip("krr fixture not present")
     data: dict = json.loads(FIXTURE.read_text())  # type: ignore[type-arg]
     return data
 
