@@ -11,10 +11,19 @@ REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "opa", "prometh
 OPTIONAL = ("kube-scheduler", "kwok", "kubectl")
 
 
-def tools_dir() -> Path:
+def _base() -> Path:
     root = os.environ.get("SIZEGUARD_TOOLS")
-    base = Path(root) if root else Path.home() / ".cache" / "sizeguard" / "tools"
-    return base / "bin"
+    return Path(root) if root else Path.home() / ".cache" / "sizeguard" / "tools"
+
+
+def tools_dir() -> Path:
+    return _base() / "bin"
+
+
+def crds_dir() -> Path:
+    """The pinned CustomResourceDefinitions of the chart's optional objects (ServiceMonitor,
+    PrometheusRule, Certificate, Issuer)."""
+    return _base() / "crds"
 
 
 def find(name: str) -> Path | None:

@@ -157,57 +157,21 @@ def test_the_chart_registers_what_the_sandbox_registers(tmp_path: Path) -> None:
         assert {"kube-system", NAMESPACE} <= set(excluded["values"])
 
 
-# Minimal CRDs so that the optional cert-manager and Prometheus-operator objects can be
-# dry-run against the sandbox apiserver (their real CRDs are not installed there).
-def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 def crds(sandbox: Sandbox) -> Path:
-    manifests = [
-        _crd("cert-manager.io", "Certificate", "certificates"),
-        _crd("cert-manager.io", "Issuer", "issuers"),
-        _crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
-        _crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
-    ]
-    result = kubectl(
-        sandbox.kubeconfig,
-        "apply",
-        "-f",
-        "-",
-        stdin="\n---\n".join(yaml.safe_dump(m) for m in manifests),
+    """The real CRDs of the optional cert-manager and Prometheus-operator objects (pinned by
+    scripts/install-tools), so their dry runs check the fields against the real schemas."""
+    manifests = sorted(tools.crds_dir().glob("*.yaml"))
+    kinds = {yaml.safe_load(m.read_text())["spec"]["names"]["kind"] for m in manifests}
+    assert kinds == {"Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"}, (
+        "missing CRDs: run scripts/install-tools"
     )
-    assert result.returncode == 0, result.stderr
-    for m in manifests:
-        kubectl(
-            sandbox.kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            f"crd/{m['metadata']['name']}",
-        )
+    for manifest in manifests:
+        result = kubectl(sandbox.kubeconfig, "apply", "--server-side", "-f", str(manifest))
+        assert result.returncode == 0, result.stderr
+    names = [yaml.safe_load(m.read_text())["metadata"]["name"] for m in manifests]
+    for name in names:
+        kubectl(sandbox.kubeconfig, "wait", "--for=condition=Established", f"crd/{name}")
     sandbox.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     return sandbox.kubeconfig
 
