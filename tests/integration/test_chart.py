@@ -42,6 +42,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "prometheus-rule": {"prometheusRule": {"enabled": True}},
     "network-policy": {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.0/8"]}},
     "mcp-server": {"mcpServer": {"enabled": True}},
+    "mcp-server-ledger-claim": {"mcpServer": {"enabled": True, "ledgerClaim": "sizeguard-ledger"}},
     "inline-jwks": {"jwks": {"existingSecret": "", "inline": '{"keys": []}'}},
     "required-anti-affinity": {"webhook": {"antiAffinity": "required", "extraSANs": ["127.0.0.1"]}},
 }
@@ -93,6 +94,7 @@ def test_each_option_renders(option: str, tmp_path: Path) -> None:
         "prometheus-rule": {"PrometheusRule"},
         "network-policy": {"NetworkPolicy"},
         "mcp-server": {"ClusterRole", "ClusterRoleBinding"},
+        "mcp-server-ledger-claim": {"ClusterRole", "ClusterRoleBinding"},
         "inline-jwks": {"Secret"},
     }.get(option, set())
     assert expected <= kinds
