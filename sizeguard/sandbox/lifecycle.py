@@ -27,6 +27,7 @@ from sizeguard.errors import CommandError
 from sizeguard.sandbox import estate as estate_mod
 from sizeguard.sandbox import metrics, processes, tools, webhook_setup
 from sizeguard.sandbox.kube import KubeClient, write_kubeconfig
+from sizeguard.sandbox.opa import opa_argv
 from sizeguard.sandbox.pki import CertificateAuthority, service_account_key
 from sizeguard.sandbox.processes import Component, StartError
 from sizeguard.sandbox.state import SandboxState
@@ -166,26 +167,7 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
     with run.step("OPA"):
         opa_port = processes.free_port()
         opa_url = f"http://127.0.0.1:{opa_port}"
-        opa = run.start(
-            "opa",
-            [
-                str(found["opa"]),
-                "run",
-                "--server",
-                # No outbound version check: the sandbox talks to 127.0.0.1 only.
-                "--skip-version-check",
-                "--addr",
-                f"127.0.0.1:{opa_port}",
-                "--watch",
-                "--ignore",
-                "*_test.rego",
-                "--log-format",
-                "json",
-                "--log-level",
-                "error",
-                str(run.options.policies),
-            ],
-        )
+        opa = run.start("opa", opa_argv(found["opa"], opa_port, run.options.policies, watch=True))
         opa.url = opa_url
 
     with run.step("etcd"):

@@ -47,7 +47,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,8 +71,9 @@ from sizeguard.changes import guarded_state  # noqa: E402
 from sizeguard.cluster import Cluster  # noqa: E402
 from sizeguard.ledger import Ledger  # noqa: E402
 from sizeguard.policy import PolicyClient  # noqa: E402
-from sizeguard.sandbox import lifecycle, processes, tools  # noqa: E402
+from sizeguard.sandbox import lifecycle  # noqa: E402
 from sizeguard.sandbox.kube import KubeClient  # noqa: E402
+from sizeguard.sandbox.opa import running_opa  # noqa: E402
 from sizeguard.sandbox.state import SandboxState  # noqa: E402
 from sizeguard.server.app import build_app  # noqa: E402
 from sizeguard.server.service import Service  # noqa: E402
@@ -236,43 +236,8 @@ def private_opa(policies: Path, targets: int, work: Path) -> Iterator[str]:
     data = json.loads(data_file.read_text())
     data["sizeguard"]["config"]["max_targets"] = targets
     data_file.write_text(json.dumps(data, indent=2))
-    opa = tools.require("opa")["opa"]
-    port = processes.free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = work / "opa.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(opa),
-                "run",
-                "--server",
-                "--skip-version-check",
-                "--log-level=error",
-                f"--addr=127.0.0.1:{port}",
-                str(copy),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the private OPA did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_opa(copy, work) as opa:
+        yield opa.url
 
 
 # --- the MCP flow --------------------------------------------------------------------------------

@@ -18,9 +18,7 @@ import asyncio
 import logging
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from sizeguard.policy import AsyncPolicyClient, PolicyClient  # noqa: E402
 from sizeguard.sandbox import tools  # noqa: E402
+from sizeguard.sandbox.opa import running_opa  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -129,52 +127,13 @@ def admission_request() -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @contextmanager
-def running_opa() -> Iterator[str]:
-    opa = tools.require("opa")["opa"]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [
-                str(opa),
-                "run",
-                "--server",
-                "--skip-version-check",
-                "--log-level=error",
-                f"--addr=127.0.0.1:{port}",
-                str(REPO / "policies"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise SystemExit(f"OPA did not start:\n{log.read().decode(errors='replace')}")
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def private_opa() -> Iterator[str]:
+    with (
+        tempfile.TemporaryDirectory(prefix="sg-bench-opa-") as work,
+        running_opa(REPO / "policies", Path(work)) as opa,
+    ):
+        yield opa.url
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -232,7 +191,7 @@ def main() -> None:
         f"opa {tools.require('opa')['opa'].resolve().parent.parent.name}; "
         f"loopback HTTP, one pooled connection"
     )
-    with running_opa() as url, PolicyClient(url, timeout=30) as client:
+    with private_opa() as url, PolicyClient(url, timeout=30) as client:
         measure(
             "changeset, 1 target",
             args.rounds,

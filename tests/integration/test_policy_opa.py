@@ -8,19 +8,17 @@ show that the client denies when OPA goes away.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from sizeguard.policy import AdmissionDecision, AsyncPolicyClient, ChangesetDecision, PolicyClient
-from sizeguard.sandbox import tools
+from sizeguard.sandbox import processes
+from sizeguard.sandbox.opa import running_opa
+from sizeguard.sandbox.processes import Component
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -368,64 +366,22 @@ def test_async_client_agrees_with_sync(opa: PolicyClient, opa_url: str) -> None:
 # --- OPA going away ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.fixture
-def private_opa(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A second OPA serving policies/, on a free loopback port, killed by the test."""
-    opa_binary = tools.require("opa")["opa"]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "opa.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(opa_binary),
-            "run",
-            "--server",
-            "--skip-version-check",
-            "--log-level=error",
-            f"--addr=127.0.0.1:{port}",
-            str(REPO / "policies"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, (tmp_path / "opa.log").read_text()
-            assert time.monotonic() < deadline, "OPA did not become healthy"
-            time.sleep(0.1)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        log.close()
+def private_opa(tmp_path: Path) -> Iterator[Component]:
+    """A second OPA serving policies/, on a free loopback port, stopped by the test."""
+    with running_opa(REPO / "policies", tmp_path) as opa:
+        yield opa
 
 
-def test_client_denies_once_opa_is_stopped(
-    private_opa: tuple[str, subprocess.Popen[bytes]],
-) -> None:
-    url, process = private_opa
+def test_client_denies_once_opa_is_stopped(private_opa: Component) -> None:
+    url = private_opa.url
     cs = changeset_input(change("shop-prod", "web", state(3, 100), state(3, 250)))
     adm = admission_input(state(3, 100), state(3, 250), approval=VALID)
     with PolicyClient(url, timeout=1) as client:
         assert client.changeset_decision(cs).allowed is True
         assert client.admission_decision(adm).allowed is True
 
-        process.kill()
-        process.wait(timeout=10)
+        processes.stop(private_opa)
 
         changeset = client.changeset_decision(cs)
         admission = client.admission_decision(adm)

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from sizeguard.sandbox import lifecycle, processes, tools, webhook_setup
+from sizeguard.sandbox.opa import opa_argv
 from sizeguard.sandbox.pki import CertificateAuthority
 from sizeguard.sandbox.processes import Component
 
@@ -78,19 +79,7 @@ def stack(sandbox: Sandbox, tmp_path: Path) -> Iterator[Stack]:
     try:
         opa = processes.start(
             "opa",
-            [
-                str(opa_bin),
-                "run",
-                "--server",
-                "--skip-version-check",
-                "--addr",
-                f"127.0.0.1:{opa_port}",
-                "--ignore",
-                "*_test.rego",
-                "--log-level",
-                "error",
-                str(lifecycle.DEFAULT_POLICIES),
-            ],
+            opa_argv(opa_bin, opa_port, lifecycle.DEFAULT_POLICIES),
             tmp_path / "opa.log",
             cwd=tmp_path,
         )
