@@ -26,20 +26,16 @@ from fastmcp import Client, FastMCP
 from mcp_types import Implementation
 
 from sizeguard.changes import guarded_state
-from sizeguard.cluster import Cluster
-from sizeguard.ledger import Ledger
-from sizeguard.policy import PolicyClient
 from sizeguard.quantities import cpu_millicores
 from sizeguard.server.app import build_app
 from sizeguard.server.service import Service
 
 from .conftest import Sandbox
+from .test_mcp_server import sandbox_service
 from .test_webhook import (
     create,
     ensure_namespace,
     get,
-    signing_key,
-    webhook_info,
     workload_manifest,
 )
 
@@ -57,19 +53,9 @@ def ledger_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(sandbox: Sandbox, ledger_path: Path) -> Iterator[Service]:
-    webhook_info(sandbox)
     ensure_namespace(sandbox, NS, {"environment": "test"})
-    ledger = Ledger(ledger_path)
-    with Cluster.from_kubeconfig(sandbox.kubeconfig, timeout=20) as cluster:
-        yield Service(
-            cluster=cluster,
-            policy=PolicyClient(sandbox.opa_url),
-            ledger=ledger,
-            key=signing_key(sandbox),
-            kubeconfig=sandbox.kubeconfig,
-            prometheus_url=sandbox.prometheus_url,
-        )
-    ledger.close()
+    with sandbox_service(sandbox, ledger_path) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ it by a confirmed rollback; bypass tests use Deployments they create in ``mcp-it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import uuid
@@ -48,21 +49,31 @@ CLIENT = Implementation(name="sizeguard-tests", version="1.0")
 Handler = Callable[..., Any]
 
 
+@contextlib.contextmanager
+def sandbox_service(sandbox: Sandbox, ledger_path: Path) -> Iterator[Service]:
+    """A Service over the sandbox — its cluster, OPA, Prometheus and the webhook's signing
+    key — with a ledger of its own."""
+    webhook_info(sandbox)
+    ledger = Ledger(ledger_path)
+    try:
+        with Cluster.from_kubeconfig(sandbox.kubeconfig, timeout=20) as cluster:
+            yield Service(
+                cluster=cluster,
+                policy=PolicyClient(sandbox.opa_url),
+                ledger=ledger,
+                key=signing_key(sandbox),
+                kubeconfig=sandbox.kubeconfig,
+                prometheus_url=sandbox.prometheus_url,
+            )
+    finally:
+        ledger.close()
+
+
 @pytest.fixture(scope="module")
 def service(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    webhook_info(sandbox)
     ensure_namespace(sandbox, NS, {"environment": "test"})
-    ledger = Ledger(tmp_path_factory.mktemp("ledger") / "ledger.db")
-    with Cluster.from_kubeconfig(sandbox.kubeconfig, timeout=20) as cluster:
-        yield Service(
-            cluster=cluster,
-            policy=PolicyClient(sandbox.opa_url),
-            ledger=ledger,
-            key=signing_key(sandbox),
-            kubeconfig=sandbox.kubeconfig,
-            prometheus_url=sandbox.prometheus_url,
-        )
-    ledger.close()
+    with sandbox_service(sandbox, tmp_path_factory.mktemp("ledger") / "ledger.db") as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
