@@ -115,9 +115,13 @@ def markdown(service: Service) -> str:
             details.append(f"- **{change.target.ref()}**")
             details.extend(f"  - {line}" for line in describe_changes(change.before, change.after))
         details.append("")
+    effect = (
+        "no net change"
+        if round(total, 2) == 0
+        else f"{'saving' if total < 0 else 'adding'} ${abs(total):,.2f} a month"
+    )
     lines += [
-        f"Net monthly cost change of everything applied: **{_money(total)}** "
-        f"({'saving' if total < 0 else 'adding'} ${abs(total):,.2f} a month).",
+        f"Net monthly cost change of everything applied: **{_money(total)}** ({effect}).",
         "",
         "| when | change set | kind | objects | monthly cost change |",
         "|---|---|---|---|---|",
