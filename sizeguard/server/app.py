@@ -618,12 +618,7 @@ def build_app(
             ]
             if not found:
                 raise ServiceError(f"no Deployment or StatefulSet {namespace}/{name}")
-            workload = found[0]
-            if workload.hpa is not None:
-                raise ServiceError(
-                    f"{workload.ref} is scaled by the HPA {workload.hpa}; propose new "
-                    "min_replicas/max_replicas for the HPA with preview_changes instead"
-                )
+            workload = found[0]  # an HPA's workload is refused with the edit, as anywhere
             edit = Edit(
                 kind=workload.target.kind,
                 namespace=namespace,

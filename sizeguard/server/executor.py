@@ -161,15 +161,16 @@ def apply_change_set(
     uncertain: frozenset[str] = frozenset()
     for change, live in zip(change_set.changes, lives, strict=True):
         ref = change.target.ref()
+        sent = False
         try:
             if before_patch is not None:
                 before_patch(change)
             attempted.append((change, [change.after]))  # a failed patch may still have landed
+            sent = True
             result = _patch_fresh(service, change_set_id, op, change, live, approval.approver)
             stored_state = guarded_state(result)
         except Exception as exc:  # any failure midway ends in a restore, never a half-apply
-            message = str(exc) if isinstance(exc, ClusterError | ServiceError) else _internal(exc)
-            sent = bool(attempted) and attempted[-1][0] is change
+            message = _describe(exc)
             refused = isinstance(exc, ClusterError) and exc.kind in _REFUSED_BEFORE_WRITING
             if sent and (refused or isinstance(exc, NotSentError)):
                 attempted.pop()  # the request never left, or was answered: nothing stored
@@ -258,7 +259,11 @@ def _refuse(
     return _refused(cs_id, op, f"not applied ({stage}): {message}")
 
 
-def _internal(exc: Exception) -> str:
+def _describe(exc: Exception) -> str:
+    """What to tell the human about a failure: our own and the API's words as they are; for
+    anything unexpected, its type (the details go to the server log, not the report)."""
+    if isinstance(exc, ClusterError | ServiceError):
+        return str(exc)
     _log.error("executor.unexpected", error_type=type(exc).__name__, error=str(exc)[:300])
     return f"internal error ({type(exc).__name__}); see the server log"
 
@@ -296,14 +301,8 @@ def _patch(
     """Sign and send one conditional patch. Raises :class:`NotSentError` for anything that
     stops it before the request leaves (nothing can have been written then)."""
     assert service.key is not None
-    metadata = live.get("metadata") or {}
-    generation = metadata.get("generation")
-    resource_version = metadata.get("resourceVersion")
-    if not isinstance(resource_version, str) or not resource_version:
-        raise NotSentError(
-            f"{change.target.ref()} came without a resourceVersion; sizeguard writes only "
-            "conditionally, so nothing was written"
-        )
+    resource_version = _resource_version(live, change.target)
+    generation = (live.get("metadata") or {}).get("generation")
     try:
         token = mint_approval(
             service.key,
@@ -319,6 +318,18 @@ def _patch(
     except ValueError as exc:
         raise NotSentError(f"{change.target.ref()}: {exc}; nothing was written") from None
     return service.cluster.apply_patch(change.target, body).object
+
+
+def _resource_version(obj: dict[str, Any], target: Target) -> str:
+    """The version a conditional write of ``obj`` is made against (sizeguard writes nothing
+    unconditionally)."""
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    if not isinstance(version, str) or not version:
+        raise NotSentError(
+            f"{target.ref()} came without a resourceVersion; sizeguard writes only "
+            "conditionally, so nothing was written"
+        )
+    return version
 
 
 def _patch_fresh(
@@ -368,9 +379,7 @@ def _fence(service: Service, cs_id: str, target: Target, now: dict[str, Any]) ->
     object is returned for the caller to judge like any other."""
     original = guarded_state(now)
     for attempt in range(_CONFLICT_RETRIES):
-        version = (now.get("metadata") or {}).get("resourceVersion")
-        if not isinstance(version, str) or not version:
-            raise ServiceError("it came without a resourceVersion; a late patch cannot be fenced")
+        version = _resource_version(now, target)
         body = {"metadata": {"resourceVersion": version, "annotations": {FENCE_ANNOTATION: cs_id}}}
         try:
             return service.cluster.apply_patch(target, body).object
@@ -450,7 +459,7 @@ def _restore(
             if guarded_state(restored) != change.before:
                 raise ServiceError("the restored object does not have the original values")
         except Exception as exc:
-            message = str(exc) if isinstance(exc, ClusterError | ServiceError) else _internal(exc)
+            message = _describe(exc)
             ok = False
             outcomes[ref] = TargetOutcome(
                 target=ref, result="restore_failed", message=f"could not restore: {message}"

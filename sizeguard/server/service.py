@@ -227,7 +227,7 @@ class Service:
             if hpa is not None:
                 raise ServiceError(
                     f"{edit.kind}/{edit.namespace}/{edit.name} is scaled by the HPA {hpa}; "
-                    "propose min_replicas/max_replicas for the HPA instead of replicas"
+                    "propose new min_replicas/max_replicas for the HPA with preview_changes instead"
                 )
 
     def _read_all(self, refs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:

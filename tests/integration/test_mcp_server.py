@@ -458,6 +458,9 @@ def test_replicas_of_a_workload_an_hpa_scales_are_refused(app: FastMCP) -> None:
     edit = {"kind": "Deployment", "namespace": "shop-prod", "name": "web", "replicas": 9}
     with pytest.raises(ToolError, match="scaled by the HPA"):
         run(call(app, "preview_changes", {"edits": [edit]}))
+    scale = {"namespace": "shop-prod", "name": "web", "replicas": 9, "reason": "test"}
+    with pytest.raises(ToolError, match="scaled by the HPA"):
+        run(call(app, "scale_workload", scale, accept("shop-prod")))
 
 
 # --- drift and partial failure ------------------------------------------------------------------
