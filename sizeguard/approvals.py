@@ -1,9 +1,11 @@
 """Signed approvals: Ed25519 keys, the public JWKS, and minting/verifying approval JWS.
 
 An approval is a compact JWS (RFC 7515, EdDSA per RFC 8037) carried in the
-``sizeguard.io/approval`` annotation of the patched object. It binds one object (kind,
-namespace, name, uid) and one transition of its guarded state (``from`` -> ``to``). The
-webhook admits the update only if :func:`verify_transition` returns ``ok``.
+``sizeguard.io/approval`` annotation of the object written. It binds one object (kind,
+namespace, name, uid), one version of it (``rv``, its resourceVersion: so it admits exactly one
+write, with no memory in the verifier) and one transition of its guarded state (``from`` ->
+``to``; ``from`` null creates an HPA, ``to`` null deletes one). The webhook admits the write
+only if :func:`verify_transition` returns ``ok``.
 
 Verification fails closed and checks, in this order (the first failure is reported):
 
@@ -16,9 +18,10 @@ Verification fails closed and checks, in this order (the first failure is report
 ``unknown_key``    ``kid`` is not in the trusted JWKS
 ``bad_signature``  the EdDSA signature does not verify under that key
 ``not_yet_valid`` / ``expired``  now is outside [nbf, exp] widened by :data:`LEEWAY_SECONDS`
-``wrong_target``   apiVersion/kind/namespace/name differ from the request and the old object
+``wrong_operation`` the approval's op does not fit the request (a create approval on an update)
+``wrong_target``   apiVersion/kind/namespace/name differ from the request and the object
 ``wrong_uid``      same name but another object (deleted and recreated)
-``from_mismatch``  the old object is not in the approved ``from`` state (also: replay)
+``from_mismatch``  the object was written since (``rv``), or is not in the ``from`` state
 ``to_mismatch``    the new object is not the approved ``to`` state
 
 Key directory layout (see docs/contract.md)::
@@ -52,12 +55,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sizeguard.changes import (
+    HPA_KIND,
     GuardedState,
     ResourceChange,
     Target,
     describe_changes,
     guarded_state,
-    target_of,
 )
 
 __all__ = [
@@ -65,9 +68,12 @@ __all__ = [
     "APPROVAL_ANNOTATION",
     "APPROVAL_TTL_SECONDS",
     "APPROVAL_TYP",
+    "CREATE_TTL_SECONDS",
+    "DELETE_TTL_SECONDS",
     "ISSUER",
     "LEEWAY_SECONDS",
     "MAX_TOKEN_LENGTH",
+    "MIN_AGE_TO_DELETE_SECONDS",
     "ApprovalClaims",
     "KeyStoreError",
     "Op",
@@ -76,9 +82,11 @@ __all__ = [
     "VerifyCode",
     "VerifyResult",
     "approval_of",
+    "approval_op",
     "generate_signing_key",
     "init_key_dir",
     "jwk_thumbprint",
+    "lifetime",
     "load_signing_key",
     "load_signing_key_file",
     "mint_approval",
@@ -98,11 +106,23 @@ LEEWAY_SECONDS: Final = 30
 # Checked before any parsing. Room for ~60 containers; mint refuses to exceed it.
 MAX_TOKEN_LENGTH: Final = 16 * 1024
 
-Op = Literal["apply", "rollback"]
+# An approval lives this long, except one that creates an object (see
+# MIN_AGE_TO_DELETE_SECONDS) or deletes one (the server writes it onto the object and deletes
+# at once; should the delete fail after that, the approval must not stay usable for long).
+CREATE_TTL_SECONDS: Final = 60
+DELETE_TTL_SECONDS: Final = 60
+MIN_AGE_TO_DELETE_SECONDS: Final = CREATE_TTL_SECONDS + 2 * LEEWAY_SECONDS
+"""A create approval binds nothing but the name: the API server refuses a second create while
+the object exists. So that it cannot create the object again after an approved delete, the
+admission policy refuses to delete an HPA younger than this (every create approval that could
+have made it has expired by then)."""
+
+Op = Literal["apply", "rollback", "create", "delete"]
 VerifyCode = Literal[
     "ok",
     "missing",
     "malformed",
+    "wrong_operation",
     "unknown_key",
     "bad_signature",
     "expired",
@@ -533,20 +553,49 @@ class ApprovalClaims(BaseModel):
     cs: Annotated[str, Field(pattern=r"^cs-[0-9a-f]{20}$")]
     op: Op
     target: Target
-    # metadata.generation of the object when the approval was minted (None for kinds that
-    # have none, such as HPAs). Any later spec change raises the generation, so an approval
-    # cannot be replayed after a rollback restored its ``from`` state.
-    gen: Annotated[int, Field(ge=0, le=2**53 - 1)] | None = None
-    from_: GuardedState = Field(alias="from")
-    to: GuardedState
+    # metadata.resourceVersion of the object the approval was minted for (apply, rollback).
+    # Every write of an object gives it a new resourceVersion, so the approval admits exactly
+    # one write, with no memory in any webhook replica. None for create (there is no object
+    # yet) and delete (an object, by its uid, is deleted once).
+    rv: Annotated[str, Field(min_length=1, max_length=64)] | None
+    from_: GuardedState | None = Field(alias="from")
+    to: GuardedState | None
 
     @model_validator(mode="after")
-    def _lifetime(self) -> ApprovalClaims:
+    def _consistent(self) -> ApprovalClaims:
         if not self.iat <= self.nbf < self.exp:
             raise ValueError("claims must satisfy iat <= nbf < exp")
-        if self.exp - self.iat > APPROVAL_TTL_SECONDS:
-            raise ValueError(f"approval lifetime exceeds {APPROVAL_TTL_SECONDS} s")
+        if self.exp - self.iat > lifetime(self.op):
+            raise ValueError(f"a {self.op} approval lives at most {lifetime(self.op)} s")
+        creates, deletes = self.op == "create", self.op == "delete"
+        if (self.from_ is None) != creates or (self.to is None) != deletes:
+            raise ValueError("from is null exactly for create, to exactly for delete")
+        if (self.target.uid is None) != creates:
+            raise ValueError("the target has a uid unless the approval creates it")
+        if (self.rv is None) != (creates or deletes):
+            raise ValueError("rv is set exactly for apply and rollback")
+        if (creates or deletes) and self.target.kind != HPA_KIND:
+            raise ValueError("only HorizontalPodAutoscalers are created or deleted by approval")
         return self
+
+
+def lifetime(op: Op) -> int:
+    """How long an approval for ``op`` lives: :data:`CREATE_TTL_SECONDS` for a create (see
+    :data:`MIN_AGE_TO_DELETE_SECONDS`), :data:`DELETE_TTL_SECONDS` for a delete,
+    :data:`APPROVAL_TTL_SECONDS` otherwise."""
+    return {"create": CREATE_TTL_SECONDS, "delete": DELETE_TTL_SECONDS}.get(
+        op, APPROVAL_TTL_SECONDS
+    )
+
+
+def approval_op(before: GuardedState | None, after: GuardedState | None, op: Op) -> Op:
+    """The op an approval of the transition ``before`` -> ``after`` carries: ``create`` or
+    ``delete`` when it creates or deletes the object, else ``op`` (``apply``/``rollback``)."""
+    if before is None:
+        return "create"
+    if after is None:
+        return "delete"
+    return op
 
 
 def mint_approval(
@@ -555,35 +604,38 @@ def mint_approval(
     change_set_id: str,
     op: Op,
     target: Target,
-    before: GuardedState,
-    after: GuardedState,
+    before: GuardedState | None,
+    after: GuardedState | None,
     subject: str,
-    generation: int | None = None,
+    resource_version: str | None = None,
     now: float | None = None,
 ) -> str:
-    """Sign an approval for one object's transition ``before`` -> ``after``.
+    """Sign an approval for one object's transition ``before`` -> ``after`` (None: no object).
 
-    ``generation`` is the live object's ``metadata.generation`` (None for HPAs, which have
-    none); the approval is valid only while the object still has that generation."""
+    ``resource_version`` is the live object's ``metadata.resourceVersion`` for an update
+    (``apply``/``rollback``): the approval admits only the write made against that version."""
     if before == after:
         raise ValueError(f"{target.ref()}: nothing to approve, before and after are equal")
     issued = int(time.time() if now is None else now)
-    claims = ApprovalClaims.model_validate(
-        {
-            "iss": ISSUER,
-            "sub": subject,
-            "jti": str(uuid.uuid4()),
-            "iat": issued,
-            "nbf": issued,
-            "exp": issued + APPROVAL_TTL_SECONDS,
-            "cs": change_set_id,
-            "op": op,
-            "target": target,
-            "gen": generation,
-            "from": before,
-            "to": after,
-        }
-    )
+    try:
+        claims = ApprovalClaims.model_validate(
+            {
+                "iss": ISSUER,
+                "sub": subject,
+                "jti": str(uuid.uuid4()),
+                "iat": issued,
+                "nbf": issued,
+                "exp": issued + lifetime(op),
+                "cs": change_set_id,
+                "op": op,
+                "target": target,
+                "rv": resource_version,
+                "from": before,
+                "to": after,
+            }
+        )
+    except ValidationError as exc:
+        raise ValueError(f"{target.ref()}: cannot approve this: {exc.errors()[0]['msg']}") from None
     token = jwt.encode(
         claims.model_dump(mode="json", by_alias=True),
         key.private_key,
@@ -605,23 +657,27 @@ def mint_for_change(
     change_set_id: str,
     op: Op,
     subject: str,
-    generation: int | None = None,
+    resource_version: str | None = None,
     now: float | None = None,
 ) -> str:
     """Approve one change of a change set: ``apply`` goes before -> after, ``rollback``
-    after -> before. ``generation``: the live object's ``metadata.generation``."""
+    after -> before; where that creates or deletes the object the op is ``create`` or
+    ``delete``. ``resource_version``: the live object's, for an update."""
     before, after = (
         (change.before, change.after) if op == "apply" else (change.after, change.before)
     )
+    target = change.target
+    if before is None:  # the object is created anew: it will have another uid
+        target = target.model_copy(update={"uid": None})
     return mint_approval(
         key,
         change_set_id=change_set_id,
-        op=op,
-        target=change.target,
+        op=approval_op(before, after, op),
+        target=target,
         before=before,
         after=after,
         subject=subject,
-        generation=generation,
+        resource_version=resource_version,
         now=now,
     )
 
@@ -689,63 +745,82 @@ def _check_header(token: str) -> str | VerifyResult:
     return kid
 
 
-def _describe(expected: GuardedState, actual: GuardedState) -> str:
+def _describe(expected: GuardedState | None, actual: GuardedState | None) -> str:
     lines = describe_changes(expected, actual)
     more = f"; and {len(lines) - 4} more" if len(lines) > 4 else ""
     return "approved → actual: " + "; ".join(lines[:4]) + more
 
 
-def _generation(obj: Mapping[str, Any]) -> int | None:
-    """``metadata.generation`` if it is a non-negative integer, else None."""
+def _metadata_string(obj: Mapping[str, Any], key: str) -> str | None:
     metadata = obj.get("metadata")
-    value = metadata.get("generation") if isinstance(metadata, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    value = metadata.get(key) if isinstance(metadata, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
-def _check_object(
-    claims: ApprovalClaims,
-    *,
-    kind: str,
-    namespace: str,
-    name: str,
-    old_object: Mapping[str, Any],
-    new_object: Mapping[str, Any],
-) -> VerifyResult:
+def _state(obj: Mapping[str, Any] | None) -> GuardedState | None:
+    return None if obj is None else guarded_state(obj)
+
+
+_OPERATION_OPS: Final[dict[str, tuple[Op, ...]]] = {
+    "CREATE": ("create",),
+    "UPDATE": ("apply", "rollback"),
+    "DELETE": ("delete",),
+}
+
+
+def _check_identity(
+    claims: ApprovalClaims, *, kind: str, namespace: str, name: str, obj: Mapping[str, Any]
+) -> VerifyResult | None:
+    """The request, the object it names and the approval must name the same object."""
     approved = claims.target
-    try:
-        old_target = target_of(old_object)
-    except ValueError as exc:
-        return _fail("wrong_target", f"cannot identify the object being updated: {exc}", claims)
-    request = (old_target.api_version, kind, namespace, name)
-    current = (old_target.api_version, old_target.kind, old_target.namespace, old_target.name)
+    api_version = obj.get("apiVersion")
+    obj_ref = (api_version, obj.get("kind"), _metadata_string(obj, "namespace"))
+    request = (api_version, kind, namespace, name)
     approved_ref = (approved.api_version, approved.kind, approved.namespace, approved.name)
+    current = (*obj_ref, _metadata_string(obj, "name"))
     if approved_ref != request or current != request:
         return _fail(
             "wrong_target",
             f"the approval is for {approved.api_version} {approved.ref()}, not for "
-            f"{old_target.api_version} {kind}/{namespace}/{name}",
+            f"{api_version} {kind}/{namespace}/{name}",
             claims,
         )
-    if approved.uid != old_target.uid:
+    return None
+
+
+def _check_binding(
+    claims: ApprovalClaims, old_object: Mapping[str, Any] | None
+) -> VerifyResult | None:
+    """The approval must be for this object (uid) and, for an update, this version of it."""
+    if old_object is None:
+        return None  # a create: nothing exists to bind to (see MIN_AGE_TO_DELETE_SECONDS)
+    uid = _metadata_string(old_object, "uid")
+    if claims.target.uid != uid:
         return _fail(
             "wrong_uid",
-            f"the approval is for another {approved.ref()} (uid {approved.uid}); this one has "
-            f"uid {old_target.uid}, so it was deleted and recreated since the approval",
+            f"the approval is for another {claims.target.ref()} (uid {claims.target.uid}); this "
+            f"one has uid {uid}, so it was deleted and recreated since the approval",
             claims,
         )
-    old_generation = _generation(old_object)
-    if claims.gen != old_generation:
+    version = _metadata_string(old_object, "resourceVersion")
+    if claims.rv is not None and claims.rv != version:
         return _fail(
             "from_mismatch",
-            f"the object changed since the approval (generation {old_generation}, approved at "
-            f"{claims.gen}): an approval is good for one transition of one object version; "
-            "approve the change again",
+            f"the object was written since the approval (resourceVersion {version}, approved at "
+            f"{claims.rv}): an approval is good for one write of one object version; approve "
+            "the change again",
             claims,
         )
+    return None
+
+
+def _check_states(
+    claims: ApprovalClaims,
+    old_object: Mapping[str, Any] | None,
+    new_object: Mapping[str, Any] | None,
+) -> VerifyResult | None:
     try:
-        old_state = guarded_state(old_object)
+        old_state = _state(old_object)
     except ValueError as exc:
         return _fail("from_mismatch", f"cannot read the current object: {exc}", claims)
     if claims.from_ != old_state:
@@ -756,7 +831,7 @@ def _check_object(
             claims,
         )
     try:
-        new_state = guarded_state(new_object)
+        new_state = _state(new_object)
     except ValueError as exc:
         return _fail("to_mismatch", f"cannot read the updated object: {exc}", claims)
     if claims.to != new_state:
@@ -765,6 +840,35 @@ def _check_object(
             f"the update differs from what was approved: {_describe(claims.to, new_state)}",
             claims,
         )
+    return None
+
+
+def _check_object(
+    claims: ApprovalClaims,
+    *,
+    kind: str,
+    namespace: str,
+    name: str,
+    old_object: Mapping[str, Any] | None,
+    new_object: Mapping[str, Any] | None,
+) -> VerifyResult:
+    operation = "CREATE" if old_object is None else "DELETE" if new_object is None else "UPDATE"
+    if claims.op not in _OPERATION_OPS[operation]:
+        return _fail(
+            "wrong_operation",
+            f"the approval is for {claims.op} of {claims.target.ref()}, not for this "
+            f"{operation.lower()}",
+            claims,
+        )
+    obj = new_object if old_object is None else old_object
+    assert obj is not None
+    failure = (
+        _check_identity(claims, kind=kind, namespace=namespace, name=name, obj=obj)
+        or _check_binding(claims, old_object)
+        or _check_states(claims, old_object, new_object)
+    )
+    if failure is not None:
+        return failure
     return VerifyResult(
         ok=True,
         code="ok",
@@ -773,28 +877,12 @@ def _check_object(
     )
 
 
-def verify_transition(
-    token: object,
-    *,
-    kind: str,
-    namespace: str,
-    name: str,
-    old_object: Mapping[str, Any],
-    new_object: Mapping[str, Any],
-    jwks: TrustedKeys | Mapping[str, Any],
-    now: float | None = None,
-) -> VerifyResult:
-    """Check that ``token`` approves exactly this update of this object, now.
-
-    ``kind``/``namespace``/``name`` come from the admission request; the uid and the ``from``
-    state come from ``old_object``, the ``to`` state from ``new_object``. A ``jwks`` given as a
-    mapping is parsed first (``ValueError`` if it is not a valid JWKS: a configuration error).
-    """
-    trusted = jwks if isinstance(jwks, TrustedKeys) else TrustedKeys.from_jwks(jwks)
+def _verified_claims(token: object, trusted: TrustedKeys) -> ApprovalClaims | VerifyResult:
+    """The claims of a token whose header, key and signature check out, or the failure."""
     if token is None or token == "":
         return _fail(
             "missing",
-            f"the update changes resources guarded by sizeguard but carries no approval "
+            f"the request changes what sizeguard guards but carries no approval "
             f"(annotation {APPROVAL_ANNOTATION}); approve the change with sizeguard",
         )
     if not isinstance(token, str):
@@ -824,7 +912,7 @@ def verify_transition(
     except jwt.PyJWTError as exc:
         return _malformed(str(exc))
     try:
-        claims = ApprovalClaims.model_validate(
+        return ApprovalClaims.model_validate(
             _json_object(payload, "claims"), by_alias=True, by_name=False
         )
     except ValidationError as exc:
@@ -835,6 +923,33 @@ def verify_transition(
         return _malformed(f"invalid claims: {details}")
     except ValueError as exc:
         return _malformed(str(exc))
+
+
+def verify_transition(
+    token: object,
+    *,
+    kind: str,
+    namespace: str,
+    name: str,
+    old_object: Mapping[str, Any] | None,
+    new_object: Mapping[str, Any] | None,
+    jwks: TrustedKeys | Mapping[str, Any],
+    now: float | None = None,
+) -> VerifyResult:
+    """Check that ``token`` approves exactly this write of this object, now.
+
+    ``kind``/``namespace``/``name`` come from the admission request. An update passes both
+    objects (the uid, resourceVersion and ``from`` state come from ``old_object``, the ``to``
+    state from ``new_object``); a create passes ``old_object=None`` and a delete
+    ``new_object=None``. A ``jwks`` given as a mapping is parsed first (``ValueError`` if it
+    is not a valid JWKS: a configuration error).
+    """
+    trusted = jwks if isinstance(jwks, TrustedKeys) else TrustedKeys.from_jwks(jwks)
+    if old_object is None and new_object is None:
+        raise ValueError("verify_transition needs the old object, the new one, or both")
+    claims = _verified_claims(token, trusted)
+    if isinstance(claims, VerifyResult):
+        return claims
     current = time.time() if now is None else now
     if current < claims.nbf - LEEWAY_SECONDS:
         return _fail(

@@ -11,7 +11,7 @@ import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import pytest
@@ -24,8 +24,10 @@ from sizeguard import approvals
 from sizeguard.approvals import (
     APPROVAL_ANNOTATION,
     APPROVAL_TYP,
+    CREATE_TTL_SECONDS,
     LEEWAY_SECONDS,
     MAX_TOKEN_LENGTH,
+    MIN_AGE_TO_DELETE_SECONDS,
     KeyStoreError,
     SigningKey,
     TrustedKeys,
@@ -43,7 +45,7 @@ from sizeguard.approvals import (
     rotate_key_dir,
     verify_transition,
 )
-from sizeguard.changes import ResourceChange, guarded_state, target_of
+from sizeguard.changes import ResourceChange, Target, guarded_state, hpa_object, target_of
 
 NOW = 1_800_000_000
 CS = "cs-0123456789abcdef0123"
@@ -59,8 +61,14 @@ def deployment(
     namespace: str = "shop",
     uid: str = "3f1c0b4e-0000-4000-8000-000000000001",
     token: Any = None,
+    rv: str = "41",
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": uid}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid,
+        "resourceVersion": rv,
+    }
     if token is not None:
         metadata["annotations"] = {APPROVAL_ANNOTATION: token}
     return {
@@ -112,7 +120,7 @@ def mint(
         before=guarded_state(old),
         after=guarded_state(new),
         subject="alice@example.com",
-        generation=old["metadata"].get("generation"),
+        resource_version=old["metadata"].get("resourceVersion"),
         now=now,
     )
 
@@ -159,6 +167,7 @@ def good_claims(old: dict[str, Any] = OLD, new: dict[str, Any] = NEW) -> dict[st
         "cs": CS,
         "op": "apply",
         "target": target_of(old).model_dump(),
+        "rv": old["metadata"]["resourceVersion"],
         "from": guarded_state(old).model_dump(),
         "to": guarded_state(new).model_dump(),
     }
@@ -206,7 +215,7 @@ def test_claims_follow_the_design(key: SigningKey) -> None:
         options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
     )
     assert set(claims) == {
-        "iss", "sub", "jti", "iat", "nbf", "exp", "cs", "op", "target", "gen", "from", "to",
+        "iss", "sub", "jti", "iat", "nbf", "exp", "cs", "op", "target", "rv", "from", "to",
     }  # fmt: skip
     assert claims["iss"] == "sizeguard"
     assert claims["iat"] == claims["nbf"] == NOW
@@ -247,8 +256,13 @@ def test_rollback_reverses_the_change(key: SigningKey, trusted: TrustedKeys) -> 
         reason="r",
         source="s",
     )
-    apply = mint_for_change(key, change, change_set_id=CS, op="apply", subject="a", now=NOW)
-    rollback = mint_for_change(key, change, change_set_id=CS, op="rollback", subject="a", now=NOW)
+
+    def approve(op: Literal["apply", "rollback"]) -> str:
+        return mint_for_change(
+            key, change, change_set_id=CS, op=op, subject="a", resource_version="41", now=NOW
+        )
+
+    apply, rollback = approve("apply"), approve("rollback")
     assert_code(verify(apply, trusted, OLD, NEW), "ok")
     assert_code(verify(rollback, trusted, NEW, OLD), "ok")
     assert_code(verify(rollback, trusted, OLD, NEW), "from_mismatch")
@@ -583,7 +597,7 @@ def test_uid_comes_from_the_old_object(key: SigningKey, trusted: TrustedKeys) ->
     assert_code(verify(token, trusted, OLD, new_claims_other_uid), "ok")
     no_uid = copy.deepcopy(OLD)
     del no_uid["metadata"]["uid"]
-    assert_code(verify(token, trusted, no_uid, NEW), "wrong_target")
+    assert_code(verify(token, trusted, no_uid, NEW), "wrong_uid")
 
 
 def test_to_differs_by_one_millicore(key: SigningKey, trusted: TrustedKeys) -> None:
@@ -600,27 +614,35 @@ def test_to_differs_in_spelling_only_is_ok(key: SigningKey, trusted: TrustedKeys
     assert_code(verify(token, trusted, OLD, respelled), "ok")
 
 
-def _with_generation(obj: dict[str, Any], generation: int) -> dict[str, Any]:
-    return {**obj, "metadata": {**obj["metadata"], "generation": generation}}
+def _at(obj: dict[str, Any], rv: str) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": rv}}
 
 
 def test_replay_after_a_rollback_is_refused(key: SigningKey, trusted: TrustedKeys) -> None:
     """A -> B approved and applied, then rolled back B -> A: the A -> B token must not apply
-    again, although the object is back in its ``from`` state."""
-    a1, b2, a3 = (
-        _with_generation(OLD, 1),
-        _with_generation(NEW, 2),
-        _with_generation(OLD, 3),
-    )
+    again, although the object is back in its ``from`` state. No memory is needed: the token
+    names the resourceVersion it was minted against, and every write moves it on."""
+    a1, b2, a3 = _at(OLD, "100"), _at(NEW, "101"), _at(OLD, "102")
     forward = mint(key, a1, b2)
     back = mint(key, b2, a3)
     assert_code(verify(forward, trusted, a1, b2), "ok")
     assert_code(verify(back, trusted, b2, a3, now=NOW + 20), "ok")
-    replay = verify(forward, trusted, a3, _with_generation(NEW, 4), now=NOW + 30)
+    replay = verify(forward, trusted, a3, _at(NEW, "103"), now=NOW + 30)
     assert_code(replay, "from_mismatch")
-    assert "generation" in replay.message
-    # A token minted without a generation does not approve an object that has one.
-    assert_code(verify(mint(key, OLD, NEW), trusted, a1, b2), "from_mismatch")
+    assert "resourceVersion 102, approved at 100" in replay.message
+    # Any other write in between (a label, a status update) is enough to end it too.
+    assert_code(verify(forward, trusted, _at(OLD, "150"), NEW), "from_mismatch")
+
+
+def test_an_object_without_a_resource_version_matches_no_approval(
+    key: SigningKey, trusted: TrustedKeys
+) -> None:
+    token = mint(key)
+    bare = copy.deepcopy(OLD)
+    del bare["metadata"]["resourceVersion"]
+    assert_code(verify(token, trusted, bare, NEW), "from_mismatch")
+    with pytest.raises(ValueError, match="rv is set exactly for apply and rollback"):
+        mint(key, bare, NEW)
 
 
 def test_replay_after_the_change_was_applied(key: SigningKey, trusted: TrustedKeys) -> None:
@@ -652,7 +674,12 @@ def test_hpa_transition(key: SigningKey, trusted: TrustedKeys) -> None:
         return {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": "web", "namespace": "shop", "uid": "hpa-uid"},
+            "metadata": {
+                "name": "web",
+                "namespace": "shop",
+                "uid": "hpa-uid",
+                "resourceVersion": "9",
+            },
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
                 "minReplicas": min_replicas,
@@ -889,7 +916,7 @@ def transitions(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
         return {
             "apiVersion": "apps/v1",
             "kind": kind,
-            "metadata": {"name": "w", "namespace": "ns", "uid": "u-1"},
+            "metadata": {"name": "w", "namespace": "ns", "uid": "u-1", "resourceVersion": "7"},
             "spec": spec,
         }
 
@@ -966,3 +993,114 @@ def test_weak_public_keys_are_refused(raw_hex: str) -> None:
     document = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k"}]}
     with pytest.raises(ValueError, match="small order or non-canonical"):
         TrustedKeys.from_jwks(document)
+
+
+# --- creating and deleting an HPA --------------------------------------------------------------
+
+HPA_SPEC: dict[str, Any] = {
+    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+    "minReplicas": 2,
+    "maxReplicas": 6,
+}
+
+
+def hpa_live(uid: str = "hpa-uid-1", **spec: Any) -> dict[str, Any]:
+    obj = hpa_object(HPA_TARGET, {**HPA_SPEC, **spec})
+    obj["metadata"].update(uid=uid, resourceVersion="77")
+    return obj
+
+
+HPA_TARGET = Target(
+    api_version="autoscaling/v2",
+    kind="HorizontalPodAutoscaler",
+    namespace="shop",
+    name="web",
+    uid=None,
+)
+CREATE = ResourceChange(
+    target=HPA_TARGET,
+    before=None,
+    after=guarded_state(hpa_object(HPA_TARGET, HPA_SPEC)),
+    reason="",
+    source="edit",
+    create_spec=HPA_SPEC,
+)
+
+
+def verify_hpa(token: object, trusted: TrustedKeys, old: Any, new: Any, **kw: Any) -> VerifyResult:
+    return verify(token, trusted, old, new, kind="HorizontalPodAutoscaler", **kw)
+
+
+def test_a_create_approval_admits_exactly_the_approved_object(
+    key: SigningKey, trusted: TrustedKeys
+) -> None:
+    token = mint_for_change(key, CREATE, change_set_id=CS, op="apply", subject="a", now=NOW)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["op"], claims["from"], claims["rv"]) == ("create", None, None)
+    assert claims["target"]["uid"] is None
+    assert claims["exp"] - claims["iat"] == CREATE_TTL_SECONDS
+    assert_code(verify_hpa(token, trusted, None, hpa_live()), "ok")
+    assert_code(verify_hpa(token, trusted, None, hpa_live(maxReplicas=60)), "to_mismatch")
+    assert_code(verify_hpa(token, trusted, None, hpa_live(), name="api"), "wrong_target")
+    # a create approval is no approval for an update of the object it created, or a delete
+    assert_code(verify_hpa(token, trusted, hpa_live(), hpa_live(minReplicas=3)), "wrong_operation")
+    assert_code(verify_hpa(token, trusted, hpa_live(), None), "wrong_operation")
+    # it lives CREATE_TTL_SECONDS (+ leeway), not five minutes
+    late = NOW + CREATE_TTL_SECONDS + LEEWAY_SECONDS + 1
+    assert_code(verify_hpa(token, trusted, None, hpa_live(), now=late), "expired")
+    assert MIN_AGE_TO_DELETE_SECONDS == CREATE_TTL_SECONDS + 2 * LEEWAY_SECONDS
+
+
+def test_a_delete_approval_is_bound_to_the_object_it_deletes(
+    key: SigningKey, trusted: TrustedKeys
+) -> None:
+    live = hpa_live()
+    delete = ResourceChange(
+        target=target_of(live), before=guarded_state(live), after=None, reason="", source="edit"
+    )
+    token = mint_for_change(key, delete, change_set_id=CS, op="apply", subject="a", now=NOW)
+    assert_code(verify_hpa(token, trusted, live, None), "ok")
+    assert_code(verify_hpa(token, trusted, hpa_live(uid="hpa-uid-2"), None), "wrong_uid")
+    assert_code(verify_hpa(token, trusted, hpa_live(maxReplicas=9), None), "from_mismatch")
+    assert_code(verify_hpa(token, trusted, live, hpa_live(maxReplicas=9)), "wrong_operation")
+    # rolling back a delete re-creates the object: a create approval
+    rollback = mint_for_change(key, delete, change_set_id=CS, op="rollback", subject="a", now=NOW)
+    assert jwt.decode(rollback, options={"verify_signature": False})["op"] == "create"
+
+
+def test_an_update_approval_does_not_create_or_delete(
+    key: SigningKey, trusted: TrustedKeys
+) -> None:
+    token = mint(key, hpa_live(), hpa_live(maxReplicas=9))
+    assert_code(verify_hpa(token, trusted, None, hpa_live(maxReplicas=9)), "wrong_operation")
+    assert_code(verify_hpa(token, trusted, hpa_live(), None), "wrong_operation")
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"op": "create", "exp": NOW + 60}, "from is null exactly for create"),
+        ({"op": "delete", "exp": NOW + 60}, "from is null exactly for create, to exactly"),
+        ({"rv": None}, "rv is set exactly for apply and rollback"),
+        ({"exp": NOW + 301}, "lives at most 300 s"),
+        ({"op": "create", "from": None, "rv": None, "exp": NOW + 61}, "lives at most 60 s"),
+        ({"op": "create", "from": None, "rv": None, "exp": NOW + 60}, "has a uid unless"),
+        (
+            {"op": "delete", "to": None, "rv": None, "exp": NOW + 60},
+            "only HorizontalPodAutoscalers",
+        ),
+        ({"op": "delete", "to": None, "rv": None}, "lives at most 60 s"),
+    ],
+)
+def test_claims_must_be_consistent(
+    key: SigningKey, trusted: TrustedKeys, update: dict[str, Any], message: str
+) -> None:
+    """Even a correctly signed token is refused when its claims do not hang together."""
+    claims = {**good_claims(), **update}
+
+    def sign(data: bytes) -> bytes:
+        return key.private_key.sign(data)
+
+    result = verify(craft(good_header(key), claims, sign), trusted)
+    assert_code(result, "malformed")
+    assert message in result.message
