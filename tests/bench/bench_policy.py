@@ -32,6 +32,7 @@ import structlog
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from sizeguard.changes import GuardedState  # noqa: E402
 from sizeguard.policy import AsyncPolicyClient, PolicyClient  # noqa: E402
 from sizeguard.sandbox import tools  # noqa: E402
 from sizeguard.sandbox.opa import running_opa  # noqa: E402
@@ -40,34 +41,49 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
-def state(replicas: int, cpu: int) -> dict[str, Any]:
+def container(
+    cpu: int | None, cpu_limit: int | None, memory: int, memory_limit: int | None
+) -> dict[str, Any]:
     return {
+        "cpu_request": cpu,
+        "cpu_limit": cpu_limit,
+        "memory_request": memory,
+        "memory_limit": memory_limit,
+        "other_requests": {},
+        "other_limits": {},
+        "restart_policy": None,
+    }
+
+
+def state(replicas: int, cpu: int) -> dict[str, Any]:
+    """A Deployment's footprint as ``guarded_state`` gives it (JSON), with the API server's
+    defaults for the rollout fields; validated against the contract's model."""
+    footprint = {
         "replicas": replicas,
         "containers": {
             "app": {
-                "cpu_request": cpu,
-                "cpu_limit": cpu * 2,
-                "memory_request": 256 * MIB,
-                "memory_limit": 512 * MIB,
+                **container(cpu, cpu * 2, 256 * MIB, 512 * MIB),
+                "other_requests": {"ephemeral-storage": GIB},
+                "other_limits": {"ephemeral-storage": 2 * GIB},
             },
-            "proxy": {
-                "cpu_request": 50,
-                "cpu_limit": 100,
-                "memory_request": 64 * MIB,
-                "memory_limit": 128 * MIB,
-            },
+            "proxy": container(50, 100, 64 * MIB, 128 * MIB),
         },
         "init_containers": {
-            "migrate": {
-                "cpu_request": 100,
-                "cpu_limit": None,
-                "memory_request": 128 * MIB,
-                "memory_limit": None,
-            }
+            "migrate": container(100, None, 128 * MIB, None),
+            "log-shipper": {**container(20, None, 32 * MIB, None), "restart_policy": "Always"},
         },
         "min_replicas": None,
         "max_replicas": None,
+        "scale_target": None,
+        "pod_resources": None,
+        "runtime_class": None,
+        "strategy": "RollingUpdate",
+        "max_surge": "25%",
+        "max_unavailable": "25%",
+        "min_ready_seconds": None,
+        "progress_deadline_seconds": 600,
     }
+    return GuardedState.model_validate(footprint).model_dump(mode="json")
 
 
 def change_set(targets: int) -> dict[str, Any]:
@@ -122,8 +138,12 @@ def admission_request() -> dict[str, Any]:
         },
         "before": state(3, 100),
         "after": state(3, 250),
-        "approval": {"present": True, "valid": True, "error": None, "claims": {}},
-        "context": {"labels": {}, "namespace_labels": {}},
+        "approval": {"present": True, "valid": True, "error": None, "claims": {"op": "apply"}},
+        "context": {
+            "labels": {"app": "web"},
+            "namespace_labels": {"kubernetes.io/metadata.name": "shop-prod"},
+            "recently_created": False,
+        },
     }
 
 

@@ -150,6 +150,81 @@ def test_pydantic_input_is_serialised_as_json() -> None:
     assert json.loads(seen[0].content) == {"input": {"changes": [1, 2]}}
 
 
+# What OPA answers for the decisions issue 14 added (docs/policies.md): the shapes are the
+# same, only the words differ, so the client parses them like any other decision.
+LIFECYCLE_DENY = {
+    "allowed": False,
+    "reasons": [
+        "sizeguard: creating Deployment shop-prod/web is denied for ci@example.com: in namespace "
+        "shop-prod (config.admission.lifecycle.workloads: production) only exempt principals may "
+        "create or delete workloads (...); a deploying pipeline needs its user in "
+        "config.admission.lifecycle.exempt_users or one of its groups in exempt_groups "
+        "(policies/data.json); to resize a workload, change it through the sizeguard MCP server"
+    ],
+    "warnings": [],
+}
+HPA_CREATE_ALLOWED = {
+    "allowed": True,
+    "reasons": [
+        "sizeguard: creation of HorizontalPodAutoscaler shop-prod/web admitted with a valid "
+        "approval"
+    ],
+    "warnings": [
+        "sizeguard: creating the HPA shop-prod/web lets the HPA controller move "
+        "apps/v1/Deployment/web to between 2 and 10 replicas within seconds"
+    ],
+}
+FOOTPRINT_CHANGESET = {
+    "allowed": True,
+    "risk": "medium",
+    "violations": [],
+    "warnings": [
+        {
+            "code": "hpa_created",
+            "target": "HorizontalPodAutoscaler/shop/web",
+            "message": "creating the HPA shop/web lets the HPA controller move ...",
+        },
+        {
+            "code": "rollout_changed",
+            "target": "Deployment/shop/web",
+            "message": "rollout maxSurge of shop/web: 25% → 100%; a rollout may run up to 6 pods",
+        },
+    ],
+    "requires": [],
+}
+
+
+@pytest.mark.parametrize("result", [LIFECYCLE_DENY, HPA_CREATE_ALLOWED])
+def test_lifecycle_admission_decisions_are_parsed(result: dict[str, Any]) -> None:
+    decision = admission_with(canned(body={"result": result})[0])
+    assert decision == AdmissionDecision.model_validate(result)
+    assert decision.engine_error is None
+
+
+def test_footprint_changeset_decision_is_parsed() -> None:
+    decision = changeset_with(canned(body={"result": FOOTPRINT_CHANGESET})[0])
+    assert [w.code for w in decision.warnings] == ["hpa_created", "rollout_changed"]
+    assert decision.engine_error is None
+
+
+def test_create_and_delete_inputs_send_null_states() -> None:
+    """A CREATE has no before and a DELETE no after: both reach OPA as JSON null, never
+    dropped, so the policy can tell a create from a malformed input."""
+    transport, seen = canned(body={"result": HPA_CREATE_ALLOWED})
+    hpa = {"replicas": None, "min_replicas": 2, "max_replicas": 10}
+    with PolicyClient("http://opa.test", transport=transport) as client:
+        client.admission_decision(
+            {"request": {"operation": "CREATE"}, "before": None, "after": hpa}
+        )
+        client.admission_decision(
+            {"request": {"operation": "DELETE"}, "before": hpa, "after": None}
+        )
+    create, delete = (json.loads(request.content)["input"] for request in seen)
+    assert create["before"] is None and create["after"] == hpa
+    assert delete["before"] == hpa and delete["after"] is None
+    assert b'"before":null' in seen[0].content
+
+
 # --- everything else is a deny ---------------------------------------------------------
 
 

@@ -39,7 +39,10 @@ request(overrides) := object.union(
 
 no_approval := {"present": false, "valid": false, "error": null, "claims": null}
 
-valid_approval := {"present": true, "valid": true, "error": null, "claims": {"cs": "cs-0123"}}
+# A valid approval of the given op ("apply", "rollback", "create" or "delete"), as the webhook passes it.
+approval_for(op) := {"present": true, "valid": true, "error": null, "claims": {"cs": "cs-0123", "op": op}}
+
+valid_approval := approval_for("apply")
 
 admission_input(req, before, after, approval) := {
 	"request": req,
@@ -59,8 +62,17 @@ test_unchanged_state_allowed if {
 }
 
 test_unguarded_operation_allowed if {
-	policy_input := {"request": request({"operation": "CREATE"}), "before": null, "after": state(3, 100)}
+	policy_input := {"request": request({"operation": "CONNECT"}), "before": null, "after": state(3, 100)}
 	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
+	d == {"allowed": true, "reasons": [], "warnings": []}
+}
+
+update_only := {"op": "replace", "path": "/admission/guarded_operations", "value": ["UPDATE"]}
+
+test_operation_left_out_of_guarded_operations_allowed if {
+	policy_input := {"request": request({"operation": "CREATE"}), "before": null, "after": state(3, 100)}
+	d := admission.decision with input as policy_input
+		with lib.config as json.patch(lib_test.fixture, [update_only])
 	d == {"allowed": true, "reasons": [], "warnings": []}
 }
 
@@ -140,8 +152,7 @@ hpa_state(ref) := {
 }
 
 test_signed_rollback_may_exceed_the_size_limits if {
-	rollback := {"present": true, "valid": true, "error": null, "claims": {"cs": "cs-0123", "op": "rollback"}}
-	policy_input := admission_input(request({}), state(3, 50), state(3, 1000), rollback)
+	policy_input := admission_input(request({}), state(3, 50), state(3, 1000), approval_for("rollback"))
 	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	d.allowed
 }
@@ -254,6 +265,73 @@ test_missing_groups_treated_as_none if {
 	d.allowed
 }
 
+test_approval_for_another_operation_denied if {
+	d := admission.decision with input as cpu_change(request({}), approval_for("create"))
+		with lib.config as lib_test.fixture
+	d == {
+		"allowed": false,
+		"reasons": [concat("", [
+			"sizeguard: the approval on shop-prod/web is not valid (wrong_operation); ",
+			"request a new one through the sizeguard MCP server",
+		])],
+		"warnings": [concat("", [
+			"sizeguard: CPU request of container web in shop-prod/web rises 150% (100m → 250m); ",
+			"changes beyond 100% deserve a careful review",
+		])],
+	}
+}
+
+test_approval_without_op_is_not_valid if {
+	d := admission.decision with input as cpu_change(request({}), {"valid": true, "claims": {}})
+		with lib.config as lib_test.fixture
+	not d.allowed
+	contains(d.reasons[0], "(wrong_operation)")
+}
+
+test_rollout_change_admitted_with_a_warning if {
+	before := object.union(state(3, 100), {"strategy": "RollingUpdate", "max_surge": "25%", "max_unavailable": "25%"})
+	after := object.union(before, {"max_surge": "100%", "max_unavailable": 0})
+	d := admission.decision with input as admission_input(request({}), before, after, valid_approval)
+		with lib.config as lib_test.fixture
+	d.allowed
+	d.reasons == [concat("", [
+		"sizeguard: rollout maxSurge, rollout maxUnavailable change on shop-prod/web ",
+		"admitted with a valid approval",
+	])]
+	d.warnings == [
+		concat("", [
+			"sizeguard: rollout maxSurge of shop-prod/web: 25% → 100%; ",
+			"a rollout may run up to 6 pods at once for 3 replicas, 2 times the replicas",
+		]),
+		concat("", [
+			"sizeguard: rollout maxUnavailable of shop-prod/web: 25% → 0; no old pod stops before its replacement ",
+			"is ready, so a rollout keeps the new pods beside all the old ones: ",
+			"up to 6 pods at once for 3 replicas, 2 times the replicas",
+		]),
+	]
+}
+
+test_rollout_change_without_approval_names_the_fields if {
+	after := object.union(state(3, 100), {"min_ready_seconds": 86400})
+	d := admission.decision with input as admission_input(request({}), state(3, 100), after, no_approval)
+		with lib.config as lib_test.fixture
+	d.reasons == [concat("", [
+		"sizeguard: minReadySeconds change on shop-prod/web needs an approval; ",
+		"request one through the sizeguard MCP server",
+	])]
+}
+
+test_footprint_change_without_a_named_value if {
+	# A container that requests nothing, added: the guarded state differs, no value does.
+	after := object.union(state(3, 100), {"containers": {"log": {}}})
+	d := admission.decision with input as admission_input(request({}), state(3, 100), after, no_approval)
+		with lib.config as lib_test.fixture
+	d.reasons == [concat("", [
+		"sizeguard: footprint change on shop-prod/web needs an approval; ",
+		"request one through the sizeguard MCP server",
+	])]
+}
+
 test_malformed_input_denied if {
 	d := admission.decision with input as {"request": request({}), "before": state(3, 100)}
 		with lib.config as lib_test.fixture
@@ -264,4 +342,57 @@ test_malformed_input_denied if {
 	nameless := admission.decision with input as {"request": request({"name": 7}), "before": {}, "after": {}}
 		with lib.config as lib_test.fixture
 	nameless.allowed == false
+}
+
+test_states_must_fit_the_operation if {
+	every case in [
+		{"operation": "UPDATE", "before": state(3, 100), "after": null},
+		{"operation": "UPDATE", "before": null, "after": state(3, 100)},
+		{"operation": "CREATE", "before": state(3, 100), "after": state(3, 100)},
+		{"operation": "CREATE", "before": null, "after": null},
+		{"operation": "DELETE", "before": state(3, 100), "after": state(3, 100)},
+		{"operation": "DELETE", "before": "gone", "after": null},
+	] {
+		policy_input := admission_input(request({"operation": case.operation}), case.before, case.after, no_approval)
+		d := admission.decision with input as policy_input with lib.config as lib_test.fixture
+		not d.allowed
+		startswith(d.reasons[0], "sizeguard: the admission input is malformed")
+	}
+}
+
+test_subresource_must_be_a_string_or_absent if {
+	bad := admission.decision with input as cpu_change(request({"subresource": 1}), valid_approval)
+		with lib.config as lib_test.fixture
+	startswith(bad.reasons[0], "sizeguard: the admission input is malformed")
+	absent := admission.decision with input as cpu_change(object.remove(request({}), ["subresource"]), valid_approval)
+		with lib.config as lib_test.fixture
+	absent.allowed
+	null_subresource := admission.decision with input as cpu_change(request({"subresource": null}), valid_approval)
+		with lib.config as lib_test.fixture
+	null_subresource.allowed
+}
+
+test_unknown_resource_denied if {
+	d := admission.decision with input as cpu_change(request({"kind": "ReplicationController"}), valid_approval)
+		with lib.config as lib_test.fixture
+	d == {
+		"allowed": false,
+		"reasons": [concat("", [
+			"sizeguard: UPDATE of ReplicationController shop-prod/web (subresource \"\") by alice@example.com is denied: ",
+			"sizeguard decides only workloads, their scale subresource, ReplicaSets, HPAs, LimitRanges and pods/resize; ",
+			"check the webhook registration (rules) against docs/webhook.md",
+		])],
+		"warnings": [],
+	}
+	every overrides in [
+		{"kind": "Pod"},
+		{"kind": "HorizontalPodAutoscaler", "subresource": "status"},
+		{"kind": "Deployment", "subresource": "status"},
+		{"kind": "LimitRange", "subresource": "scale"},
+	] {
+		other := admission.decision with input as cpu_change(request(overrides), valid_approval)
+			with lib.config as lib_test.fixture
+		not other.allowed
+		contains(other.reasons[0], "sizeguard decides only workloads")
+	}
 }

@@ -44,13 +44,27 @@ risk_levels := ["low", "medium", "high", "critical"]
 finding(code, target, message) := {"code": code, "target": target, "message": message}
 
 # METADATA
-# description: True when a change has the shape the rules need.
+# description: |
+#   True when a change has the shape the rules need: a target with kind, namespace and name,
+#   and before/after objects; before may be null (create) or after null (delete) for an HPA.
 well_formed(change) if {
 	is_string(change.target.kind)
 	is_string(change.target.namespace)
 	is_string(change.target.name)
+	states_well_formed(change)
+}
+
+# METADATA
+# scope: document
+# description: True when a change's states fit its kind (see well_formed).
+states_well_formed(change) if {
 	is_object(change.before)
 	is_object(change.after)
+}
+
+states_well_formed(change) if {
+	change.target.kind == lib.hpa_kind
+	lib.state_operation(change.before, change.after) in {"create", "delete"}
 }
 
 # METADATA
@@ -89,7 +103,10 @@ violations contains finding("invalid_change", "", message) if {
 	some i, change in changes
 	not well_formed(change)
 	message := sprintf(
-		"change #%d is malformed: it needs target.kind, target.namespace, target.name and before/after objects",
+		concat("", [
+			"change #%d is malformed: it needs target.kind, target.namespace, target.name and before/after objects ",
+			"(before null to create or after null to delete a HorizontalPodAutoscaler; nothing else is created or deleted)",
+		]),
 		[i + 1],
 	)
 }
@@ -208,8 +225,9 @@ risk := risk_levels[min([risk_score, count(risk_levels) - 1])]
 # METADATA
 # description: |
 #   The risk score of one change: the size of its largest change (deny_size above the deny
-#   thresholds, warn_size above the warning thresholds) plus the production and critical
-#   workload weights when they apply. Weights live in config.risk.weights.
+#   thresholds, warn_size above the warning thresholds or for a change the size rules cannot
+#   measure: an HPA created or deleted, a rollout, RuntimeClass or sidecar change) plus the
+#   production and critical workload weights when they apply. Weights live in config.risk.weights.
 change_score(change, cctx) := (size_score(change, cctx) + weight_if("production", cctx.production)) + weight_if(
 	"critical_workload",
 	cctx.critical,
@@ -224,11 +242,32 @@ weight_if(_, false) := 0
 
 # METADATA
 # description: The size part of a change's risk score.
-size_score(change, cctx) := max({0} | {weight |
-	some value in lib.changed_values(change.before, change.after)
-	level := size_level(lib.percent_change(value.before, value.after), cctx.thresholds)
-	weight := size_weights[level]
-})
+size_score(change, cctx) := max(measured | unmeasured) if {
+	measured := {0} | {weight |
+		some value in lib.sized_values(values_of(change))
+		level := size_level(lib.percent_change(value.before, value.after), cctx.thresholds)
+		weight := size_weights[level]
+	}
+	unmeasured := {size_weights.warn | unmeasured_change(change)}
+}
+
+# METADATA
+# scope: document
+# description: True when a change alters the footprint in a way the size rules do not measure.
+unmeasured_change(change) if operation(change) in {"create", "delete"}
+
+unmeasured_change(change) if {
+	some value in values_of(change)
+	footprint_codes[value.field]
+}
+
+# METADATA
+# description: What a change does, "create", "delete" or "update" (see lib.state_operation).
+operation(change) := lib.state_operation(object.get(change, "before", null), object.get(change, "after", null))
+
+# METADATA
+# description: The guarded values a change alters (lib.changed_values of its before and after).
+values_of(change) := lib.changed_values(object.get(change, "before", null), object.get(change, "after", null))
 
 # METADATA
 # description: The risk weight of each size level (config.risk.weights).
@@ -255,24 +294,32 @@ else := "ok"
 # METADATA
 # description: |
 #   Every violation of one change, given its context (see change_context). The admission
-#   policy applies this same function to the change it is asked to admit.
+#   policy applies this same function to the change it is asked to admit. before or after
+#   may be null (an HPA created or deleted): every rule reads them null-safely.
 change_violations(change, cctx) := union({
-	size_violations(change, cctx),
-	request_violations(change, cctx),
-	limit_violations(change, cctx),
+	size_violations(change, values, cctx),
+	request_violations(after, cctx),
+	limit_violations(after, cctx),
 	replica_violations(change, cctx),
 	frozen_violations(cctx),
-	kept_limit_violations(change, cctx),
+	kept_limit_violations(values, cctx),
 	retarget_violations(change, cctx),
-})
+}) if {
+	values := values_of(change)
+	after := object.get(change, "after", null)
+}
 
 # METADATA
 # description: Every warning of one change, given its context.
 change_warnings(change, cctx) := union({
-	size_warnings(change, cctx),
-	removed_warnings(change, cctx),
+	size_warnings(change, values, cctx),
+	removed_warnings(change, values, cctx),
+	footprint_warnings(change, values, cctx),
+	lifecycle_warnings(change, cctx),
 	target_warnings(cctx),
-})
+}) if {
+	values := values_of(change)
+}
 
 # METADATA
 # description: A message about the size of a change to one guarded value.
@@ -290,10 +337,12 @@ direction(pct) := "rises" if pct > 0
 else := "falls"
 
 # METADATA
-# description: Increases and decreases beyond the deny thresholds.
-size_violations(change, cctx) := {finding(code, cctx.key, message) |
+# description: |
+#   Increases and decreases beyond the deny thresholds, of every sized value: requests and
+#   limits of every resource (per container and pod-level), replicas and HPA bounds.
+size_violations(change, values, cctx) := {finding(code, cctx.key, message) |
 	not restores(change)
-	some value in lib.changed_values(change.before, change.after)
+	some value in lib.sized_values(values)
 	pct := lib.percent_change(value.before, value.after)
 	size_level(pct, cctx.thresholds) == "deny"
 	code := size_code(pct, "too_large")
@@ -303,8 +352,8 @@ size_violations(change, cctx) := {finding(code, cctx.key, message) |
 
 # METADATA
 # description: Increases and decreases beyond the warning thresholds but within the deny ones.
-size_warnings(change, cctx) := {finding(code, cctx.key, message) |
-	some value in lib.changed_values(change.before, change.after)
+size_warnings(change, values, cctx) := {finding(code, cctx.key, message) |
+	some value in lib.sized_values(values)
 	pct := lib.percent_change(value.before, value.after)
 	level := warning_level(change, pct, cctx.thresholds)
 	code := size_code(pct, "large")
@@ -342,92 +391,6 @@ size_limit(pct, level, thresholds) := thresholds[sprintf("%s_increase_percent", 
 else := thresholds[sprintf("%s_decrease_percent", [level])]
 
 # METADATA
-# description: Requests that are set must be greater than zero, per container and resource.
-request_violations(change, cctx) := {finding("request_not_positive", cctx.key, message) |
-	some group, noun in lib.container_groups
-	some name, container in lib.containers_of(change.after, group)
-	some resource, label in resource_names
-	request := container[sprintf("%s_request", [resource])]
-	is_number(request)
-	request <= 0
-	message := sprintf(
-		"%s request of %s %s in %s is %s; a request must be greater than zero when set",
-		[label, noun, name, cctx.short, lib.format_value(resource, request)],
-	)
-}
-
-# METADATA
-# description: Limits must be at least the requests, per container and resource.
-limit_violations(change, cctx) := {finding("limit_below_request", cctx.key, message) |
-	some group, noun in lib.container_groups
-	some name, container in lib.containers_of(change.after, group)
-	some resource, label in resource_names
-	request := container[sprintf("%s_request", [resource])]
-	limit := container[sprintf("%s_limit", [resource])]
-	is_number(request)
-	is_number(limit)
-	limit < request
-	message := sprintf(
-		"%s limit of %s %s in %s (%s) is below its request (%s); a limit must be at least the request",
-		[label, noun, name, cctx.short, lib.format_value(resource, limit), lib.format_value(resource, request)],
-	)
-}
-
-# METADATA
-# description: Replica counts are never 0 in production, stay within bounds, HPA min <= max.
-replica_violations(change, cctx) := union({
-	zero_replica_violations(change, cctx),
-	bound_violations(change, cctx),
-	hpa_violations(change, cctx),
-})
-
-# METADATA
-# description: Replicas (or HPA minReplicas) never go to 0 in a production namespace.
-zero_replica_violations(change, cctx) := {finding("replicas_zero_in_production", cctx.key, message) |
-	cctx.production
-	some field in ["replicas", "min_replicas"]
-	change.after[field] == 0
-	change.before[field] != 0
-	message := sprintf(
-		"%s of %s would go to 0 in production namespace %s; keep at least one",
-		[lib.scalar_fields[field], cctx.short, cctx.namespace],
-	)
-}
-
-# METADATA
-# description: A changed replica count (or HPA min/max) stays within the namespace's bounds.
-bound_violations(change, cctx) := {finding("replicas_out_of_bounds", cctx.key, message) |
-	some field, label in lib.scalar_fields
-	value := change.after[field]
-	is_number(value)
-	value != object.get(change.before, field, null)
-	out_of_bounds(value, cctx.bounds)
-	message := sprintf(
-		"%s of %s would be %v; the allowed range is %v to %v",
-		[label, cctx.short, value, cctx.bounds.min, cctx.bounds.max],
-	)
-}
-
-# METADATA
-# scope: document
-# description: True when a replica count is outside {min, max}.
-out_of_bounds(value, bounds) if value < bounds.min
-
-out_of_bounds(value, bounds) if value > bounds.max
-
-# METADATA
-# description: An HPA's minReplicas must not exceed its maxReplicas.
-hpa_violations(change, cctx) := {finding("hpa_min_above_max", cctx.key, message) |
-	is_number(change.after.min_replicas)
-	is_number(change.after.max_replicas)
-	change.after.min_replicas > change.after.max_replicas
-	message := sprintf(
-		"HPA minReplicas of %s (%v) is above its maxReplicas (%v); min must not exceed max",
-		[cctx.short, change.after.min_replicas, change.after.max_replicas],
-	)
-}
-
-# METADATA
 # description: A frozen namespace (config.namespaces[ns].frozen) admits no change at all.
 frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
 	cctx.frozen
@@ -438,37 +401,10 @@ frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
 }
 
 # METADATA
-# description: |
-#   Pointing an HPA at another workload (scaleTargetRef, "apiVersion/kind/name") changes that
-#   workload's replicas without touching it; sizeguard never approves it.
-retarget_violations(change, cctx) := {finding("hpa_retarget", cctx.key, message) |
-	old := object.get(lib.object_or_empty(change.before), "scale_target", null)
-	new := object.get(lib.object_or_empty(change.after), "scale_target", null)
-	old != new
-	message := sprintf(
-		"the HPA %s would be retargeted from %v to %v; sizeguard does not approve retargeting an HPA",
-		[cctx.short, old, new],
-	)
-}
-
-# METADATA
-# description: In production, the limits in config.production.keep_limits stay set.
-kept_limit_violations(change, cctx) := {finding("limit_removed_in_production", cctx.key, message) |
-	cctx.production
-	some value in lib.changed_values(change.before, change.after)
-	value.field in lib.config.production.keep_limits
-	is_number(value.before)
-	value.after == null
-	message := sprintf(
-		"%s of %s%s would be removed (%s → unset); keep it set in production",
-		[value.label, value.where, cctx.short, lib.format_value(value.resource, value.before)],
-	)
-}
-
-# METADATA
-# description: A guarded value that was set and becomes unset.
-removed_warnings(change, cctx) := {finding("value_removed", cctx.key, message) |
-	some value in lib.changed_values(change.before, change.after)
+# description: A sized value (a request, a limit, a replica count) that was set and becomes unset.
+removed_warnings(change, values, cctx) := {finding("value_removed", cctx.key, message) |
+	operation(change) == "update"
+	some value in lib.sized_values(values)
 	is_number(value.before)
 	value.after == null
 	message := sprintf(

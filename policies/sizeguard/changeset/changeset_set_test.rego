@@ -113,7 +113,10 @@ test_malformed_change_denied if {
 	d.violations == [{
 		"code": "invalid_change",
 		"target": "",
-		"message": "change #1 is malformed: it needs target.kind, target.namespace, target.name and before/after objects",
+		"message": concat("", [
+			"change #1 is malformed: it needs target.kind, target.namespace, target.name and before/after objects ",
+			"(before null to create or after null to delete a HorizontalPodAutoscaler; nothing else is created or deleted)",
+		]),
 	}]
 }
 

@@ -78,9 +78,22 @@ fixture := {
 	},
 	"namespaces": {"kube-system": {"frozen": true}},
 	"admission": {
-		"guarded_operations": ["UPDATE"],
+		"guarded_operations": ["CREATE", "UPDATE", "DELETE"],
 		"scale_exempt_users": ["system:serviceaccount:kube-system:horizontal-pod-autoscaler"],
 		"scale_exempt_groups": [],
+		"resize_exempt_users": [],
+		"resize_exempt_groups": [],
+		"lifecycle": {
+			"workloads": "production",
+			"hpas": "all",
+			"limit_ranges": "production",
+			"exempt_users": ["system:serviceaccount:kube-system:namespace-controller"],
+			"exempt_groups": [],
+		},
+		"replica_set_controllers": [
+			"system:serviceaccount:kube-system:deployment-controller",
+			"system:serviceaccount:kube-system:generic-garbage-collector",
+		],
 		"break_glass_groups": ["sizeguard:break-glass"],
 	},
 }
@@ -123,12 +136,41 @@ test_shipped_namespace_overrides_use_known_settings if {
 }
 
 test_shipped_admission_settings if {
-	every key in ["guarded_operations", "scale_exempt_users", "scale_exempt_groups", "break_glass_groups"] {
+	every key in [
+		"guarded_operations", "scale_exempt_users", "scale_exempt_groups",
+		"resize_exempt_users", "resize_exempt_groups", "break_glass_groups",
+		"replica_set_controllers",
+	] {
 		is_array(lib.config.admission[key])
 	}
-	every limit in lib.config.production.keep_limits {
-		limit in {"cpu_limit", "memory_limit"}
+	every operation in lib.config.admission.guarded_operations {
+		operation in {"CREATE", "UPDATE", "DELETE"}
 	}
+	every limit in lib.config.production.keep_limits {
+		endswith(limit, "_limit")
+	}
+}
+
+test_shipped_lifecycle_settings if {
+	lifecycle := lib.config.admission.lifecycle
+	is_array(lifecycle.exempt_users)
+	is_array(lifecycle.exempt_groups)
+	every key in ["workloads", "hpas", "limit_ranges"] {
+		lifecycle[key] in {"production", "all", "none"}
+	}
+}
+
+# What sizeguard promises by default (docs/policies.md): workload and LimitRange lifecycle
+# guarded in production, HPA lifecycle everywhere, nobody may resize pods in place.
+test_shipped_lifecycle_defaults if {
+	lib.config.admission.lifecycle.workloads == "production"
+	lib.config.admission.lifecycle.hpas == "all"
+	lib.config.admission.lifecycle.limit_ranges == "production"
+	lib.config.admission.resize_exempt_users == []
+	lib.config.admission.resize_exempt_groups == []
+	"DELETE" in lib.config.admission.guarded_operations
+	"CREATE" in lib.config.admission.guarded_operations
+	"system:serviceaccount:kube-system:deployment-controller" in lib.config.admission.replica_set_controllers
 }
 
 # The mission's limits (docs/policies.md). Change these together with data.json, on purpose.

@@ -188,3 +188,186 @@ test_format_percent if {
 	lib.format_percent(-95) == "95%"
 	lib.format_percent(200 / 3) == "66.7%"
 }
+
+test_state_operation if {
+	lib.state_operation(null, {}) == "create"
+	lib.state_operation({}, null) == "delete"
+	lib.state_operation({}, {}) == "update"
+	lib.state_operation(null, null) == "update"
+}
+
+test_changed_values_of_footprint_fields if {
+	before := object.union(state(2, {"web": container(100, null)}, {"log": container(50, null)}), {
+		"max_surge": "25%", "runtime_class": null, "min_ready_seconds": null,
+		"pod_resources": {"cpu_request": 500},
+	})
+	after := object.union(before, {
+		"max_surge": 2, "runtime_class": "kata", "min_ready_seconds": 30,
+		"containers": {"web": {"other_requests": {"nvidia.com/gpu": 1}, "other_limits": {"ephemeral-storage": gib}}},
+		"init_containers": {"log": {"restart_policy": "Always"}},
+		"pod_resources": null,
+	})
+	lib.changed_values(before, after) == {
+		{"field": "max_surge", "resource": "word", "label": "rollout maxSurge", "where": "", "before": "25%", "after": 2},
+		{
+			"field": "runtime_class", "resource": "word", "label": "runtimeClassName",
+			"where": "", "before": null, "after": "kata",
+		},
+		{
+			"field": "min_ready_seconds", "resource": "seconds", "label": "minReadySeconds",
+			"where": "", "before": null, "after": 30,
+		},
+		{
+			"field": "nvidia.com/gpu_request", "resource": "count", "label": "nvidia.com/gpu request",
+			"where": "container web in ", "before": null, "after": 1,
+		},
+		{
+			"field": "ephemeral-storage_limit", "resource": "bytes", "label": "ephemeral-storage limit",
+			"where": "container web in ", "before": null, "after": gib,
+		},
+		{
+			"field": "restart_policy", "resource": "word", "label": "restartPolicy",
+			"where": "init container log in ", "before": null, "after": "Always",
+		},
+		{
+			"field": "cpu_request", "resource": "cpu", "label": "CPU request",
+			"where": "the pod-level resources in ", "before": 500, "after": null,
+		},
+	}
+}
+
+# A create or delete compares with a state that does not exist: every value set is a change.
+test_changed_values_of_a_created_or_deleted_state if {
+	hpa := {
+		"replicas": null, "containers": {}, "init_containers": {},
+		"min_replicas": 2, "max_replicas": 5, "scale_target": "apps/v1/Deployment/web",
+	}
+	created := lib.changed_values(null, hpa)
+	{value.field | some value in created} == {"min_replicas", "max_replicas", "scale_target"}
+	lib.changed_values(hpa, null) == {object.union(value, {"before": value.after, "after": null}) | some value in created}
+}
+
+test_resource_holders if {
+	s := object.union(
+		state(1, {"web": {"cpu_request": 100}}, {"setup": null}),
+		{"pod_resources": {"memory_limit": gib}},
+	)
+	lib.resource_holders(s) == {
+		"container web in ": {"cpu_request": 100},
+		"init container setup in ": {},
+		"the pod-level resources in ": {"memory_limit": gib},
+	}
+	lib.resource_holders(null) == {}
+	lib.resource_holders({"containers": {"web": {}}, "pod_resources": "none"}) == {"container web in ": {}}
+}
+
+test_resource_names_and_units if {
+	lib.resource_label("cpu") == "CPU"
+	lib.resource_label("memory") == "memory"
+	lib.resource_label("nvidia.com/gpu") == "nvidia.com/gpu"
+	lib.value_resource("cpu") == "cpu"
+	lib.value_resource("memory") == "memory"
+	lib.value_resource("ephemeral-storage") == "bytes"
+	lib.value_resource("nvidia.com/gpu") == "count"
+}
+
+test_other_resource if {
+	lib.other_resource("ephemeral-storage") == "bytes"
+	lib.other_resource("hugepages-2Mi") == "bytes"
+	lib.other_resource("nvidia.com/gpu") == "count"
+}
+
+test_pod_request_counts_sidecars if {
+	sidecar := object.union(container(300, 32 * mib), {"restart_policy": "Always"})
+	s := state(1, {"web": container(100, 64 * mib)}, {"init": container(500, mib), "proxy": sidecar})
+
+	# sidecars (300m) + max(containers 100m, init 500m); memory: 32Mi + max(64Mi, 1Mi)
+	lib.pod_request(s, "cpu") == 800
+	lib.pod_request(s, "memory") == 96 * mib
+}
+
+test_pod_request_pod_level_resources_win if {
+	s := object.union(
+		state(1, {"web": container(100, 64 * mib)}, {}),
+		{"pod_resources": {"cpu_request": 2000, "memory_request": null}},
+	)
+	lib.pod_request(s, "cpu") == 2000
+	lib.pod_request(s, "memory") == 64 * mib
+	lib.pod_request(null, "cpu") == 0
+}
+
+test_request_delta_of_a_created_or_deleted_hpa if {
+	hpa := {"replicas": null, "containers": {}, "init_containers": {}, "min_replicas": 2, "max_replicas": 5}
+	hpa_target := object.union(target, {"kind": "HorizontalPodAutoscaler"})
+	lib.request_delta({"target": hpa_target, "before": null, "after": hpa}, "cpu", 3) == 0
+	lib.request_delta({"target": hpa_target, "before": hpa}, "cpu", 3) == 0
+}
+
+test_surge_pods if {
+	lib.surge_pods(2, 10) == 2
+	lib.surge_pods("25%", 3) == 1
+	lib.surge_pods("100%", 3) == 3
+	lib.surge_pods("0%", 3) == 0
+	lib.surge_pods("lots", 3) == 0
+	lib.surge_pods(null, 3) == 0
+}
+
+test_is_zero_bound if {
+	lib.is_zero_bound(0)
+	lib.is_zero_bound("0%")
+	not lib.is_zero_bound(1)
+	not lib.is_zero_bound("25%")
+}
+
+test_format_value_of_footprint_values if {
+	lib.format_value("bytes", gib) == "1Gi"
+	lib.format_value("seconds", 600) == "600s"
+	lib.format_value("word", "25%") == "25%"
+	lib.format_value("word", null) == "unset"
+}
+
+test_changed_values_of_claims_and_grace_period if {
+	before := object.union(state(2, {"web": container(100, null)}, {}), {
+		"termination_grace_period_seconds": 30,
+		"resource_claims": {"gpu": "template:one-gpu", "fpga": "claim:shared"},
+	})
+	after := object.union(before, {
+		"termination_grace_period_seconds": 31536000,
+		"resource_claims": {"gpu": "template:four-gpus", "fpga": "claim:shared"},
+		"containers": {"web": {"claims": ["gpu"]}},
+	})
+	lib.changed_values(before, after) == {
+		{
+			"field": "termination_grace_period_seconds", "resource": "seconds",
+			"label": "terminationGracePeriodSeconds", "where": "", "before": 30, "after": 31536000,
+		},
+		{
+			"field": "resource_claim", "resource": "claim", "label": "resource claim gpu",
+			"where": "", "before": "template:one-gpu", "after": "template:four-gpus",
+		},
+		{
+			"field": "claims", "resource": "claims", "label": "resource claims",
+			"where": "container web in ", "before": [], "after": ["gpu"],
+		},
+	}
+	lib.changed_values(after, object.remove(after, ["resource_claims"])) == {
+		{
+			"field": "resource_claim", "resource": "claim", "label": "resource claim gpu",
+			"where": "", "before": "template:four-gpus", "after": null,
+		},
+		{
+			"field": "resource_claim", "resource": "claim", "label": "resource claim fpga",
+			"where": "", "before": "claim:shared", "after": null,
+		},
+	}
+}
+
+test_format_claims if {
+	lib.format_value("claim", "template:gpus") == "ResourceClaimTemplate gpus"
+	lib.format_value("claim", "claim:shared") == "ResourceClaim shared"
+	lib.format_value("claim", "other") == "other"
+	lib.format_value("claim", null) == "unset"
+	lib.format_value("claims", []) == "none"
+	lib.format_value("claims", ["gpu", "fpga/big"]) == "gpu, fpga/big"
+	lib.format_value("seconds", 30) == "30s"
+}

@@ -1,0 +1,84 @@
+# The replica and HPA rules of the change set policy (package metadata: changeset.rego):
+# replica counts never go to 0 in production and stay within bounds, an HPA's min stays at or
+# below its max, and an existing HPA is never retargeted. A new HPA (before null) is held to
+# the same bounds; every rule reads before and after null-safely.
+package sizeguard.changeset
+
+import data.sizeguard.lib
+
+# METADATA
+# description: Replica counts are never 0 in production, stay within bounds, HPA min <= max.
+replica_violations(change, cctx) := union({
+	zero_replica_violations(before, after, cctx),
+	bound_violations(before, after, cctx),
+	hpa_violations(after, cctx),
+}) if {
+	before := lib.object_or_empty(object.get(change, "before", null))
+	after := lib.object_or_empty(object.get(change, "after", null))
+}
+
+# METADATA
+# description: |
+#   Replicas (or HPA minReplicas, also of a new HPA) never go to 0 in a production namespace.
+#   before and after are objects ({} for a state that does not exist).
+zero_replica_violations(before, after, cctx) := {finding("replicas_zero_in_production", cctx.key, message) |
+	cctx.production
+	some field in ["replicas", "min_replicas"]
+	after[field] == 0
+	object.get(before, field, null) != 0
+	message := sprintf(
+		"%s of %s would go to 0 in production namespace %s; keep at least one",
+		[lib.replica_fields[field], cctx.short, cctx.namespace],
+	)
+}
+
+# METADATA
+# description: |
+#   A changed replica count (or HPA min/max, also of a new HPA) stays within the namespace's
+#   bounds. before and after are objects ({} for a state that does not exist).
+bound_violations(before, after, cctx) := {finding("replicas_out_of_bounds", cctx.key, message) |
+	some field, label in lib.replica_fields
+	value := after[field]
+	is_number(value)
+	value != object.get(before, field, null)
+	out_of_bounds(value, cctx.bounds)
+	message := sprintf(
+		"%s of %s would be %v; the allowed range is %v to %v",
+		[label, cctx.short, value, cctx.bounds.min, cctx.bounds.max],
+	)
+}
+
+# METADATA
+# scope: document
+# description: True when a replica count is outside {min, max}.
+out_of_bounds(value, bounds) if value < bounds.min
+
+out_of_bounds(value, bounds) if value > bounds.max
+
+# METADATA
+# description: An HPA's minReplicas must not exceed its maxReplicas (after is an object, {} when deleted).
+hpa_violations(after, cctx) := {finding("hpa_min_above_max", cctx.key, message) |
+	is_number(after.min_replicas)
+	is_number(after.max_replicas)
+	after.min_replicas > after.max_replicas
+	message := sprintf(
+		"HPA minReplicas of %s (%v) is above its maxReplicas (%v); min must not exceed max",
+		[cctx.short, after.min_replicas, after.max_replicas],
+	)
+}
+
+# METADATA
+# description: |
+#   Pointing an existing HPA at another workload (scaleTargetRef, "apiVersion/kind/name")
+#   changes that workload's replicas without touching it; sizeguard never approves it.
+#   Creating or deleting an HPA is not a retarget.
+retarget_violations(change, cctx) := {finding("hpa_retarget", cctx.key, message) |
+	operation(change) == "update"
+	old := object.get(change.before, "scale_target", null)
+	new := object.get(change.after, "scale_target", null)
+	old != new
+	message := sprintf(
+		"the HPA %s would be retargeted from %v to %v; sizeguard does not approve retargeting an HPA",
+		[cctx.short, old, new],
+	)
+}
