@@ -23,9 +23,11 @@ def register(subparsers: Any) -> None:
         help="serve the validating admission webhook (HTTPS) that enforces approvals",
         description=(
             "Serve POST /validate (admission.k8s.io/v1 AdmissionReview), /healthz, /readyz and "
-            "/metrics over TLS. Guarded updates need a valid sizeguard approval and OPA's "
-            "admission decision; everything unexpected is denied. The certificate and the "
-            "JWKS are reloaded when their files change. Logs are JSON on stderr."
+            "/metrics over TLS. Changes of a workload's footprint need a valid sizeguard "
+            "approval and OPA's admission decision; everything unexpected is denied. It "
+            "watches Namespaces (their labels go to the policy), so it needs get/list/watch "
+            "on namespaces. The certificate and the JWKS are reloaded when their files "
+            "change. Logs are JSON on stderr."
         ),
     )
     webhook.add_argument("--tls-cert", required=True, type=Path, metavar="FILE")
@@ -35,6 +37,14 @@ def register(subparsers: Any) -> None:
     )
     webhook.add_argument(
         "--opa-url", default=None, help="OPA base URL (default: $OPA_URL or http://127.0.0.1:8181)"
+    )
+    webhook.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="kubeconfig for watching Namespaces (default: in-cluster when running in a pod, "
+        "else $KUBECONFIG or ~/.kube/config)",
     )
     webhook.add_argument("--port", type=_port, default=8443, help="HTTPS port (8443)")
     webhook.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -62,6 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     from sizeguard.webhook.app import WebhookApp
     from sizeguard.webhook.keys import JwksFile
     from sizeguard.webhook.metrics import Metrics
+    from sizeguard.webhook.namespaces import (
+        KubernetesNamespaces,
+        NamespaceWatch,
+        client_configuration,
+    )
     from sizeguard.webhook.server import ReloadingTLS, ServeOptions, serve
 
     if not 0 < args.opa_timeout <= 10:
@@ -75,6 +90,10 @@ def _run(args: argparse.Namespace) -> int:
         ReloadingTLS(args.tls_cert, args.tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise CommandError(f"cannot load the TLS certificate/key: {exc}") from None
+    try:
+        namespace_api = KubernetesNamespaces(client_configuration(args.kubeconfig))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     configure_logging(cache=True)
     metrics = Metrics()
 
@@ -84,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     jwks = JwksFile(args.jwks, on_reload=reloaded)
     app = WebhookApp(
         jwks=jwks,
+        namespaces=NamespaceWatch(namespace_api, metrics=metrics),
         policy_factory=lambda: AsyncPolicyClient(opa_url, timeout=args.opa_timeout),
         metrics=metrics,
     )
@@ -94,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         jwks=str(args.jwks),
         opa_url=opa_url,
         opa_timeout=args.opa_timeout,
+        kubernetes=namespace_api.server,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(app, ServeOptions(args.host, args.port, args.tls_cert, args.tls_key)))

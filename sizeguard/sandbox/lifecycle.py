@@ -338,6 +338,7 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
                 directory=d,
                 ca=ca,
                 kube=kube,
+                kubeconfig=admin_kubeconfig,
                 opa_url=opa_url,
                 probe=(probe.namespace, probe.name),
                 start=run.start,

@@ -3,8 +3,10 @@
 `sandbox up --with-webhook` calls :func:`bring_up`: a serving certificate from the sandbox CA
 (SAN 127.0.0.1), a signing key directory ``DIR/keys`` whose ``jwks.json`` the webhook trusts
 (tests mint approvals with ``load_signing_key(DIR/keys)``), the webhook process as a sandbox
-component, and a ``ValidatingWebhookConfiguration`` with the real CA bundle. It returns once
-the API server really sends requests to the webhook.
+component (watching Namespaces with the sandbox's kubeconfig), and a
+``ValidatingWebhookConfiguration`` with the real CA bundle, built by
+:mod:`sizeguard.webhook.registration` like the chart's. It returns once the API server really
+sends requests to the webhook.
 """
 
 from __future__ import annotations
@@ -25,61 +27,10 @@ from sizeguard.sandbox import processes
 from sizeguard.sandbox.kube import KubeClient
 from sizeguard.sandbox.pki import CertificateAuthority
 from sizeguard.sandbox.processes import Component, StartError
+from sizeguard.webhook import registration
 
 CONFIGURATION_NAME: Final = "sizeguard"
-SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
-TIMEOUT_SECONDS: Final = 5
 _VWC_PATH: Final = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
-
-# matchConditions: a request reaches the webhook only if a guarded field may have changed.
-# They over-approximate guarded_state (any difference in replicas, in a container's name or
-# resources, in pod-level resources, in the HPA bounds or target sends it); an error in them
-# falls to failurePolicy Fail. Absent replicas / minReplicas count as 1, like the contract.
-_CONTAINERS = "spec.?template.?spec.?{field}.orValue([]).map(c, [c.?name.orValue(''), c.?resources.orValue({{}})])"  # noqa: E501
-WORKLOAD_CONDITION: Final = " || ".join(
-    [
-        "object == null || oldObject == null",
-        "object.spec.?replicas.orValue(1) != oldObject.spec.?replicas.orValue(1)",
-        "object.spec.?template.?spec.?resources.orValue({}) != "
-        "oldObject.spec.?template.?spec.?resources.orValue({})",
-        *(
-            f"object.{_CONTAINERS.format(field=f)} != oldObject.{_CONTAINERS.format(field=f)}"
-            for f in ("containers", "initContainers")
-        ),
-    ]
-)
-SCALE_CONDITION: Final = (
-    "object == null || oldObject == null || "
-    "object.spec.?replicas.orValue(0) != oldObject.spec.?replicas.orValue(0)"
-)
-HPA_CONDITION: Final = (
-    "object == null || oldObject == null || "
-    "object.spec.?minReplicas.orValue(1) != oldObject.spec.?minReplicas.orValue(1) || "
-    "object.spec.?maxReplicas.orValue(0) != oldObject.spec.?maxReplicas.orValue(0) || "
-    "object.spec.?scaleTargetRef.orValue({}) != oldObject.spec.?scaleTargetRef.orValue({})"
-)
-
-
-def _webhook(
-    name: str,
-    url: str,
-    ca_bundle: bytes,
-    rules: list[dict[str, Any]],
-    condition: str,
-    namespace_selector: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_bundle).decode()},
-        "rules": rules,
-        "failurePolicy": "Fail",
-        "matchPolicy": "Equivalent",
-        "sideEffects": "None",
-        "timeoutSeconds": TIMEOUT_SECONDS,
-        "admissionReviewVersions": ["v1"],
-        "namespaceSelector": namespace_selector,
-        "matchConditions": [{"name": "guarded-fields-may-change", "expression": condition}],
-    }
 
 
 def configuration(
@@ -89,59 +40,20 @@ def configuration(
     name: str = CONFIGURATION_NAME,
     extra_namespace_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ValidatingWebhookConfiguration for a webhook at ``url`` (``.../validate``)."""
-    selector: dict[str, Any] = {
-        "matchExpressions": [
-            {
-                "key": "kubernetes.io/metadata.name",
-                "operator": "NotIn",
-                "values": list(SYSTEM_NAMESPACES),
-            }
-        ]
-    }
-    if extra_namespace_labels:
-        selector["matchLabels"] = dict(extra_namespace_labels)
-
-    def rule(groups: str, versions: str, resources: list[str]) -> dict[str, Any]:
-        return {
-            "apiGroups": [groups],
-            "apiVersions": [versions],
-            "operations": ["UPDATE"],
-            "resources": resources,
-            "scope": "Namespaced",
-        }
-
+    """The ValidatingWebhookConfiguration for a webhook at ``url`` (``.../validate``): the
+    webhooks of :mod:`sizeguard.webhook.registration` (the chart renders the same ones), for
+    every namespace but the system ones (and, given ``extra_namespace_labels``, only those
+    carrying these labels)."""
     prefix = "" if name == CONFIGURATION_NAME else f"{name}."
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "sizeguard"}},
-        "webhooks": [
-            _webhook(
-                f"{prefix}workloads.sizeguard.io",
-                url,
-                ca_bundle,
-                [rule("apps", "v1", ["deployments", "statefulsets", "daemonsets"])],
-                WORKLOAD_CONDITION,
-                selector,
-            ),
-            _webhook(
-                f"{prefix}scale.sizeguard.io",
-                url,
-                ca_bundle,
-                [rule("apps", "v1", ["deployments/scale", "statefulsets/scale"])],
-                SCALE_CONDITION,
-                selector,
-            ),
-            _webhook(
-                f"{prefix}hpa.sizeguard.io",
-                url,
-                ca_bundle,
-                [rule("autoscaling", "v2", ["horizontalpodautoscalers"])],
-                HPA_CONDITION,
-                selector,
-            ),
-        ],
+        "webhooks": registration.webhook_entries(
+            {"url": url, "caBundle": base64.b64encode(ca_bundle).decode()},
+            prefix=prefix,
+            namespace_selector=registration.namespace_selector(match_labels=extra_namespace_labels),
+        ),
     }
 
 
@@ -171,7 +83,10 @@ def delete_configuration(kube: KubeClient, name: str) -> None:
         response.raise_for_status()
 
 
-def webhook_argv(cert: Path, key: Path, jwks: Path, opa_url: str, port: int) -> list[str]:
+def webhook_argv(
+    cert: Path, key: Path, jwks: Path, opa_url: str, port: int, kubeconfig: Path
+) -> list[str]:
+    """``sizeguard webhook`` on loopback; it watches Namespaces with ``kubeconfig``."""
     return [
         sys.executable,
         "-m",
@@ -189,6 +104,8 @@ def webhook_argv(cert: Path, key: Path, jwks: Path, opa_url: str, port: int) -> 
         str(port),
         "--host",
         "127.0.0.1",
+        "--kubeconfig",
+        str(kubeconfig),
     ]
 
 
@@ -247,6 +164,7 @@ def bring_up(
     directory: Path,
     ca: CertificateAuthority,
     kube: KubeClient,
+    kubeconfig: Path,
     opa_url: str,
     probe: tuple[str, str],
     start: Callable[[str, list[str]], Component],
@@ -258,7 +176,8 @@ def bring_up(
     port = processes.free_port()
     url = f"https://127.0.0.1:{port}"
     component = start(
-        "webhook", webhook_argv(serving.cert, serving.key, keys / "jwks.json", opa_url, port)
+        "webhook",
+        webhook_argv(serving.cert, serving.key, keys / "jwks.json", opa_url, port, kubeconfig),
     )
     component.url = url
     wait_ready(component, url, ca.cert_path)

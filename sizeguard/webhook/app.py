@@ -1,21 +1,34 @@
 """The admission webhook as a plain ASGI application.
 
 Routes: ``POST /validate`` (AdmissionReview v1), ``GET /healthz`` (the process answers),
-``GET /readyz`` (trusted keys loaded and OPA gives a decision), ``GET /metrics``.
+``GET /readyz`` (trusted keys loaded, OPA gives a decision, the Namespace cache is synced),
+``GET /metrics``.
 
 Decision flow for ``/validate`` (docs/webhook.md):
 
 1. A body that is not a well-formed AdmissionReview v1 is denied, with the uid if readable.
-2. Operations other than UPDATE are admitted (CREATE and DELETE are RBAC's business).
-3. The guarded states of the old and new object are computed with the shared contract
-   (``guarded_state``; for the ``scale`` subresource: replicas only). An object sizeguard
-   cannot read is denied.
-4. Unchanged guarded state: admitted at once, without verifying anything or asking OPA.
-5. Otherwise the approval annotation of the new object is verified (``verify_transition``),
-   an approval this process admitted before, on an object changed since, is refused as a
-   replay (:class:`SeenApprovals`), and OPA's admission decision is asked;
-   its ``allowed`` is the answer, its warnings are passed through, and a deny names
-   sizeguard, the change and what to do.
+2. The request is routed by resource, subresource and operation (:mod:`.routes`): workloads,
+   ReplicaSets and HPAs (CREATE, UPDATE, DELETE), the ``scale`` subresource and
+   ``pods/resize`` (UPDATE), LimitRanges (CREATE, UPDATE, DELETE). Anything else is denied.
+3. The footprint before and after is computed with the shared contract (``guarded_state``;
+   a ReplicaSet's pod template; replicas only for ``scale``; ``{"limits": ...}`` for a
+   LimitRange; None for "no object"), and so is the ownership: the controller owner of the
+   old and the new object and whether the labels change. An object sizeguard cannot read is
+   denied.
+4. An UPDATE that leaves the footprint unchanged (for a ReplicaSet: also its labels and its
+   controller owner, which tie it to its Deployment; a Deployment's ReplicaSet's replicas are
+   its controller's to write) is admitted at once, without verifying anything, looking up the
+   namespace or asking OPA.
+5. The namespace's labels are looked up in the Namespace watch (a direct GET for one it has
+   not seen); a namespace whose labels cannot be learned is denied.
+6. For workload UPDATEs and HPA CREATE/UPDATE/DELETE the approval annotation is verified
+   (``verify_transition``): on the new object, or on the old one for a DELETE. It admits one
+   write: it is bound to the old object's resourceVersion, so nothing is remembered here.
+7. OPA's admission decision is asked with the request, both states, the approval check and
+   the context (the stored object's labels, the namespace's labels, the ownership of step 3,
+   and for a DELETE whether the object is younger than ``MIN_AGE_TO_DELETE_SECONDS``); its
+   ``allowed`` is the answer, its warnings are passed through, and a deny names sizeguard,
+   the change and what to do.
 
 Every failure denies: a malformed review, an exception anywhere in the decision, OPA down,
 slow or undefined (the policy client's fail-closed deny). The HTTP status of ``/validate`` is
@@ -26,7 +39,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -34,24 +46,31 @@ from typing import Any, Final, Protocol
 import anyio
 import structlog
 
-from sizeguard.approvals import (
-    APPROVAL_ANNOTATION,
-    LEEWAY_SECONDS,
-    ApprovalClaims,
-    VerifyResult,
-    approval_of,
-    verify_transition,
-)
-from sizeguard.changes import GuardedState, describe_changes, guarded_state
+from sizeguard.approvals import APPROVAL_ANNOTATION, VerifyResult, approval_of, verify_transition
+from sizeguard.changes import GuardedState
 from sizeguard.policy import AdmissionDecision
 from sizeguard.webhook.keys import JwksFile
 from sizeguard.webhook.metrics import CONTENT_TYPE_LATEST, Metrics
+from sizeguard.webhook.namespaces import NamespaceSource
 from sizeguard.webhook.review import (
     MAX_BODY_BYTES,
     AdmissionRequest,
     ReviewError,
     parse_review,
     review_response,
+)
+from sizeguard.webhook.routes import (
+    Ownership,
+    RefusedError,
+    Route,
+    State,
+    describe,
+    ownership,
+    owns_by_deployment,
+    recently_created,
+    route_of,
+    state_json,
+    states,
 )
 
 Scope = Mapping[str, Any]
@@ -63,27 +82,19 @@ BODY_TIMEOUT: Final = 10.0
 """Seconds allowed to receive one request body (the API server sends it at once)."""
 
 READY_CACHE_SECONDS: Final = 1.0
-MAX_COUNT: Final = 2**53 - 1
-
-SCALE_PARENTS: Final = {
-    ("apps", "deployments"): "Deployment",
-    ("apps", "statefulsets"): "StatefulSet",
+NO_APPROVAL: Final[Mapping[str, Any]] = {
+    "present": False,
+    "valid": False,
+    "error": None,
+    "claims": None,
 }
-"""Resources whose ``scale`` subresource sizeguard guards, and their kind."""
+"""The ``approval`` input of a request whose approval the webhook does not verify."""
 
 _log = structlog.get_logger("sizeguard.webhook")
 
 
 class PolicyDecider(Protocol):
     async def admission_decision(self, policy_input: Mapping[str, Any]) -> AdmissionDecision: ...
-
-
-class _DenyError(Exception):
-    """Deny with this reason code and message (an object sizeguard cannot read, ...)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class _DisconnectedError(Exception):
@@ -100,158 +111,61 @@ class Outcome:
     reason: str
     message: str = ""
     warnings: list[str] = field(default_factory=list)
-    approval: ApprovalCheck | None = None
+    approval: VerifyResult | None = None
     changes: list[str] = field(default_factory=list)
+    namespace_source: str | None = None
 
 
-@dataclass(frozen=True)
-class ApprovalCheck:
-    """The verifier's result, or a replay the webhook itself detected."""
-
-    ok: bool
-    code: str
-    message: str
-    claims: ApprovalClaims | None = None
-
-    @classmethod
-    def of(cls, result: VerifyResult) -> ApprovalCheck:
-        return cls(result.ok, result.code, result.message, result.claims)
-
-    def policy_input(self) -> dict[str, Any]:
-        return {
-            "present": self.code != "missing",
-            "valid": self.ok,
-            "error": None if self.ok else self.code,
-            "claims": None if self.claims is None else self.claims.model_dump(mode="json"),
-        }
-
-
-class SeenApprovals:
-    """Single use of approvals within this process, for objects without a generation.
-
-    The contract binds an approval to the object's ``metadata.generation``, so it dies with
-    the transition it approved. HorizontalPodAutoscalers have no generation: after A -> B
-    (approval T) and an approved rollback B -> A, T would match again for the rest of its
-    lifetime. This remembers, per object uid, the last guarded change this process admitted,
-    and which approvals it admitted: an approval seen before is admitted again only if it is
-    still the last guarded change admitted on that object (the API server re-running
-    admission after a write conflict), never after another change. Per process: replicas do
-    not share it (docs/webhook.md).
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self.max_entries = max_entries
-        self._used: OrderedDict[str, tuple[str, float]] = OrderedDict()  # jti -> (uid, expiry)
-        self._latest: OrderedDict[str, str] = OrderedDict()  # uid -> jti ("" without one)
-
-    def _expire(self, now: float) -> None:
-        while self._used:
-            jti, (_, expires) = next(iter(self._used.items()))
-            if expires > now and len(self._used) <= self.max_entries:
-                break
-            del self._used[jti]
-
-    def admissible(self, jti: str, uid: str, now: float) -> bool:
-        self._expire(now)
-        if jti not in self._used:
-            return True
-        return self._latest.get(uid) == jti
-
-    def admitted(self, uid: str, jti: str | None, expires: float) -> None:
-        """Record a guarded change admitted on ``uid`` (with approval ``jti``, if any)."""
-        if jti is not None:
-            self._used[jti] = (uid, expires)
-            self._used.move_to_end(jti)
-            if len(self._used) > self.max_entries:
-                self._used.popitem(last=False)
-        self._latest[uid] = jti or ""
-        self._latest.move_to_end(uid)
-        if len(self._latest) > self.max_entries:
-            self._latest.popitem(last=False)
-
-
-def _uid(obj: Mapping[str, Any]) -> str | None:
-    metadata = obj.get("metadata")
-    value = metadata.get("uid") if isinstance(metadata, Mapping) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _scale_state(obj: Mapping[str, Any], where: str) -> GuardedState:
-    if obj.get("apiVersion") != "autoscaling/v1" or obj.get("kind") != "Scale":
-        raise ValueError(f"{where} is not an autoscaling/v1 Scale")
-    spec = obj.get("spec", {})
-    if spec is None:
-        spec = {}
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"{where}.spec must be an object")
-    replicas = spec.get("replicas", 0)  # omitted when 0 (omitempty)
-    if replicas is None:
-        replicas = 0
-    if isinstance(replicas, bool) or not isinstance(replicas, int):
-        raise ValueError(f"{where}.spec.replicas must be an integer")
-    if not 0 <= replicas <= MAX_COUNT:
-        raise ValueError(f"{where}.spec.replicas is out of range")
-    return GuardedState(
-        replicas=replicas, containers={}, init_containers={}, min_replicas=None, max_replicas=None
-    )
-
-
-def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    metadata = obj.get("metadata")
+def _labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
     labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
     if not isinstance(labels, Mapping):
         return {}
     return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _target_kind(request: AdmissionRequest) -> str:
-    """The kind policies and messages name: the workload's, also for its scale subresource."""
-    if request.sub_resource == "scale":
-        parent = SCALE_PARENTS.get((request.resource.group, request.resource.resource))
-        if parent is None:
-            raise _DenyError(
-                "invalid_object",
-                f"sizeguard: the scale subresource of {request.resource.group}/"
-                f"{request.resource.resource} is not guarded by sizeguard; the change is denied "
-                "(check the webhook configuration's rules)",
-            )
-        return parent
-    return request.kind.kind
+def _name(request: AdmissionRequest) -> str:
+    """The object's name: the request's, or (a CREATE with generateName) the new object's."""
+    if request.name:
+        return request.name
+    metadata = request.object.get("metadata") if request.object is not None else None
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    return name if isinstance(name, str) else ""
 
 
-def _states(request: AdmissionRequest, kind: str) -> tuple[GuardedState, GuardedState]:
-    old, new = request.old_object, request.object
-    assert old is not None and new is not None  # parse_review checks this for UPDATE
-    ref = f"{kind} {request.namespace}/{request.name}"
-    try:
-        if request.sub_resource == "scale":
-            if request.kind.api_version != "autoscaling/v1" or request.kind.kind != "Scale":
-                raise ValueError("a scale request must carry an autoscaling/v1 Scale")
-            return _scale_state(old, "oldObject"), _scale_state(new, "object")
-        expected = (request.kind.api_version, request.kind.kind)
-        for what, obj in (("oldObject", old), ("object", new)):
-            if (obj.get("apiVersion"), obj.get("kind")) != expected:
-                raise ValueError(f"{what} is not a {expected[0]} {expected[1]} as the request says")
-        return guarded_state(old), guarded_state(new)
-    except ValueError as exc:
-        raise _DenyError(
-            "invalid_object",
-            f"sizeguard: cannot check this update of {ref}: {str(exc)[:500]}; the change is "
-            "denied (fix the object, or ask the sizeguard administrators)",
-        ) from None
+def _unchanged(before: State | None, after: State | None, owners: Ownership | None) -> bool:
+    """An UPDATE that changes nothing sizeguard decides. For a ReplicaSet (``owners`` given)
+    its labels and controller owner must stay too; the replicas of a Deployment's ReplicaSet
+    are its controller's to write (as in the registration's matchCondition)."""
+    if owners is None:
+        return before == after
+    if owners.changed:
+        return False
+    if owns_by_deployment(owners.owner_before) and isinstance(before, GuardedState):
+        assert isinstance(after, GuardedState)
+        return before.model_copy(update={"replicas": None}) == after.model_copy(
+            update={"replicas": None}
+        )
+    return before == after
 
 
 def _reason_code(
-    request: AdmissionRequest, decision: AdmissionDecision, approval: ApprovalCheck | None
+    route: Route, operation: str, decision: AdmissionDecision, approval: VerifyResult | None
 ) -> tuple[str, str]:
     """(decision label, reason code) for logs and metrics."""
     if decision.engine_error is not None:
         return "error", "policy_unavailable"
     if decision.allowed:
         return "allowed", ("approved" if approval is not None and approval.ok else "policy_allowed")
-    if request.sub_resource == "scale":
-        return "denied", "scale_denied"
-    if approval is None or approval.code == "missing":
+    if route.family in ("scale", "resize"):
+        return "denied", f"{route.family}_denied"
+    if route.family == "limitrange":
+        return "denied", "limitrange_denied"
+    if route.family == "replicaset":
+        return "denied", "replicaset_denied"
+    if approval is None:
+        return "denied", "lifecycle_denied"  # a workload created or deleted
+    if approval.code == "missing":
         return "denied", "approval_missing"
     if not approval.ok:
         return "denied", "approval_invalid"
@@ -259,7 +173,7 @@ def _reason_code(
 
 
 def _deny_message(
-    decision: AdmissionDecision, approval: ApprovalCheck | None, changes: list[str]
+    decision: AdmissionDecision, approval: VerifyResult | None, changes: list[str]
 ) -> str:
     parts = ["; ".join(decision.reasons) or "sizeguard: the change is denied"]
     if changes:
@@ -274,12 +188,15 @@ def _deny_message(
 
 class WebhookApp:
     """The ASGI application. ``policy`` may be given, or created lazily by ``policy_factory``
-    inside the running event loop (the production server does that at lifespan startup)."""
+    inside the running event loop (the production server does that at lifespan startup).
+    ``namespaces`` gives namespace labels (a :class:`~.namespaces.NamespaceWatch`, started at
+    lifespan startup and stopped at shutdown)."""
 
     def __init__(
         self,
         *,
         jwks: JwksFile,
+        namespaces: NamespaceSource,
         policy: PolicyDecider | None = None,
         policy_factory: Callable[[], PolicyDecider] | None = None,
         metrics: Metrics | None = None,
@@ -288,11 +205,11 @@ class WebhookApp:
         if policy is None and policy_factory is None:
             raise ValueError("give a policy client or a factory for one")
         self.jwks = jwks
+        self.namespaces = namespaces
         self._policy = policy
         self._policy_factory = policy_factory
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.seen = SeenApprovals()
         self._ready: tuple[float, bool, str] | None = None
 
     # --- ASGI ---------------------------------------------------------------------------------
@@ -328,11 +245,13 @@ class WebhookApp:
                     self.jwks.refresh(force=True)
                     keys = self.jwks.current()
                     self.metrics.jwks_keys.set(0 if keys is None else len(keys.kids))
+                    self.namespaces.start()
                 except Exception as exc:  # pragma: no cover - startup failure is reported
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.namespaces.stop()
                 closer = getattr(self._policy, "aclose", None)
                 if closer is not None:
                     await closer()
@@ -348,13 +267,16 @@ class WebhookApp:
     # --- readiness ----------------------------------------------------------------------------
 
     async def readiness(self) -> tuple[bool, str]:
-        """Ready when trusted keys are loaded and OPA returns an admission decision."""
+        """Ready when trusted keys are loaded, the Namespace cache is synced and OPA returns an
+        admission decision."""
         now = time.monotonic()
         if self._ready is not None and now - self._ready[0] < READY_CACHE_SECONDS:
             return self._ready[1], self._ready[2]
         keys = self.jwks.current()
         if keys is None:
             result = (False, f"not ready: no trusted keys loaded from {self.jwks.path}")
+        elif not self.namespaces.synced():
+            result = (False, f"not ready: {self.namespaces.describe()}")
         else:
             probe = {"request": {"operation": "CONNECT", "uid": "readyz"}}
             try:
@@ -365,7 +287,11 @@ class WebhookApp:
             if error is not None:
                 result = (False, f"not ready: OPA gives no decision: {error}")
             else:
-                result = (True, f"ready: {len(keys.kids)} trusted key(s), OPA answers")
+                result = (
+                    True,
+                    f"ready: {len(keys.kids)} trusted key(s), {self.namespaces.describe()}, "
+                    "OPA answers",
+                )
         self.metrics.jwks_keys.set(0 if keys is None else len(keys.kids))
         self._ready = (now, *result)
         return result
@@ -469,7 +395,7 @@ class WebhookApp:
             fields.update(
                 kind=request.kind.kind,
                 namespace=request.namespace,
-                name=request.name,
+                name=_name(request),
                 user=request.username,
                 operation=request.operation,
                 subresource=request.sub_resource,
@@ -481,6 +407,8 @@ class WebhookApp:
                 fields["approval_jti"] = approval.claims.jti
                 fields["approval_sub"] = approval.claims.sub
                 fields["change_set"] = approval.claims.cs
+        if outcome.namespace_source is not None:
+            fields["namespace_labels_from"] = outcome.namespace_source
         if outcome.changes:
             fields["changes"] = outcome.changes[:10]
         if outcome.warnings:
@@ -494,73 +422,88 @@ class WebhookApp:
 
     async def decide(self, request: AdmissionRequest) -> Outcome:
         """The outcome for one parsed request (exceptions are the caller's: they deny)."""
-        uid = request.uid
-        if request.operation != "UPDATE":
-            return Outcome(uid, True, "allowed", "not_update")
+        uid, operation = request.uid, request.operation
+        name = _name(request)
         try:
-            kind = _target_kind(request)
-            before, after = _states(request, kind)
-        except _DenyError as deny:
-            return Outcome(uid, False, "denied", deny.reason, message=str(deny))
-        if before == after:
-            return Outcome(uid, True, "allowed", "unchanged")
-        changes = describe_changes(before, after)
-        approval: ApprovalCheck | None = None
-        assert request.old_object is not None
-        object_uid = _uid(request.old_object)
-        if request.sub_resource == "scale":
-            # A Scale has no annotations: no approval can ride on it; the policy decides.
-            approval_input: dict[str, Any] = {
-                "present": False,
-                "valid": False,
-                "error": None,
-                "claims": None,
-            }
-        else:
-            approval = ApprovalCheck.of(self._verify(request))
-            if (
-                approval.ok
-                and approval.claims is not None
-                and object_uid is not None
-                and not self.seen.admissible(approval.claims.jti, object_uid, self.clock())
-            ):
-                approval = ApprovalCheck(
-                    False,
-                    "replayed",
-                    f"the approval {approval.claims.jti} was already used on this object, "
-                    "which has changed since; approve the change again",
-                    approval.claims,
+            route = route_of(
+                request.resource.group,
+                request.resource.version,
+                request.resource.resource,
+                request.sub_resource,
+                operation,
+                request.kind.api_version,
+            )
+            if request.kind.kind != route.object_kind:
+                raise RefusedError(
+                    "invalid_object",
+                    f"sizeguard: a request for {request.resource.resource} must carry a "
+                    f"{route.object_kind}, not a {request.kind.kind[:60]}; the request is denied",
                 )
-            approval_input = approval.policy_input()
-        assert request.old_object is not None
+            if not request.namespace:
+                raise RefusedError(
+                    "invalid_object",
+                    "sizeguard: the request names no namespace; the request is denied",
+                )
+            ref = f"{route.kind} {request.namespace}/{name}"
+            old, new = request.old_object, request.object
+            before, after = states(route, old, new, operation=operation, ref=ref)
+            owners = ownership(old, new, operation=operation, ref=ref)
+        except RefusedError as refusal:
+            return Outcome(uid, False, "denied", refusal.reason, message=str(refusal))
+        tied = route.family == "replicaset"  # its labels and owner tie it to its Deployment
+        if operation == "UPDATE" and _unchanged(before, after, owners if tied else None):
+            return Outcome(uid, True, "allowed", "unchanged")
+        changes = describe(before, after) + (owners.describe() if tied else [])
+        lookup = await self.namespaces.lookup(request.namespace)
+        if lookup.labels is None:
+            why = (
+                "does not exist"
+                if lookup.source == "not_found"
+                else f"could not be read ({lookup.detail})"
+            )
+            return Outcome(
+                uid,
+                False,
+                "denied",
+                "namespace_unknown",
+                message=f"sizeguard: cannot learn the labels of namespace {request.namespace}: "
+                f"it {why}; the request is denied (retry; if it persists, check the sizeguard "
+                "webhook's access to namespaces)",
+                changes=changes,
+                namespace_source=lookup.source,
+            )
+        approval: VerifyResult | None = None
+        if operation in route.verified:
+            approval = self._verify(route, name, request)
+        stored = new if operation == "CREATE" else old
         policy_input = {
             "request": {
                 "uid": uid,
-                "operation": request.operation,
+                "operation": operation,
                 "user": request.username,
                 "groups": list(request.groups),
-                "kind": kind,
+                "kind": route.kind,
                 "namespace": request.namespace,
-                "name": request.name,
+                "name": name,
                 "subresource": request.sub_resource,
                 "dry_run": request.dry_run,
             },
-            "before": before.model_dump(mode="json"),
-            "after": after.model_dump(mode="json"),
-            "approval": approval_input,
+            "before": state_json(before),
+            "after": state_json(after),
+            "approval": dict(NO_APPROVAL) if approval is None else approval.policy_input(),
             # The labels of the object as stored: removing a label in the same update must
             # not change how this update is judged.
-            "context": {"labels": _labels(request.old_object), "namespace_labels": {}},
+            "context": {
+                "labels": _labels(stored),
+                "namespace_labels": lookup.labels,
+                "recently_created": operation == "DELETE" and recently_created(old, self.clock()),
+                "owner_before": owners.owner_before,
+                "owner_after": owners.owner_after,
+                "labels_changed": owners.labels_changed,
+            },
         }
         decision = await self.policy().admission_decision(policy_input)
-        if decision.allowed and not request.dry_run and object_uid is not None:
-            claims = approval.claims if approval is not None and approval.ok else None
-            self.seen.admitted(
-                object_uid,
-                None if claims is None else claims.jti,
-                0.0 if claims is None else claims.exp + LEEWAY_SECONDS,
-            )
-        label, reason = _reason_code(request, decision, approval)
+        label, reason = _reason_code(route, operation, decision, approval)
         message = "" if decision.allowed else _deny_message(decision, approval, changes)
         return Outcome(
             uid,
@@ -571,20 +514,24 @@ class WebhookApp:
             warnings=list(decision.warnings),
             approval=approval,
             changes=changes,
+            namespace_source=lookup.source,
         )
 
-    def _verify(self, request: AdmissionRequest) -> VerifyResult:
-        assert request.object is not None and request.old_object is not None
-        token = approval_of(request.object)
+    def _verify(self, route: Route, name: str, request: AdmissionRequest) -> VerifyResult:
+        """The approval check: the token on the new object (on the old one for a DELETE)."""
+        old = request.old_object if request.operation != "CREATE" else None
+        new = request.object if request.operation != "DELETE" else None
+        carrier = new if new is not None else old
+        assert carrier is not None  # states() checked the objects the operation needs
+        token = approval_of(carrier)
         keys = self.jwks.current()
         if keys is None:
             if token is None or token == "":
                 return VerifyResult(
                     ok=False,
                     code="missing",
-                    message="the update changes resources guarded by sizeguard but carries no "
-                    f"approval (annotation {APPROVAL_ANNOTATION}); approve the change with "
-                    "sizeguard",
+                    message="the request changes what sizeguard guards but carries no approval "
+                    f"(annotation {APPROVAL_ANNOTATION}); approve the change with sizeguard",
                 )
             return VerifyResult(
                 ok=False,
@@ -594,11 +541,11 @@ class WebhookApp:
             )
         return verify_transition(
             token,
-            kind=request.kind.kind,
+            kind=route.object_kind,
             namespace=request.namespace,
-            name=request.name,
-            old_object=request.old_object,
-            new_object=request.object,
+            name=name,
+            old_object=old,
+            new_object=new,
             jwks=keys,
             now=self.clock(),
         )

@@ -59,6 +59,32 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.namespace_cache_synced = Gauge(
+            "sizeguard_webhook_namespace_cache_synced",
+            "1 when the Namespace watch has listed every namespace and is not failing (else "
+            "every lookup asks the API server, and /readyz is 503).",
+            registry=self.registry,
+        )
+        self.namespace_cache_size = Gauge(
+            "sizeguard_webhook_namespace_cache_namespaces",
+            "Namespaces whose labels the watch holds.",
+            registry=self.registry,
+        )
+        self.namespace_lookups = Counter(
+            "sizeguard_webhook_namespace_lookups",
+            "Namespace label lookups of admission decisions, by source: cache (a hit), get (a "
+            "miss answered by a direct read), not_found and error (both denied).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.namespace_watch_events = Counter(
+            "sizeguard_webhook_namespace_watch",
+            "The Namespace watch's lists and restarts, by event: listed, expired (410, "
+            "listed again), error (listed again after a backoff).",
+            ["event"],
+            registry=self.registry,
+        )
+
     def observe(self, decision: str, reason: str, dry_run: bool, seconds: float) -> None:
         self.requests.labels(decision, reason, "true" if dry_run else "false").inc()
         self.latency.labels(decision).observe(seconds)

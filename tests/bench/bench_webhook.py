@@ -1,12 +1,13 @@
 """Latency and throughput of sizeguard's admission webhook, and what it adds to the API server.
 
 0. In process: the ASGI app called directly (no TLS, no HTTP), with the real OPA: the
-   webhook's own cost per request.
+   webhook's own cost per request (namespace labels from a fixed map, no API server).
 1. Straight to the webhook over TLS (its own process, keys and CA; OPA from the sandbox):
    N concurrent clients (one keep-alive connection each) send AdmissionReviews for
    - the fast path: an UPDATE that leaves the guarded state alone (no verification, no OPA);
    - the verify + OPA path: a guarded change carrying a valid approval (Ed25519 verification,
-     binding checks, one OPA decision).
+     binding checks, the namespace's labels from the webhook's Namespace watch, one OPA
+     decision).
    Reports p50/p99 latency per request and requests per second.
 2. Through the API server: a server-side dry-run patch (``dryRun=All``) of ``spec.replicas``
    of a Deployment, sequentially, with the sandbox's webhook registered and with the
@@ -58,6 +59,7 @@ def deployment(cpu: str, image: str = "app:1") -> dict[str, Any]:
             "name": "web",
             "namespace": "bench",
             "uid": "0b6a1e8e-0000-4000-8000-000000000001",
+            "resourceVersion": "1",
             "labels": {"app": "web"},
         },
         "spec": {
@@ -156,8 +158,14 @@ def bench_direct(box: SandboxState, seconds: float, levels: list[int], work: Pat
     ca = CertificateAuthority(work / "pki", common_name="bench-ca")
     serving = ca.issue("webhook", "bench-webhook", server_names=("127.0.0.1",))
     port = processes.free_port()
+    kubeconfig = Path(box.info["kubeconfig"])
+    kube = KubeClient(kubeconfig)
+    try:  # the namespace of the reviews: the webhook learns its labels from the cluster
+        kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})
+    finally:
+        kube.close()
     argv = webhook_setup.webhook_argv(
-        serving.cert, serving.key, keys / "jwks.json", box.urls["opa"], port
+        serving.cert, serving.key, keys / "jwks.json", box.urls["opa"], port, kubeconfig
     )
     proc = processes.start("webhook", argv, work / "webhook.log", cwd=work)
     try:
@@ -174,6 +182,7 @@ def bench_direct(box: SandboxState, seconds: float, levels: list[int], work: Pat
             before=guarded_state(old),
             after=guarded_state(new),
             subject="bench@example.com",
+            resource_version=old["metadata"]["resourceVersion"],
         )
         approved = copy.deepcopy(new)
         approved["metadata"]["annotations"] = {"sizeguard.io/approval": token}
@@ -199,6 +208,7 @@ def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
     from sizeguard.policy import AsyncPolicyClient
     from sizeguard.webhook.app import WebhookApp
     from sizeguard.webhook.keys import JwksFile
+    from sizeguard.webhook.namespaces import StaticNamespaces
 
     keys = work / "inproc-keys"
     init_key_dir(keys)
@@ -212,6 +222,7 @@ def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
         before=guarded_state(old),
         after=guarded_state(new),
         subject="bench@example.com",
+        resource_version=old["metadata"]["resourceVersion"],
     )
     approved = copy.deepcopy(new)
     approved["metadata"]["annotations"] = {"sizeguard.io/approval": token}
@@ -222,7 +233,11 @@ def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
 
     async def run() -> dict[str, list[float]]:
         policy = AsyncPolicyClient(box.urls["opa"])
-        app = WebhookApp(jwks=JwksFile(keys / "jwks.json"), policy=policy)
+        app = WebhookApp(
+            jwks=JwksFile(keys / "jwks.json"),
+            namespaces=StaticNamespaces({"bench": {"kubernetes.io/metadata.name": "bench"}}),
+            policy=policy,
+        )
         out: dict[str, list[float]] = {}
         for name, body in bodies.items():
             times: list[float] = []

@@ -27,7 +27,9 @@ from .conftest import Sandbox
 from .helpers import eventually
 from .test_webhook import (
     MERGE_PATCH,
+    RESPELLED_SURGE,
     STRATEGIC,
+    approved_write,
     cpu_of,
     cpu_patch,
     create,
@@ -36,6 +38,7 @@ from .test_webhook import (
     mint,
     patch,
     path_of,
+    response_text,
     signing_key,
     webhook_info,
     with_cpu,
@@ -95,7 +98,9 @@ def stack(sandbox: Sandbox, tmp_path: Path) -> Iterator[Stack]:
         url = f"https://127.0.0.1:{port}"
         webhook = processes.start(
             "webhook",
-            webhook_setup.webhook_argv(serving.cert, serving.key, jwks, opa_url, port),
+            webhook_setup.webhook_argv(
+                serving.cert, serving.key, jwks, opa_url, port, sandbox.kubeconfig
+            ),
             tmp_path / "webhook.log",
             cwd=tmp_path,
         )
@@ -124,7 +129,9 @@ def stack(sandbox: Sandbox, tmp_path: Path) -> Iterator[Stack]:
 
 
 def _approved_change(sandbox: Sandbox, name: str) -> tuple[str, dict[str, Any]]:
-    obj = create(sandbox, workload_manifest("Deployment", NAMESPACE, name))
+    """An approved change of a Deployment created (and settled) before the failure: once the
+    webhook or its OPA is down, creating objects in the namespace is refused too."""
+    obj = get(sandbox, "Deployment", NAMESPACE, name)
     token = mint(signing_key(sandbox), obj, with_cpu(obj, "150m"))
     return path_of("Deployment", NAMESPACE, name), cpu_patch("150m", token)
 
@@ -133,9 +140,20 @@ def test_opa_down_denies_guarded_changes_and_admits_unguarded_ones(
     sandbox: Sandbox, stack: Stack
 ) -> None:
     # With OPA up, an approved change passes both webhooks.
-    path, body = _approved_change(sandbox, "opa-up")
-    assert patch(sandbox, path, body, STRATEGIC).status_code == 200
+    create(sandbox, workload_manifest("Deployment", NAMESPACE, "opa-up"))
+    path = path_of("Deployment", NAMESPACE, "opa-up")
+    response = approved_write(
+        sandbox,
+        "Deployment",
+        NAMESPACE,
+        "opa-up",
+        lambda obj: with_cpu(obj, "150m"),
+        lambda token: patch(sandbox, path, cpu_patch("150m", token), STRATEGIC),
+        response_text,
+    )
+    assert response.status_code == 200, response.text
 
+    create(sandbox, workload_manifest("Deployment", NAMESPACE, "opa-down"))
     processes.stop(stack.opa)
     path, body = _approved_change(sandbox, "opa-down")
     response = patch(sandbox, path, body, STRATEGIC)
@@ -155,29 +173,19 @@ def test_opa_down_denies_guarded_changes_and_admits_unguarded_ones(
     assert "OPA" in eventually(not_ready, timeout=5, what="/readyz to fail")
 
     # Unguarded changes: filtered by matchConditions, or admitted by the webhook's fast path
-    # (an unguarded resource changes, the guarded state does not) without asking OPA.
+    # (the strategy is respelled, the footprint is the same) without asking OPA.
     assert (
         patch(sandbox, path, {"metadata": {"labels": {"x": "y"}}}, MERGE_PATCH).status_code == 200
     )
     unchanged_before = stack.requests("unchanged")
-    body = {
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {"name": "app", "resources": {"limits": {"ephemeral-storage": "1Gi"}}}
-                    ]
-                }
-            }
-        }
-    }
-    assert patch(sandbox, path, body, STRATEGIC).status_code == 200
+    assert patch(sandbox, path, RESPELLED_SURGE, STRATEGIC).status_code == 200
     assert stack.requests("unchanged") > unchanged_before
 
 
 def test_webhook_down_the_api_server_rejects_guarded_changes(
     sandbox: Sandbox, stack: Stack
 ) -> None:
+    create(sandbox, workload_manifest("Deployment", NAMESPACE, "hook-down"))
     processes.stop(stack.webhook)
     path, body = _approved_change(sandbox, "hook-down")
     response = patch(sandbox, path, body, STRATEGIC)
@@ -185,6 +193,14 @@ def test_webhook_down_the_api_server_rejects_guarded_changes(
     message = response.json()["message"]
     assert f'failed calling webhook "{stack.name}.workloads.sizeguard.io"' in message
     assert cpu_of(get(sandbox, "Deployment", NAMESPACE, "hook-down")) == "100m"
+    # Creating a workload needs the webhook too (fail closed).
+    created = sandbox.kube.http.post(
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+        json=workload_manifest("Deployment", NAMESPACE, "while-down"),
+    )
+    assert created.status_code == 500, created.text
+    message = created.json()["message"]
+    assert f'failed calling webhook "{stack.name}.workloads.sizeguard.io"' in message
     # Unguarded changes never call it, so they still go through.
     response = patch(sandbox, path, {"metadata": {"labels": {"x": "y"}}}, MERGE_PATCH)
     assert response.status_code == 200, response.text

@@ -23,7 +23,7 @@ from sizeguard.webhook.server import certificate_not_after
 
 from .conftest import Sandbox
 from .helpers import eventually
-from .test_webhook import mint, with_cpu, workload_manifest
+from .test_webhook import ensure_namespace, mint, with_cpu, workload_manifest
 
 
 @dataclass
@@ -47,8 +47,9 @@ def hook(sandbox: Sandbox, tmp_path: Path) -> Iterator[Hook]:
     ca = CertificateAuthority(tmp_path / "pki", common_name="sizeguard-reload-ca")
     serving = ca.issue("webhook", "sizeguard-webhook", server_names=("127.0.0.1",))
     port = processes.free_port()
+    ensure_namespace(sandbox, "reload")  # the webhook learns the labels of the namespace
     argv = webhook_setup.webhook_argv(
-        serving.cert, serving.key, keys / "jwks.json", sandbox.opa_url, port
+        serving.cert, serving.key, keys / "jwks.json", sandbox.opa_url, port, sandbox.kubeconfig
     )
     process = processes.start("webhook", argv, tmp_path / "webhook.log", cwd=tmp_path)
     url = f"https://127.0.0.1:{port}"
@@ -81,6 +82,7 @@ def _review(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def _approved_review(hook: Hook) -> dict[str, Any]:
     old = workload_manifest("Deployment", "reload", "web")
     old["metadata"]["uid"] = "5d7c0a51-0000-4000-8000-000000000001"
+    old["metadata"]["resourceVersion"] = "1"
     new = with_cpu(old, "150m")
     token = mint(load_signing_key(hook.keys), old, new)
     new["metadata"]["annotations"] = {"sizeguard.io/approval": token}

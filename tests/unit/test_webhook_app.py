@@ -7,6 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import structlog
 
 from sizeguard.approvals import (
     APPROVAL_ANNOTATION,
+    MIN_AGE_TO_DELETE_SECONDS,
+    Op,
     SigningKey,
     generate_signing_key,
     init_key_dir,
@@ -22,20 +25,30 @@ from sizeguard.approvals import (
     mint_approval,
     public_jwk,
 )
-from sizeguard.changes import guarded_state, target_of
+from sizeguard.changes import Target, guarded_state, target_of
 from sizeguard.policy import AdmissionDecision
 from sizeguard.webhook.app import WebhookApp
 from sizeguard.webhook.keys import JwksFile
 from sizeguard.webhook.metrics import Metrics
+from sizeguard.webhook.namespaces import Lookup, StaticNamespaces
 from sizeguard.webhook.review import MAX_BODY_BYTES
+from sizeguard.webhook.routes import recently_created
 
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
 OBJ_UID = "3f1c0b4e-0000-4000-8000-000000000001"
 CS = "cs-0123456789abcdef0123"
+RV = "1001"
+CREATED = "2026-01-01T00:00:00Z"
+NAMESPACES = {"shop": {"kubernetes.io/metadata.name": "shop", "team": "web"}}
 
 
 def deployment(
-    *, cpu: str = "100m", replicas: int | None = 3, image: str = "web:1", uid: str = OBJ_UID
+    *,
+    cpu: str = "100m",
+    replicas: int | None = 3,
+    image: str = "web:1",
+    uid: str = OBJ_UID,
+    rv: str = RV,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "selector": {"matchLabels": {"app": "web"}},
@@ -57,9 +70,86 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop", "uid": uid, "labels": {"app": "web"}},
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": uid,
+            "resourceVersion": rv,
+            "creationTimestamp": CREATED,
+            "labels": {"app": "web"},
+        },
         "spec": spec,
     }
+
+
+def hpa(
+    *, minimum: int = 2, maximum: int = 10, uid: str = OBJ_UID, rv: str = RV, target: str = "web"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": uid,
+            "resourceVersion": rv,
+            "creationTimestamp": CREATED,
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": minimum,
+            "maxReplicas": maximum,
+        },
+    }
+
+
+def pod(cpu: str = "100m") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": OBJ_UID, "resourceVersion": RV},
+        "spec": {
+            "containers": [
+                {"name": "web", "image": "web:1", "resources": {"requests": {"cpu": cpu}}}
+            ]
+        },
+    }
+
+
+def limit_range(cpu: str | None = "250m") -> dict[str, Any]:
+    spec = {} if cpu is None else {"limits": [{"type": "Container", "default": {"cpu": cpu}}]}
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "defaults", "namespace": "shop", "uid": OBJ_UID},
+        "spec": spec,
+    }
+
+
+OWNER = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "name": "web",
+    "uid": "3f1c0b4e-0000-4000-8000-0000000000d0",
+}
+
+
+def replica_set(
+    *,
+    cpu: str = "100m",
+    replicas: int = 3,
+    owner: Mapping[str, str] | None = OWNER,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ReplicaSet a Deployment ``web`` owns (``owner`` None: a standalone one)."""
+    obj = deployment(cpu=cpu, replicas=replicas)
+    obj["kind"] = "ReplicaSet"
+    obj["metadata"]["name"] = "web-5d8f9c7b6d"
+    obj["metadata"]["labels"] = dict(labels or {"app": "web", "pod-template-hash": "5d8f9c7b6d"})
+    if owner is not None:
+        reference = {**owner, "controller": True, "blockOwnerDeletion": True}
+        obj["metadata"]["ownerReferences"] = [reference]
+    return obj
 
 
 def scale(replicas: int) -> dict[str, Any]:
@@ -71,6 +161,17 @@ def scale(replicas: int) -> dict[str, Any]:
     }
 
 
+_RESOURCES = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "ReplicaSet": ("apps", "v1", "replicasets"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "DaemonSet": ("apps", "v1", "daemonsets"),
+    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    "Pod": ("", "v1", "pods"),
+    "LimitRange": ("", "v1", "limitranges"),
+}
+
+
 def review(
     old: Mapping[str, Any] | None,
     new: Mapping[str, Any] | None,
@@ -80,18 +181,29 @@ def review(
     dry_run: bool = False,
     user: str = "bob",
     groups: list[str] | None = None,
+    resource: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it; kind and resource follow the objects
+    (a Deployment when neither says), or the Scale of a Deployment for ``scale``."""
+    sample = new if isinstance(new, Mapping) else old if isinstance(old, Mapping) else {}
     if sub_resource == "scale":
         kind = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+        resource = resource or ("apps", "v1", "deployments")
     else:
-        kind = {"group": "apps", "version": "v1", "kind": "Deployment"}
+        name = sample.get("kind") if sample.get("kind") in _RESOURCES else "Deployment"
+        group, version, _ = _RESOURCES[str(name)]
+        kind = {"group": group, "version": version, "kind": name}
+        resource = resource or _RESOURCES[str(name)]
+    group, version, plural = resource
+    resource_map = {"group": group, "version": version, "resource": plural}
+    metadata = sample.get("metadata") if isinstance(sample.get("metadata"), Mapping) else {}
     request: dict[str, Any] = {
         "uid": UID,
         "kind": kind,
-        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "resource": resource_map,
         "requestKind": kind,
-        "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
-        "name": "web",
+        "requestResource": resource_map,
+        "name": metadata.get("name", "web"),
         "namespace": "shop",
         "operation": operation,
         "userInfo": {"username": user, "groups": groups or ["system:authenticated"]},
@@ -106,27 +218,49 @@ def review(
 
 
 def approve(
-    key: SigningKey, old: Mapping[str, Any], new: Mapping[str, Any], now: float | None = None
+    key: SigningKey,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    now: float | None = None,
+    *,
+    op: Op | None = None,
 ) -> dict[str, Any]:
-    """``new`` carrying an approval of old -> new."""
+    """The object that carries an approval of old -> new (None: no object): ``new``, or for
+    a delete ``old``. An update's approval is bound to ``old``'s resourceVersion."""
+    carrier = new if new is not None else old
+    assert carrier is not None
+    if old is not None:
+        target = target_of(old)
+    else:
+        metadata = carrier["metadata"]
+        target = Target(
+            api_version=carrier["apiVersion"],
+            kind=carrier["kind"],
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            uid=None,
+        )
     token = mint_approval(
         key,
         change_set_id=CS,
-        op="apply",
-        target=target_of(old),
-        before=guarded_state(old),
-        after=guarded_state(new),
+        op=op or ("create" if old is None else "delete" if new is None else "apply"),
+        target=target,
+        before=None if old is None else guarded_state(old),
+        after=None if new is None else guarded_state(new),
         subject="alice@example.com",
-        generation=old["metadata"].get("generation"),
+        resource_version=old["metadata"].get("resourceVersion")
+        if old is not None and new is not None
+        else None,
         now=now,
     )
-    approved = copy.deepcopy(dict(new))
+    approved = copy.deepcopy(dict(carrier))
     approved["metadata"].setdefault("annotations", {})[APPROVAL_ANNOTATION] = token
     return approved
 
 
 class FakePolicy:
-    """Mimics the admission policy's approval logic; records its inputs."""
+    """Admits a change carrying a valid approval, or a dry run (with a warning); denies the
+    rest, as the admission policy does for a non-exempt user. Records its inputs."""
 
     def __init__(self, *, error: str | None = None, raises: bool = False) -> None:
         self.inputs: list[Mapping[str, Any]] = []
@@ -140,8 +274,8 @@ class FakePolicy:
         if self.error is not None:
             return AdmissionDecision.unavailable(self.error)
         request = policy_input.get("request", {})
-        if request.get("operation") != "UPDATE":
-            return AdmissionDecision(allowed=True, reasons=[], warnings=[])
+        if request.get("operation") not in ("CREATE", "UPDATE", "DELETE"):
+            return AdmissionDecision(allowed=True, reasons=[], warnings=[])  # the readyz probe
         if policy_input["approval"]["valid"]:
             return AdmissionDecision(allowed=True, reasons=["sizeguard: ok"], warnings=[])
         if request.get("dry_run"):
@@ -215,8 +349,15 @@ def key(key_dir: Path) -> SigningKey:
     return load_signing_key(key_dir)
 
 
-def make_app(key_dir: Path, policy: Any = None, **kwargs: Any) -> WebhookApp:
-    return WebhookApp(jwks=JwksFile(key_dir / "jwks.json"), policy=policy or FakePolicy(), **kwargs)
+def make_app(
+    key_dir: Path, policy: Any = None, namespaces: Any = None, **kwargs: Any
+) -> WebhookApp:
+    return WebhookApp(
+        jwks=JwksFile(key_dir / "jwks.json"),
+        namespaces=namespaces or StaticNamespaces(NAMESPACES),
+        policy=policy or FakePolicy(),
+        **kwargs,
+    )
 
 
 def validate(app: WebhookApp, document: Any) -> dict[str, Any]:
@@ -236,11 +377,12 @@ def validate(app: WebhookApp, document: Any) -> dict[str, Any]:
 
 def test_unchanged_guarded_state_is_admitted_without_asking_the_policy(key_dir: Path) -> None:
     policy = FakePolicy()
-    app = make_app(key_dir, policy)
+    namespaces = CountingNamespaces(NAMESPACES)
+    app = make_app(key_dir, policy, namespaces)
     # Image change and the same CPU spelled differently: the guarded state is equal.
     response = validate(app, review(deployment(), deployment(cpu="0.1", image="web:2")))
     assert response == {"uid": UID, "allowed": True}
-    assert policy.inputs == []
+    assert policy.inputs == [] and namespaces.asked == []
 
 
 def test_guarded_change_without_approval_is_denied_with_a_message_naming_sizeguard(
@@ -276,7 +418,15 @@ def test_guarded_change_without_approval_is_denied_with_a_message_naming_sizegua
     }
     assert sent["before"]["containers"]["web"]["cpu_request"] == 100
     assert sent["after"]["containers"]["web"]["cpu_request"] == 150
-    assert sent["context"] == {"labels": {"app": "web"}, "namespace_labels": {}}
+    assert sent["before"] == guarded_state(deployment()).model_dump(mode="json")
+    assert sent["context"] == {
+        "labels": {"app": "web"},
+        "namespace_labels": NAMESPACES["shop"],
+        "recently_created": False,
+        "owner_before": None,
+        "owner_after": None,
+        "labels_changed": False,
+    }
 
 
 def test_valid_approval_is_verified_and_passed_to_the_policy(
@@ -289,12 +439,14 @@ def test_valid_approval_is_verified_and_passed_to_the_policy(
     assert response == {"uid": UID, "allowed": True}
     approval = policy.inputs[0]["approval"]
     assert approval["valid"] is True and approval["claims"]["sub"] == "alice@example.com"
+    assert approval["claims"]["rv"] == RV
     text = app.metrics.render().decode()
     assert (
         'sizeguard_webhook_requests_total{decision="allowed",dry_run="false",reason="approved"} 1.0'
         in text
     )
     assert 'sizeguard_webhook_approval_checks_total{code="ok"} 1.0' in text
+    assert 'sizeguard_webhook_namespace_lookups_total{source="cache"}' not in text  # static
 
 
 @pytest.mark.parametrize(
@@ -312,6 +464,9 @@ def test_valid_approval_is_verified_and_passed_to_the_policy(
             ),
             "wrong_uid",
         ),
+        # Minted against another version of the object: it was written since.
+        (lambda old, new, key: approve(key, deployment(rv="999"), new), "from_mismatch"),
+        (lambda old, new, key: approve(key, old, new, op="rollback"), "ok"),
     ],
 )
 def test_invalid_approvals_are_denied_with_the_verifier_message(
@@ -323,7 +478,11 @@ def test_invalid_approvals_are_denied_with_the_verifier_message(
     carried = mutate(old, new, key)
     # The new object must be the change being made, with whatever approval it carries.
     carried["spec"] = new["spec"]
+    carried["metadata"]["uid"], carried["metadata"]["resourceVersion"] = OBJ_UID, RV
     response = validate(app, review(old, carried))
+    if code == "ok":
+        assert response["allowed"] is True
+        return
     assert response["allowed"] is False
     assert policy.inputs[0]["approval"]["error"] == code
     assert "approval check:" in response["status"]["message"]
@@ -340,6 +499,7 @@ def test_token_never_appears_in_logs(key_dir: Path, key: SigningKey) -> None:
     assert token not in json.dumps(logs, default=str)
     for field in ("uid", "kind", "namespace", "name", "user", "operation", "dry_run", "reason"):
         assert field in event
+    assert event["namespace_labels_from"] == "cache"
 
 
 def test_dry_run_warning_is_passed_through_on_one_line(key_dir: Path) -> None:
@@ -352,14 +512,16 @@ def test_dry_run_warning_is_passed_through_on_one_line(key_dir: Path) -> None:
 
 def test_scale_subresource_passes_replicas_only_and_no_approval(key_dir: Path) -> None:
     policy = FakePolicy()
-    response = validate(make_app(key_dir, policy), review(scale(3), scale(5), sub_resource="scale"))
+    app = make_app(key_dir, policy)
+    response = validate(app, review(scale(3), scale(5), sub_resource="scale"))
     assert response["allowed"] is False
     (sent,) = policy.inputs
     assert sent["request"]["kind"] == "Deployment"
     assert sent["request"]["subresource"] == "scale"
     assert sent["before"]["replicas"] == 3 and sent["after"]["replicas"] == 5
     assert sent["before"]["containers"] == {}
-    assert sent["approval"]["present"] is False
+    assert sent["approval"] == {"present": False, "valid": False, "error": None, "claims": None}
+    assert 'reason="scale_denied"' in app.metrics.render().decode()
 
 
 def test_scale_without_replicas_means_zero(key_dir: Path) -> None:
@@ -370,23 +532,14 @@ def test_scale_without_replicas_means_zero(key_dir: Path) -> None:
     assert response["allowed"] is True and policy.inputs == []
 
 
-@pytest.mark.parametrize("operation", ["CREATE", "DELETE", "CONNECT"])
-def test_other_operations_are_admitted(key_dir: Path, operation: str) -> None:
+def test_pod_level_resources_are_part_of_the_footprint(key_dir: Path) -> None:
     policy = FakePolicy()
-    response = validate(
-        make_app(key_dir, policy), review(None, deployment(cpu="9"), operation=operation)
-    )
-    assert response == {"uid": UID, "allowed": True}
-    assert policy.inputs == []
-
-
-def test_pod_level_resources_are_denied(key_dir: Path) -> None:
     new = deployment()
     new["spec"]["template"]["spec"]["resources"] = {"requests": {"cpu": "4"}}
-    response = validate(make_app(key_dir), review(deployment(), new))
+    response = validate(make_app(key_dir, policy), review(deployment(), new))
     assert response["allowed"] is False
-    assert "pod-level resources" in response["status"]["message"]
-    assert response["status"]["message"].startswith("sizeguard: cannot check this update")
+    assert "pod-level resources: CPU request: unset → 4" in response["status"]["message"]
+    assert policy.inputs[0]["after"]["pod_resources"]["cpu_request"] == 4000
 
 
 def test_object_of_another_kind_than_the_request_says_is_denied(key_dir: Path) -> None:
@@ -394,6 +547,414 @@ def test_object_of_another_kind_than_the_request_says_is_denied(key_dir: Path) -
     new["kind"] = "StatefulSet"
     response = validate(make_app(key_dir), review(deployment(), new))
     assert response["allowed"] is False and "as the request says" in response["status"]["message"]
+
+
+def test_an_unreadable_object_is_denied_before_the_policy(key_dir: Path) -> None:
+    policy = FakePolicy()
+    new = deployment()
+    new["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "lots"
+    response = validate(make_app(key_dir, policy), review(deployment(), new))
+    assert response["allowed"] is False and policy.inputs == []
+    assert response["status"]["message"].startswith("sizeguard: cannot check this update")
+
+
+# --- routes: every kind of request sizeguard decides, and nothing else -------------------------
+
+
+def test_workload_create_and_delete_reach_the_policy_without_an_approval_check(
+    key_dir: Path,
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    created = validate(app, review(None, deployment(), operation="CREATE"))
+    deleted = validate(app, review(deployment(), None, operation="DELETE"))
+    assert created["allowed"] is False and deleted["allowed"] is False
+    create, delete = policy.inputs
+    assert create["before"] is None
+    assert create["after"] == guarded_state(deployment()).model_dump(mode="json")
+    assert delete["before"] == guarded_state(deployment()).model_dump(mode="json")
+    assert delete["after"] is None
+    for sent in (create, delete):
+        assert sent["approval"] == {"present": False, "valid": False, "error": None, "claims": None}
+        assert sent["context"]["labels"] == {"app": "web"}
+        assert sent["context"]["namespace_labels"] == NAMESPACES["shop"]
+    assert create["context"]["recently_created"] is False
+    assert delete["context"]["recently_created"] is False  # created in 2026-01
+    assert 'reason="lifecycle_denied"' in app.metrics.render().decode()
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "DaemonSet"])
+def test_other_workload_kinds_are_routed(key_dir: Path, kind: str) -> None:
+    policy = FakePolicy()
+    old, new = deployment(), deployment(cpu="150m")
+    for obj in (old, new):
+        obj["kind"] = kind
+        if kind == "DaemonSet":
+            del obj["spec"]["replicas"]
+    response = validate(make_app(key_dir, policy), review(old, new))
+    assert response["allowed"] is False
+    assert policy.inputs[0]["request"]["kind"] == kind
+
+
+def test_an_hpa_create_carries_a_create_approval(key_dir: Path, key: SigningKey) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    new = hpa(minimum=3)
+    del new["metadata"]["uid"]  # not assigned yet when admission runs
+    response = validate(app, review(None, approve(key, None, new), operation="CREATE"))
+    assert response["allowed"] is True
+    (sent,) = policy.inputs
+    assert sent["request"]["kind"] == "HorizontalPodAutoscaler"
+    assert sent["before"] is None and sent["after"]["min_replicas"] == 3
+    assert sent["approval"]["valid"] is True and sent["approval"]["claims"]["op"] == "create"
+    # Without one: the policy is asked, with the verifier's "missing".
+    validate(app, review(None, new, operation="CREATE"))
+    assert policy.inputs[-1]["approval"]["error"] == "missing"
+
+
+def test_an_hpa_delete_reads_the_approval_from_the_old_object(
+    key_dir: Path, key: SigningKey
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    old = hpa()
+    response = validate(app, review(approve(key, old, None), None, operation="DELETE"))
+    assert response["allowed"] is True
+    (sent,) = policy.inputs
+    assert sent["before"]["max_replicas"] == 10 and sent["after"] is None
+    assert sent["approval"]["claims"]["op"] == "delete"
+    assert sent["context"]["recently_created"] is False
+    # A delete approval of another HPA of that name (deleted and recreated since): refused.
+    other = approve(key, hpa(uid="00000000-0000-4000-8000-000000000009"), None)
+    other["metadata"]["uid"] = OBJ_UID
+    assert validate(app, review(other, None, operation="DELETE"))["allowed"] is False
+    assert policy.inputs[-1]["approval"]["error"] == "wrong_uid"
+
+
+def test_an_approval_for_another_operation_is_refused(key_dir: Path, key: SigningKey) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    old, new = hpa(), hpa(minimum=5)
+    # An update approval presented on a delete (the token rides on the old object).
+    carrier = approve(key, old, new)
+    carrier["spec"] = old["spec"]
+    assert validate(app, review(carrier, None, operation="DELETE"))["allowed"] is False
+    assert policy.inputs[-1]["approval"]["error"] == "wrong_operation"
+
+
+def test_hpa_updates_are_verified(key_dir: Path, key: SigningKey) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    old, new = hpa(), hpa(target="api")
+    response = validate(app, review(old, new))
+    assert response["allowed"] is False
+    assert (
+        "HPA scaleTargetRef: apps/v1/Deployment/web → apps/v1/Deployment/api"
+        in (response["status"]["message"])
+    )
+    assert policy.inputs[-1]["approval"]["error"] == "missing"
+    assert validate(app, review(old, approve(key, old, new)))["allowed"] is True
+
+
+def test_pods_resize_is_routed_with_the_pods_footprint(key_dir: Path) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    response = validate(app, review(pod(), pod("500m"), sub_resource="resize"))
+    assert response["allowed"] is False
+    (sent,) = policy.inputs
+    assert sent["request"]["kind"] == "Pod" and sent["request"]["subresource"] == "resize"
+    assert sent["request"]["name"] == "web-1"
+    assert sent["before"]["containers"]["web"]["cpu_request"] == 100
+    assert sent["after"]["containers"]["web"]["cpu_request"] == 500
+    assert sent["before"]["replicas"] is None
+    assert sent["approval"]["present"] is False
+    assert 'reason="resize_denied"' in app.metrics.render().decode()
+    # A resize that changes nothing (the same value respelled) needs nobody.
+    assert validate(app, review(pod(), pod("0.1"), sub_resource="resize"))["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("operation", "old", "new", "before", "after"),
+    [
+        ("CREATE", None, limit_range(), None, {"limits": limit_range()["spec"]["limits"]}),
+        ("UPDATE", limit_range(), limit_range("1"), ..., ...),
+        ("UPDATE", limit_range(None), limit_range(), {"limits": []}, ...),
+        ("DELETE", limit_range(), None, ..., None),
+    ],
+)
+def test_limit_ranges_are_routed_with_their_limits(
+    key_dir: Path, operation: str, old: Any, new: Any, before: Any, after: Any
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    response = validate(app, review(old, new, operation=operation))
+    assert response["allowed"] is False
+    (sent,) = policy.inputs
+    assert sent["request"]["kind"] == "LimitRange"
+    expected_before = {"limits": old["spec"].get("limits", [])} if before is ... else before
+    expected_after = {"limits": new["spec"]["limits"]} if after is ... else after
+    assert sent["before"] == expected_before and sent["after"] == expected_after
+    assert sent["approval"]["present"] is False
+    assert "LimitRange" in response["status"]["message"]
+    # The same limits again: admitted without the policy.
+    if operation == "UPDATE":
+        assert validate(app, review(new, copy.deepcopy(new)))["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("resource", "sub_resource", "operation", "obj", "fragment"),
+    [
+        (("apps", "v1", "controllerrevisions"), "", "UPDATE", deployment(), "controllerrevisions"),
+        (("apps", "v1", "replicationcontrollers"), "scale", "UPDATE", scale(2), "scale"),
+        (("apps", "v1", "deployments"), "status", "UPDATE", deployment(), "deployments/status"),
+        (("apps", "v1", "daemonsets"), "scale", "UPDATE", deployment(), "daemonsets/scale"),
+        (("", "v1", "pods"), "", "UPDATE", pod(), "v1/pods"),
+        (("", "v1", "pods"), "resize", "CREATE", pod(), "CREATE of v1/pods/resize"),
+        (("apps", "v1", "deployments"), "scale", "CREATE", scale(2), "CREATE of"),
+        (("apps", "v1", "deployments"), "", "CONNECT", deployment(), "CONNECT of"),
+        (("autoscaling", "v1", "horizontalpodautoscalers"), "", "UPDATE", hpa(), "autoscaling/v1"),
+    ],
+)
+def test_requests_sizeguard_does_not_decide_are_denied(
+    key_dir: Path,
+    resource: tuple[str, str, str],
+    sub_resource: str,
+    operation: str,
+    obj: dict[str, Any],
+    fragment: str,
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    document = review(obj, obj, operation=operation, resource=resource, sub_resource=sub_resource)
+    response = validate(app, document)
+    assert response["allowed"] is False and policy.inputs == []
+    message = response["status"]["message"]
+    assert message.startswith("sizeguard: ") and fragment in message
+    assert 'reason="unknown_request"' in app.metrics.render().decode()
+
+
+# --- ReplicaSets: the pod template, and what ties them to their Deployment ---------------------
+
+
+def test_a_replicaset_template_change_reaches_the_policy_with_its_owner(key_dir: Path) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    response = validate(app, review(replica_set(), replica_set(cpu="2")))
+    assert response["allowed"] is False
+    (sent,) = policy.inputs
+    assert sent["request"]["kind"] == "ReplicaSet" and sent["request"]["name"] == "web-5d8f9c7b6d"
+    assert sent["before"] == guarded_state(replica_set()).model_dump(mode="json")
+    assert sent["after"]["containers"]["web"]["cpu_request"] == 2000
+    assert sent["before"]["replicas"] == 3
+    # sizeguard approves no ReplicaSet change: nothing is verified.
+    assert sent["approval"] == {"present": False, "valid": False, "error": None, "claims": None}
+    context = sent["context"]
+    assert context["owner_before"] == context["owner_after"] == OWNER
+    assert context["labels_changed"] is False
+    assert context["labels"] == {"app": "web", "pod-template-hash": "5d8f9c7b6d"}
+    assert "container web: CPU request: 100m → 2 (+1900%)" in response["status"]["message"]
+    assert 'reason="replicaset_denied"' in app.metrics.render().decode()
+
+
+def test_a_standalone_replicasets_replicas_reach_the_policy(key_dir: Path) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    standalone = replica_set(owner=None)
+    response = validate(app, review(standalone, replica_set(owner=None, replicas=8)))
+    assert response["allowed"] is False
+    (sent,) = policy.inputs
+    assert (sent["before"]["replicas"], sent["after"]["replicas"]) == (3, 8)
+    assert sent["context"]["owner_before"] is None
+    # ...and through its scale subresource, like any scale request
+    scaled = review(
+        scale(3), scale(8), resource=("apps", "v1", "replicasets"), sub_resource="scale"
+    )
+    assert validate(app, scaled)["allowed"] is False
+    assert policy.inputs[-1]["request"]["kind"] == "ReplicaSet"
+    assert policy.inputs[-1]["request"]["subresource"] == "scale"
+
+
+def test_the_deployment_controllers_replica_writes_need_nobody(key_dir: Path) -> None:
+    policy = FakePolicy()
+    namespaces = CountingNamespaces(NAMESPACES)
+    app = make_app(key_dir, policy, namespaces)
+    scaled = replica_set(replicas=5)
+    scaled["metadata"]["annotations"] = {"deployment.kubernetes.io/desired-replicas": "5"}
+    # A non-controller owner added (the garbage collector's kind of write) changes nothing either.
+    scaled["metadata"]["ownerReferences"].append(
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u-1"}
+    )
+    assert validate(app, review(replica_set(), scaled)) == {"uid": UID, "allowed": True}
+    assert policy.inputs == [] and namespaces.asked == []
+
+
+@pytest.mark.parametrize(
+    ("new", "owner_after", "labels_changed", "lines"),
+    [
+        (
+            replica_set(owner=None, labels={"app": "orphan"}),
+            None,
+            True,
+            ["controller owner: Deployment web → none", "labels changed"],
+        ),
+        (replica_set(labels={"app": "elsewhere"}), OWNER, True, ["labels changed"]),
+        (
+            replica_set(owner={**OWNER, "name": "api", "uid": "u-2"}),
+            {**OWNER, "name": "api", "uid": "u-2"},
+            False,
+            ["controller owner: Deployment web → Deployment api"],
+        ),
+    ],
+)
+def test_a_replicaset_taken_from_its_deployment_reaches_the_policy(
+    key_dir: Path,
+    new: dict[str, Any],
+    owner_after: dict[str, str] | None,
+    labels_changed: bool,
+    lines: list[str],
+) -> None:
+    policy = FakePolicy()
+    response = validate(make_app(key_dir, policy), review(replica_set(), new))
+    assert response["allowed"] is False
+    (sent,) = policy.inputs
+    assert sent["before"] == sent["after"]  # the same pod template
+    context = sent["context"]
+    assert context["owner_before"] == OWNER and context["owner_after"] == owner_after
+    assert context["labels_changed"] is labels_changed
+    assert f"(change: {'; '.join(lines)})" in response["status"]["message"]
+
+
+def test_replicaset_create_and_delete_carry_their_owner(key_dir: Path) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    validate(app, review(None, replica_set(owner=None), operation="CREATE"))
+    validate(app, review(replica_set(), None, operation="DELETE"))
+    create, delete = policy.inputs
+    assert create["before"] is None and create["after"] is not None
+    assert create["context"]["owner_before"] is None and create["context"]["owner_after"] is None
+    assert delete["context"]["owner_before"] == OWNER and delete["context"]["owner_after"] is None
+    assert create["context"]["labels_changed"] is delete["context"]["labels_changed"] is False
+
+
+@pytest.mark.parametrize(
+    ("references", "fragment"),
+    [
+        ("not a list", "ownerReferences must be a list"),
+        (["not an object"], "ownerReferences[0] must be an object"),
+        ([{"controller": True, "kind": "Deployment", "name": "web"}], "needs apiVersion, kind"),
+        ([{**OWNER, "controller": True}, {**OWNER, "uid": "u-2", "controller": True}], "more than"),
+    ],
+)
+def test_unreadable_owner_references_are_denied_before_the_policy(
+    key_dir: Path, references: Any, fragment: str
+) -> None:
+    policy = FakePolicy()
+    new = replica_set(cpu="2")
+    new["metadata"]["ownerReferences"] = references
+    response = validate(make_app(key_dir, policy), review(replica_set(), new))
+    assert response["allowed"] is False and policy.inputs == []
+    message = response["status"]["message"]
+    assert message.startswith(
+        "sizeguard: cannot check this update of ReplicaSet shop/web-5d8f9c7b6d"
+    )
+    assert fragment in message
+
+
+def test_a_request_kind_that_does_not_match_its_resource_is_denied(key_dir: Path) -> None:
+    document = review(deployment(), deployment(cpu="2"), resource=("apps", "v1", "statefulsets"))
+    response = validate(make_app(key_dir), document)
+    assert response["allowed"] is False
+    assert "must carry a StatefulSet" in response["status"]["message"]
+
+
+def test_create_and_delete_need_their_object(key_dir: Path) -> None:
+    app = make_app(key_dir)
+    for document in (
+        review(deployment(), None, operation="CREATE"),
+        review(None, deployment(), operation="DELETE"),
+    ):
+        response = validate(app, document)
+        assert response["allowed"] is False
+        assert "must carry" in response["status"]["message"]
+
+
+# --- namespaces --------------------------------------------------------------------------------
+
+
+class CountingNamespaces(StaticNamespaces):
+    def __init__(self, labels: Mapping[str, Mapping[str, str]], **kwargs: Any) -> None:
+        super().__init__(labels, **kwargs)
+        self.asked: list[str] = []
+
+    async def lookup(self, name: str) -> Lookup:
+        self.asked.append(name)
+        return await super().lookup(name)
+
+
+class BrokenNamespaces(StaticNamespaces):
+    async def lookup(self, name: str) -> Lookup:
+        return Lookup(None, "error", "NamespaceError: HTTP 500: boom")
+
+
+def test_a_namespace_the_webhook_cannot_learn_is_denied_without_the_policy(
+    key_dir: Path,
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy, StaticNamespaces({}))
+    response = validate(app, review(deployment(), deployment(cpu="150m")))
+    assert response["allowed"] is False and policy.inputs == []
+    message = response["status"]["message"]
+    assert message.startswith("sizeguard: cannot learn the labels of namespace shop: it does not")
+    broken = make_app(key_dir, policy, BrokenNamespaces({}))
+    response = validate(broken, review(None, deployment(), operation="CREATE"))
+    assert response["allowed"] is False and policy.inputs == []
+    assert "could not be read (NamespaceError: HTTP 500: boom)" in response["status"]["message"]
+    assert 'reason="namespace_unknown"' in broken.metrics.render().decode()
+
+
+def test_the_namespace_labels_are_the_ones_the_watch_knows(key_dir: Path) -> None:
+    policy = FakePolicy()
+    labels = {"shop": {"environment": "production"}}
+    validate(
+        make_app(key_dir, policy, StaticNamespaces(labels)),
+        review(None, deployment(), operation="CREATE"),
+    )
+    assert policy.inputs[0]["context"]["namespace_labels"] == {"environment": "production"}
+
+
+# --- recently created --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2026-03-01T11:58:01Z", True),  # 119 s old
+        ("2026-03-01T11:58:00Z", False),  # exactly MIN_AGE_TO_DELETE_SECONDS
+        ("2026-03-01T11:00:00Z", False),
+        ("2026-03-01T12:05:00Z", True),  # in the future (a clock ahead): fail closed
+        ("2026-03-01T11:00:00", True),  # no zone: unreadable
+        ("yesterday", True),
+        (None, True),
+        (1700000000, True),
+    ],
+)
+def test_recently_created_is_true_when_young_or_unreadable(stamp: Any, expected: bool) -> None:
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    assert MIN_AGE_TO_DELETE_SECONDS == 120
+    obj = {"metadata": {} if stamp is None else {"creationTimestamp": stamp}}
+    assert recently_created(obj, now) is expected
+    assert recently_created({}, now) is True
+
+
+def test_a_delete_of_a_young_object_says_so_to_the_policy(key_dir: Path) -> None:
+    policy = FakePolicy()
+    now = datetime(2026, 1, 1, 0, 1, 0, tzinfo=UTC).timestamp()  # 60 s after CREATED
+    app = make_app(key_dir, policy, clock=lambda: now)
+    validate(app, review(hpa(), None, operation="DELETE"))
+    validate(app, review(hpa(), hpa(minimum=5)))
+    delete, update = policy.inputs
+    assert delete["context"]["recently_created"] is True
+    assert update["context"]["recently_created"] is False  # DELETE only
 
 
 def test_policy_unavailable_denies(key_dir: Path) -> None:
@@ -428,7 +989,11 @@ def test_a_slow_policy_is_bounded_by_the_client_timeout() -> None:
         async def run() -> dict[str, Any]:
             client = AsyncPolicyClient(f"http://127.0.0.1:{port}", timeout=0.3)
             directory = Path(__file__).parent  # any path: keys are not needed for this request
-            app = WebhookApp(jwks=JwksFile(directory / "missing.json"), policy=client)
+            app = WebhookApp(
+                jwks=JwksFile(directory / "missing.json"),
+                namespaces=StaticNamespaces(NAMESPACES),
+                policy=client,
+            )
             started = time.monotonic()
             body = json.dumps(review(deployment(), deployment(cpu="150m"))).encode()
             _, _, out = await acall(app, "POST", "/validate", body)
@@ -489,16 +1054,33 @@ def test_ready_only_with_keys_and_a_policy_answer(key_dir: Path, tmp_path: Path)
     assert call(make_app(key_dir), "GET", "/readyz")[0] == 200
     status, _, body = call(make_app(key_dir, FakePolicy(error="down")), "GET", "/readyz")
     assert status == 503 and b"OPA" in body
-    no_keys = WebhookApp(jwks=JwksFile(tmp_path / "absent.json"), policy=FakePolicy())
+    no_keys = WebhookApp(
+        jwks=JwksFile(tmp_path / "absent.json"),
+        namespaces=StaticNamespaces(NAMESPACES),
+        policy=FakePolicy(),
+    )
     status, _, body = call(no_keys, "GET", "/readyz")
     assert status == 503 and b"no trusted keys" in body
+
+
+def test_not_ready_until_the_namespace_cache_is_synced(key_dir: Path) -> None:
+    unsynced = StaticNamespaces(NAMESPACES, ready=False)
+    status, _, body = call(make_app(key_dir, namespaces=unsynced), "GET", "/readyz")
+    assert status == 503 and body == b"not ready: not synced (static)\n"
+    status, _, body = call(make_app(key_dir), "GET", "/readyz")
+    assert status == 200
+    assert body.startswith(b"ready: 1 trusted key(s), 1 namespaces (static), OPA answers")
 
 
 def test_without_keys_approvals_cannot_verify_and_unapproved_changes_stay_denied(
     tmp_path: Path, key: SigningKey
 ) -> None:
     policy = FakePolicy()
-    app = WebhookApp(jwks=JwksFile(tmp_path / "absent.json"), policy=policy)
+    app = WebhookApp(
+        jwks=JwksFile(tmp_path / "absent.json"),
+        namespaces=StaticNamespaces(NAMESPACES),
+        policy=policy,
+    )
     old, new = deployment(), deployment(cpu="150m")
     assert validate(app, review(old, new))["allowed"] is False
     assert validate(app, review(old, approve(key, old, new)))["allowed"] is False
@@ -592,56 +1174,35 @@ def test_the_command_refuses_a_bad_certificate_in_one_line(
     assert err.startswith("sizeguard: cannot load the TLS certificate/key") and err.count("\n") == 1
 
 
-def test_an_approval_used_before_is_refused_once_the_object_changed(
+def test_an_approval_admits_one_write_with_no_memory_in_any_replica(
     key_dir: Path, key: SigningKey
 ) -> None:
-    # HPAs have no metadata.generation, so the contract cannot stop this replay; the webhook's
-    # memory of admitted approvals does (here with Deployments without a generation).
-    policy = FakePolicy()
-    app = make_app(key_dir, policy)
+    # A -> B approved, applied; B -> A approved, applied; the first approval presented again
+    # on A (now at another resourceVersion): refused by a fresh replica and by the one that
+    # admitted it alike, since the approval names the version it was minted for.
+    a, b = deployment(rv="1"), deployment(cpu="150m", rv="2")
+    forth = approve(key, a, b)
+    first, second = make_app(key_dir), make_app(key_dir)
+    assert validate(first, review(a, forth))["allowed"] is True
+    assert validate(first, review(b, approve(key, b, deployment(rv="3"))))["allowed"] is True
+    replayed = copy.deepcopy(forth)
+    for app in (first, second):
+        response = validate(app, review(deployment(rv="3"), replayed))
+        assert response["allowed"] is False
+        assert "written since the approval" in response["status"]["message"]
+    assert not hasattr(first, "seen")
+
+
+def test_the_api_server_retrying_the_same_write_gets_the_same_answer(
+    key_dir: Path, key: SigningKey
+) -> None:
+    # Admission may run twice for one write (a retry after a conflict re-reads the object:
+    # then its resourceVersion moved and the approval no longer fits, as it should).
     a, b = deployment(), deployment(cpu="150m")
-    forth = review(a, approve(key, a, b))
-    assert validate(app, forth)["allowed"] is True
-    # The API server re-running admission after a write conflict: admitted again.
-    assert validate(app, forth)["allowed"] is True
-    # Applied, then rolled back with another approval ...
-    assert validate(app, review(b, approve(key, b, a)))["allowed"] is True
-    # ... and the first approval presented again for the same transition: a replay.
-    response = validate(app, forth)
-    assert response["allowed"] is False
-    assert policy.inputs[-1]["approval"]["error"] == "replayed"
-    assert (
-        "was already used on this object, which has changed since"
-        in (response["status"]["message"])
-    )
-    assert 'sizeguard_webhook_approval_checks_total{code="replayed"} 1.0' in (
-        app.metrics.render().decode()
-    )
-
-
-def test_dry_runs_do_not_use_up_an_approval(key_dir: Path, key: SigningKey) -> None:
+    document = review(a, approve(key, a, b))
     app = make_app(key_dir)
-    a, b = deployment(), deployment(cpu="150m")
-    token_review = review(a, approve(key, a, b))
-    other = review(a, approve(key, a, deployment(cpu="120m")), dry_run=True)
-    assert validate(app, other)["allowed"] is True  # a dry run of another change on the object
-    assert validate(app, token_review)["allowed"] is True
-
-
-def test_seen_approvals_expire_and_are_bounded() -> None:
-    from sizeguard.webhook.app import SeenApprovals
-
-    seen = SeenApprovals(max_entries=2)
-    seen.admitted("u", "a", expires=100.0)
-    assert seen.admissible("a", "u", now=50.0)  # still the last change on u
-    seen.admitted("u", None, expires=0.0)  # another change (break-glass, no approval)
-    assert not seen.admissible("a", "u", now=50.0)
-    assert seen.admissible("a", "u", now=101.0)  # expired: forgotten (and the token too)
-    for jti in ("b", "c", "d"):
-        seen.admitted("v", jti, expires=1000.0)
-    seen.admitted("v", None, expires=0.0)
-    assert seen.admissible("b", "v", now=0.0)  # evicted (oldest)
-    assert not seen.admissible("d", "v", now=0.0)
+    assert validate(app, document)["allowed"] is True
+    assert validate(app, document)["allowed"] is True
 
 
 def test_lone_surrogates_in_the_request_cannot_break_the_answer(key_dir: Path) -> None:
@@ -655,3 +1216,32 @@ def test_lone_surrogates_in_the_request_cannot_break_the_answer(key_dir: Path) -
     assert status == 200
     response = json.loads(out)["response"]
     assert response["uid"] == "\ud800-uid" and response["allowed"] is False
+
+
+def test_the_command_refuses_an_unusable_kubeconfig_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sizeguard.cli import main
+    from sizeguard.sandbox.pki import CertificateAuthority
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    serving = CertificateAuthority(tmp_path / "pki").issue(
+        "webhook", "webhook", server_names=("127.0.0.1",)
+    )
+    code = main(
+        [
+            "webhook",
+            "--tls-cert",
+            str(serving.cert),
+            "--tls-key",
+            str(serving.key),
+            "--jwks",
+            str(tmp_path / "jwks.json"),
+            "--kubeconfig",
+            str(tmp_path / "absent"),
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"sizeguard: cannot use {tmp_path / 'absent'} to watch namespaces")
+    assert err.count("\n") == 1

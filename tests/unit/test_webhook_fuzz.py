@@ -5,8 +5,10 @@ Every body must get HTTP 200 and a valid AdmissionReview v1 answer, nothing may 
 - anything that is not JSON, not an AdmissionReview v1 object, or whose request has no
   string uid or no known operation is denied;
 - the uid answered is the request's (when the body has one) or "";
-- an admitted non-dry-run UPDATE that changes the guarded state carries an approval that
-  verifies for exactly that transition (checked independently with ``verify_transition``).
+- an admitted non-dry-run request that is not an UPDATE leaving the footprint alone carries an
+  approval that verifies for exactly that write (checked independently with
+  ``verify_transition``): the fake policy admits nothing else, so the webhook must not either
+  (a CREATE or DELETE, a scale, a resize, a LimitRange, an unknown resource).
 
 The policy is a fake with the admission policy's approval logic (no OPA), for speed: this
 tests the parsing and the decision flow's robustness, not the Rego rules (those are tested
@@ -26,8 +28,20 @@ from sizeguard.approvals import SigningKey, TrustedKeys, approval_of, verify_tra
 from sizeguard.changes import guarded_state
 from sizeguard.webhook.app import WebhookApp
 from sizeguard.webhook.keys import JwksFile
+from sizeguard.webhook.namespaces import StaticNamespaces
 
-from .test_webhook_app import FakePolicy, acall, approve, deployment, review, scale
+from .test_webhook_app import (
+    NAMESPACES,
+    FakePolicy,
+    acall,
+    approve,
+    deployment,
+    hpa,
+    limit_range,
+    pod,
+    review,
+    scale,
+)
 
 CASES = 12_000
 SEED = 20261122
@@ -109,7 +123,9 @@ def _mutate(rng: random.Random, document: Any) -> Any:
         # Plausible but different guarded values.
         parent[path[-1]] = rng.choice(["150m", "2", "0", 5, 0, "1Gi", "-1", 7, None])
     else:
-        parent[path[-1]] = copy.deepcopy(rng.choice([deployment(), scale(9), {}]))
+        parent[path[-1]] = copy.deepcopy(
+            rng.choice([deployment(), scale(9), hpa(), pod(), limit_range(), {}])
+        )
     return document
 
 
@@ -129,6 +145,15 @@ def fuzz_bases(key: SigningKey) -> list[dict[str, Any]]:
         review(scale(3), scale(4), sub_resource="scale"),
         review(None, new, operation="CREATE"),
         review(old, None, operation="DELETE"),
+        review(hpa(), approve(key, hpa(), hpa(minimum=4))),
+        review(None, approve(key, None, hpa(minimum=4)), operation="CREATE"),
+        review(approve(key, hpa(), None), None, operation="DELETE"),
+        review(hpa(), hpa(target="api")),
+        review(pod(), pod("1"), sub_resource="resize"),
+        review(pod(), pod("0.1"), sub_resource="resize"),
+        review(None, limit_range(), operation="CREATE"),
+        review(limit_range(), limit_range("2")),
+        review(limit_range(), None, operation="DELETE"),
     ]
 
 
@@ -168,9 +193,20 @@ def _malformed(raw: bytes) -> bool:
     return request.get("operation") not in ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
-def _changes_guarded_state(request: dict[str, Any]) -> bool:
+def _footprint(obj: Any) -> Any:
+    """An independent reading of what the webhook compares (errors are the caller's)."""
+    if obj["kind"] == "Scale":
+        return ("scale", (obj.get("spec") or {}).get("replicas") or 0)
+    if obj["kind"] == "LimitRange":
+        return ("limits", (obj.get("spec") or {}).get("limits") or [])
+    return guarded_state(obj)
+
+
+def _changes_footprint(request: dict[str, Any]) -> bool:
+    if request.get("operation") != "UPDATE":
+        return True  # a CREATE or a DELETE always changes it (from or to "none")
     try:
-        return guarded_state(request["oldObject"]) != guarded_state(request["object"])
+        return bool(_footprint(request["oldObject"]) != _footprint(request["object"]))
     except Exception:
         return True  # unreadable objects must not be admitted either
 
@@ -204,19 +240,19 @@ def check_answer(case: int, raw: bytes, out: bytes, trusted: TrustedKeys) -> boo
         return False
     request = json.loads(raw)["request"]
     assert response["uid"] in ("", request["uid"]), case
-    if (
-        response["allowed"]
-        and request.get("operation") == "UPDATE"
-        and request.get("dryRun") is not True
-        and _changes_guarded_state(request)
-    ):
+    if response["allowed"] and request.get("dryRun") is not True and _changes_footprint(request):
+        operation = request["operation"]
+        old = None if operation == "CREATE" else request["oldObject"]
+        new = None if operation == "DELETE" else request["object"]
+        carrier = new if new is not None else old
+        name = request.get("name") or carrier["metadata"]["name"]
         result = verify_transition(
-            approval_of(request["object"]),
+            approval_of(carrier),
             kind=request["kind"]["kind"],
             namespace=request["namespace"],
-            name=request["name"],
-            old_object=request["oldObject"],
-            new_object=request["object"],
+            name=name,
+            old_object=old,
+            new_object=new,
             jwks=trusted,
         )
         assert result.ok, (case, result.message)
@@ -232,7 +268,11 @@ def test_fuzz_admission_reviews(tmp_path: Path) -> None:
     trusted = TrustedKeys.from_file(keys / "jwks.json")
     rng = random.Random(SEED)
     bases = fuzz_bases(key)
-    app = WebhookApp(jwks=JwksFile(keys / "jwks.json"), policy=FakePolicy())
+    app = WebhookApp(
+        jwks=JwksFile(keys / "jwks.json"),
+        namespaces=StaticNamespaces(NAMESPACES),
+        policy=FakePolicy(),
+    )
     counts = {"denied": 0, "allowed": 0}
 
     async def run() -> None:
