@@ -8,9 +8,13 @@
   the ``context`` members the change-set policy reads (``capacity``, ``namespaces``,
   ``labels``).
 - :func:`patch_for`: the strategic-merge patch that sets exactly a change's ``after`` guarded
-  values and its approval annotation, nothing else; :meth:`Cluster.apply_patch` sends it
-  (``fieldManager=sizeguard``, optionally as a server-side dry run) and returns the admission
-  warnings.
+  values (the whole footprint) and its approval annotation, nothing else;
+  :meth:`Cluster.apply_patch` sends it (``fieldManager=sizeguard``, optionally as a
+  server-side dry run) and returns the admission warnings.
+- HPAs are also created and deleted: :func:`create_body` + :meth:`Cluster.create_hpa` (a POST
+  carrying the create approval), :meth:`Cluster.delete_hpa` (a conditional annotation patch
+  carrying the delete approval, then a DELETE with uid and resourceVersion preconditions, so
+  that the object deleted is the one approved, in the state approved).
 - Every failure of the API (403, 404, 409, 422, 401, 5xx, timeouts, connection refused)
   becomes a :class:`ClusterError` whose ``kind`` says what happened and whose message names
   the object and what to do. Nothing secret reaches a message or a log: request bodies (which
@@ -42,8 +46,10 @@ from sizeguard.changes import (
     ContainerResources,
     GuardedState,
     ResourceChange,
+    Resources,
     Target,
     guarded_state,
+    hpa_object,
     target_of,
 )
 from sizeguard.quantities import cpu_millicores, format_cpu, format_memory, memory_bytes
@@ -61,6 +67,7 @@ __all__ = [
     "PatchResult",
     "ResourceTotals",
     "WorkloadState",
+    "create_body",
     "parse_warning",
     "patch_for",
     "pod_requests",
@@ -148,6 +155,20 @@ class WorkloadState(BaseModel):
     ready_replicas: int
     containers: dict[str, ContainerResources]
     init_containers: dict[str, ContainerResources]
+    pod_resources: Resources | None = Field(
+        default=None, description="pod-level resources (spec.template.spec.resources)"
+    )
+    runtime_class: str | None = Field(default=None, description="runtimeClassName")
+    strategy: str | None = Field(
+        default=None,
+        description="Deployment spec.strategy.type / DaemonSet spec.updateStrategy.type",
+    )
+    max_surge: int | str | None = Field(default=None, description="rollingUpdate.maxSurge")
+    max_unavailable: int | str | None = Field(
+        default=None, description="rollingUpdate.maxUnavailable"
+    )
+    min_ready_seconds: int | None = Field(default=None, description="None: 0")
+    progress_deadline_seconds: int | None = Field(default=None, description="Deployment only")
     hpa: str | None = Field(default=None, description="name of the HPA that scales it")
     error: str | None = Field(
         default=None,
@@ -173,6 +194,10 @@ class HpaState(BaseModel):
     desired_replicas: int | None
     target_cpu_utilization_percentage: float | None
     target_memory_utilization_percentage: float | None
+    created_at: str | None = Field(
+        default=None,
+        description="creationTimestamp (an HPA younger than 2 minutes cannot be removed)",
+    )
 
     @property
     def ref(self) -> str:
@@ -260,41 +285,186 @@ class PatchResult(BaseModel):
 
 # --- the patch ---------------------------------------------------------------------------------
 
+_ROLLING: Final = "RollingUpdate"
+# Strategy types that take no rollingUpdate (the API server refuses one with them).
+_NO_ROLLING_UPDATE: Final = frozenset({"Recreate", "OnDelete"})
 
-def _container_patch(name: str, resources: ContainerResources) -> dict[str, Any]:
-    def cpu(value: int | None) -> str | None:
-        return None if value is None else format_cpu(value)
 
-    def memory(value: int | None) -> str | None:
-        return None if value is None else format_memory(value)
+def _quantity_text(name: str, value: int) -> str:
+    """A canonical value written back as a quantity: CPU in millicores, byte-like resources
+    with binary suffixes where exact, counts (GPUs, extended resources) as plain integers."""
+    if name == "cpu":
+        return format_cpu(value)
+    if name in ("memory", "ephemeral-storage") or name.startswith("hugepages-"):
+        return format_memory(value)
+    return str(value)
 
-    # None becomes JSON null, which deletes the key: "unset" in the guarded state.
+
+def _resource_map(
+    cpu: int | None, memory: int | None, others: Mapping[str, int], live: Mapping[str, Any]
+) -> dict[str, str | None]:
+    """One ``requests`` or ``limits`` map: every value wanted, and null (which deletes) for
+    cpu, memory and every resource the live object has that is not wanted."""
+    wanted = {"cpu": cpu, "memory": memory, **others}
+    result: dict[str, str | None] = {
+        name: None if value is None else _quantity_text(name, value)
+        for name, value in wanted.items()
+    }
+    for name in live:
+        if isinstance(name, str) and name not in result:
+            result[name] = None
+    return result
+
+
+def _resources_patch(wanted: Resources, live: Mapping[str, Any]) -> dict[str, Any]:
+    live_requests = live.get("requests") if isinstance(live.get("requests"), Mapping) else {}
+    live_limits = live.get("limits") if isinstance(live.get("limits"), Mapping) else {}
     return {
-        "name": name,
-        "resources": {
-            "requests": {
-                "cpu": cpu(resources.cpu_request),
-                "memory": memory(resources.memory_request),
-            },
-            "limits": {"cpu": cpu(resources.cpu_limit), "memory": memory(resources.memory_limit)},
-        },
+        "requests": _resource_map(
+            wanted.cpu_request, wanted.memory_request, wanted.other_requests, live_requests or {}
+        ),
+        "limits": _resource_map(
+            wanted.cpu_limit, wanted.memory_limit, wanted.other_limits, live_limits or {}
+        ),
     }
 
 
-def _ordered(
-    containers: Mapping[str, ContainerResources], live_names: Sequence[str]
-) -> list[tuple[str, ContainerResources]]:
-    rank = {name: index for index, name in enumerate(live_names)}
-    # stable: without a live order, the change's own order is kept
-    return sorted(containers.items(), key=lambda item: rank.get(item[0], len(rank)))
+def _mapping_at(value: Any, *keys: str) -> Mapping[str, Any]:
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
 
 
-def _container_names(live: Mapping[str, Any] | None, key: str) -> list[str]:
-    if live is None:
-        return []
-    pod_spec = ((live.get("spec") or {}).get("template") or {}).get("spec") or {}
-    items = pod_spec.get(key) or []
-    return [str(c.get("name")) for c in items if isinstance(c, Mapping)]
+def _live_containers(pod_spec: Mapping[str, Any], key: str) -> dict[str, Mapping[str, Any]]:
+    items = pod_spec.get(key)
+    if not isinstance(items, list):
+        return {}
+    return {
+        str(c.get("name")): c for c in items if isinstance(c, Mapping) and c.get("name") is not None
+    }
+
+
+def _claims_patch(claims: Sequence[str]) -> list[dict[str, str]] | None:
+    """A container's ``resources.claims`` (``name`` or ``name/request``), written whole (the
+    list has no merge key: a strategic merge replaces it); none: null, which deletes it."""
+    written = []
+    for claim in claims:
+        name, _, request = claim.partition("/")
+        written.append({"name": name, "request": request} if request else {"name": name})
+    return written or None
+
+
+def _containers_patch(
+    group: Mapping[str, ContainerResources], live_pod_spec: Mapping[str, Any], key: str
+) -> list[dict[str, Any]]:
+    live = _live_containers(live_pod_spec, key)
+    rank = {name: index for index, name in enumerate(live)}
+    # in the live order (a strategic merge reorders list elements to the patch's order)
+    ordered = sorted(group.items(), key=lambda item: rank.get(item[0], len(rank)))
+    patched = []
+    for name, resources in ordered:
+        written = _resources_patch(resources, _mapping_at(live.get(name), "resources"))
+        written["claims"] = _claims_patch(resources.claims)
+        patched.append(
+            {"name": name, "resources": written, "restartPolicy": resources.restart_policy}
+        )
+    return patched
+
+
+def _resource_claims_patch(
+    wanted: Mapping[str, str], live_pod_spec: Mapping[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The pod's ``resourceClaims`` (merged by name): every wanted claim with exactly one of
+    ``resourceClaimName``/``resourceClaimTemplateName``, and a delete directive for each live
+    one not wanted. None when there are none either way (nothing to write)."""
+    items = live_pod_spec.get("resourceClaims")
+    live = [
+        str(c.get("name"))
+        for c in (items if isinstance(items, list) else [])
+        if isinstance(c, Mapping) and c.get("name") is not None
+    ]
+    patch: list[dict[str, Any]] = []
+    for name, source in wanted.items():
+        kind, _, target = source.partition(":")
+        if kind not in ("claim", "template") or not target:
+            raise ValueError(f"resource claim {name}: {source!r:.80} is not claim:X or template:X")
+        patch.append(
+            {
+                "name": name,
+                "resourceClaimName": target if kind == "claim" else None,
+                "resourceClaimTemplateName": target if kind == "template" else None,
+            }
+        )
+    patch += [{"name": name, "$patch": "delete"} for name in live if name not in wanted]
+    return patch or None
+
+
+def _strategy_patch(after: GuardedState, ref: str) -> dict[str, Any]:
+    """``spec.strategy`` (Deployment) / ``spec.updateStrategy`` (DaemonSet)."""
+    if after.strategy in _NO_ROLLING_UPDATE:
+        if after.max_surge is not None or after.max_unavailable is not None:
+            raise ValueError(f"{ref}: a {after.strategy} strategy takes no maxSurge/maxUnavailable")
+        return {"type": after.strategy, "rollingUpdate": None}
+    rolling = {"maxSurge": after.max_surge, "maxUnavailable": after.max_unavailable}
+    return {"type": after.strategy, "rollingUpdate": rolling}
+
+
+def _workload_spec(
+    kind: str, after: GuardedState, live: Mapping[str, Any], ref: str
+) -> dict[str, Any]:
+    if after.min_replicas is not None or after.max_replicas is not None:
+        raise ValueError(f"{ref}: min_replicas/max_replicas apply to HPAs only")
+    if after.scale_target is not None:
+        raise ValueError(f"{ref}: scale_target applies to HPAs only")
+    if (after.replicas is None) != (kind == "DaemonSet"):
+        raise ValueError(
+            f"{ref}: replicas must be " + ("null for a DaemonSet" if kind == "DaemonSet" else "set")
+        )
+    if not after.containers:
+        raise ValueError(f"{ref}: a workload change needs its containers")
+    rollout_key = {"Deployment": "strategy", "DaemonSet": "updateStrategy"}.get(kind)
+    if rollout_key is None and (
+        after.strategy is not None
+        or after.max_surge is not None
+        or after.max_unavailable is not None
+    ):
+        raise ValueError(f"{ref}: sizeguard guards no rollout strategy of a {kind}")
+    if kind != "Deployment" and after.progress_deadline_seconds is not None:
+        raise ValueError(f"{ref}: progressDeadlineSeconds belongs to a Deployment")
+    live_pod_spec = _mapping_at(live, "spec", "template", "spec")
+    pod_spec: dict[str, Any] = {
+        "runtimeClassName": after.runtime_class,
+        "terminationGracePeriodSeconds": after.termination_grace_period_seconds,
+    }
+    claims = _resource_claims_patch(after.resource_claims, live_pod_spec)
+    if claims is not None:
+        pod_spec["resourceClaims"] = claims
+    live_pod_resources = live_pod_spec.get("resources")
+    if after.pod_resources is not None:
+        pod_spec["resources"] = _resources_patch(
+            after.pod_resources, _mapping_at(live_pod_spec, "resources")
+        )
+    elif live_pod_resources is not None:
+        # Deleted whole: an empty ``resources: {}`` left behind would change the pod
+        # template (and its hash: a rollout) without changing anything guarded.
+        pod_spec["resources"] = None
+    for key, group in (("containers", after.containers), ("initContainers", after.init_containers)):
+        if not group:
+            continue
+        pod_spec[key] = _containers_patch(group, live_pod_spec, key)
+        names = list(_live_containers(live_pod_spec, key))
+        if names:
+            pod_spec[f"$setElementOrder/{key}"] = [{"name": n} for n in names]
+    spec: dict[str, Any] = {}
+    if after.replicas is not None:
+        spec["replicas"] = after.replicas
+    if rollout_key is not None:
+        spec[rollout_key] = _strategy_patch(after, ref)
+    spec["minReadySeconds"] = after.min_ready_seconds
+    if kind == "Deployment":
+        spec["progressDeadlineSeconds"] = after.progress_deadline_seconds
+    spec["template"] = {"spec": pod_spec}
+    return spec
 
 
 def patch_for(
@@ -308,16 +478,19 @@ def patch_for(
     ``change.after`` and its ``sizeguard.io/approval`` annotation to ``approval_token``
     (``None``: no annotation, for a server-side dry run of a preview).
 
-    Pass the ``live`` object: a strategic merge reorders list elements to the patch's order,
-    so containers are listed (and ``$setElementOrder`` set) in the live object's order.
+    Every guarded value of ``after`` is written — replicas, the rollout strategy (type,
+    maxSurge, maxUnavailable), minReadySeconds, progressDeadlineSeconds, runtimeClassName,
+    terminationGracePeriodSeconds, the pod's resource claims, pod-level resources, and each
+    container's requests, limits, claims and restartPolicy — an unset one as null, which
+    deletes it. A workload's ``live`` object is required: resources it has
+    that ``after`` does not are written as null too, and containers are listed (and
+    ``$setElementOrder`` set) in its order, because a strategic merge reorders list elements to
+    the patch's order. So ``guarded_state(live merged with the patch) == after`` whatever the
+    live values were; other containers' fields and everything else are left alone.
 
-    Every guarded value of ``after`` is written (an unset one as null, which deletes it), so
-    the result does not depend on the live values; containers are matched by name (the
-    strategic-merge key), other resources (``ephemeral-storage``, GPUs), other containers'
-    fields and everything else are left alone. Raises ``ValueError`` for an empty token or a
-    change whose ``after`` does not fit its kind.
-
-    ``resource_version`` (of the object the change was checked against) makes the patch
+    Raises ``ValueError`` for an empty token, a change that creates or deletes (see
+    :func:`create_body` and :meth:`Cluster.delete_hpa`), or an ``after`` that does not fit its
+    kind. ``resource_version`` (of the object the change was checked against) makes the patch
     conditional: the API server refuses it with 409 Conflict if anyone wrote the object since.
     """
     change = ResourceChange.model_validate(change)
@@ -331,6 +504,8 @@ def patch_for(
             f"{ref}: sizeguard patches apps/v1 Deployment, StatefulSet, DaemonSet and "
             f"autoscaling/v2 HorizontalPodAutoscaler, not {target.api_version} {target.kind}"
         )
+    if after is None or change.before is None:
+        raise ValueError(f"{ref}: a change that {change.operation}s the object is not a patch")
     spec: dict[str, Any]
     if target.kind == HPA_KIND:
         if after.min_replicas is None or after.max_replicas is None:
@@ -339,29 +514,19 @@ def patch_for(
             raise ValueError(f"{ref}: an HPA has no replicas or containers to set")
         spec = {"minReplicas": after.min_replicas, "maxReplicas": after.max_replicas}
     else:
-        if after.min_replicas is not None or after.max_replicas is not None:
-            raise ValueError(f"{ref}: min_replicas/max_replicas apply to HPAs only")
-        if (after.replicas is None) != (target.kind == "DaemonSet"):
+        if live is None:
             raise ValueError(
-                f"{ref}: replicas must be "
-                + ("null for a DaemonSet" if target.kind == "DaemonSet" else "set")
+                f"{ref}: patch_for needs the live object of a workload (it removes the "
+                "resources the live object has and the change does not)"
             )
-        if not after.containers:
-            raise ValueError(f"{ref}: a workload change needs its containers")
-        pod_spec: dict[str, Any] = {}
-        for key, group in (
-            ("containers", after.containers),
-            ("initContainers", after.init_containers),
-        ):
-            if not group:
-                continue
-            names = _container_names(live, key)
-            pod_spec[key] = [_container_patch(n, r) for n, r in _ordered(group, names)]
-            if names:
-                pod_spec[f"$setElementOrder/{key}"] = [{"name": n} for n in names]
-        spec = {"template": {"spec": pod_spec}}
-        if after.replicas is not None:
-            spec = {"replicas": after.replicas, **spec}
+        spec = _workload_spec(target.kind, after, live, ref)
+    metadata = _write_metadata(ref, approval_token, resource_version)
+    return {"metadata": metadata, "spec": spec} if metadata else {"spec": spec}
+
+
+def _write_metadata(
+    ref: str, approval_token: str | None, resource_version: str | None
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if approval_token is not None:
         metadata["annotations"] = {APPROVAL_ANNOTATION: approval_token}
@@ -369,7 +534,34 @@ def patch_for(
         if not isinstance(resource_version, str) or not resource_version:
             raise ValueError(f"{ref}: resource_version must be a non-empty string")
         metadata["resourceVersion"] = resource_version
-    return {"metadata": metadata, "spec": spec} if metadata else {"spec": spec}
+    return metadata
+
+
+def create_body(
+    change: ResourceChange,
+    approval_token: str | None,
+    *,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler a create change makes: ``change.create_spec`` under the
+    target's name and namespace (:func:`sizeguard.changes.hpa_object`), with the approval
+    annotation (``None``: none, for a dry run) and ``labels`` (a rollback re-creates a deleted
+    HPA with the labels it had). Its guarded state is ``change.after``."""
+    change = ResourceChange.model_validate(change)
+    ref = change.target.ref()
+    if change.operation != "create" or change.create_spec is None:
+        raise ValueError(f"{ref}: only a change that creates an HPA has a create body")
+    if approval_token is not None and (not isinstance(approval_token, str) or not approval_token):
+        raise ValueError("create_body needs the approval token for this change (or None)")
+    body = hpa_object(change.target, change.create_spec)
+    metadata: dict[str, Any] = body["metadata"]
+    if labels:
+        metadata["labels"] = {str(k): str(v) for k, v in labels.items()}
+    if approval_token is not None:
+        metadata["annotations"] = {APPROVAL_ANNOTATION: approval_token}
+    if guarded_state(body) != change.after:
+        raise ValueError(f"{ref}: the create body does not give the state in after")
+    return body
 
 
 # --- warnings and errors -----------------------------------------------------------------------
@@ -831,6 +1023,92 @@ class Cluster:
         _log.info("cluster.patch", target=target.ref(), dry_run=dry_run, warnings=len(warnings))
         return PatchResult(object=obj, warnings=[_redact(w) for w in warnings], dry_run=dry_run)
 
+    def _hpa_api(self, target: Target, verb: str) -> tuple[Any, str]:
+        api_version, api, _ = self._api(HPA_KIND)
+        if target.kind != HPA_KIND or target.api_version != api_version:
+            raise ClusterError(
+                "unsupported",
+                f"sizeguard {verb}s autoscaling/v2 HorizontalPodAutoscalers only, not "
+                f"{target.api_version} {target.kind}",
+            )
+        return api, f"{target.kind} {target.namespace}/{target.name}"
+
+    def create_hpa(
+        self, target: Target, body: Mapping[str, Any], *, dry_run: bool = False
+    ) -> PatchResult:
+        """Create an HPA (the body from :func:`create_body`) as field manager ``sizeguard``;
+        with ``dry_run`` through the whole admission chain without persisting. Returns the
+        created object (with its new uid) and the response's ``Warning`` headers."""
+        api, what = self._hpa_api(target, "create")
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "field_validation": "Strict"}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        action = "dry-run create" if dry_run else "create"
+        method = api.create_namespaced_horizontal_pod_autoscaler
+        try:
+            response = self._call(action, what, method, target.namespace, dict(body), **kwargs)
+        except ClusterError as exc:
+            _log.warning("cluster.create", target=target.ref(), dry_run=dry_run, error=exc.kind)
+            raise
+        warnings = [_redact(w) for w in _warnings(response.headers)]
+        obj = self._json(response, action, what)
+        obj.setdefault("kind", HPA_KIND)
+        obj.setdefault("apiVersion", target.api_version)
+        _log.info("cluster.create", target=target.ref(), dry_run=dry_run, warnings=len(warnings))
+        return PatchResult(object=obj, warnings=warnings, dry_run=dry_run)
+
+    def delete_hpa(
+        self,
+        target: Target,
+        *,
+        resource_version: str,
+        approval_token: str | None,
+        dry_run: bool = False,
+    ) -> PatchResult:
+        """Delete the HPA ``target`` names (its uid) in the version ``resource_version``.
+
+        With a token, first a patch conditional on ``resource_version`` sets the approval
+        annotation (the webhook reads a delete's approval from the object being deleted), then
+        the DELETE carries preconditions uid + the resourceVersion that patch produced: if
+        anyone wrote the HPA in between, or it is another object of the same name, the API
+        server answers 409 and nothing is deleted. With ``dry_run`` both requests are dry runs
+        (so the DELETE does not see the annotation: admission judges it unapproved). Returns
+        what the DELETE answered and the ``Warning`` headers of both requests."""
+        api, what = self._hpa_api(target, "delete")
+        if not target.uid:
+            raise ClusterError("unsupported", f"cannot delete {what} without its uid")
+        if not isinstance(resource_version, str) or not resource_version:
+            raise ClusterError("unsupported", f"cannot delete {what} without a resourceVersion")
+        warnings: list[str] = []
+        version = resource_version
+        if approval_token is not None:
+            body = {"metadata": _write_metadata(target.ref(), approval_token, resource_version)}
+            annotated = self.apply_patch(target, body, dry_run=dry_run)
+            warnings += annotated.warnings
+            new_version = (annotated.object.get("metadata") or {}).get("resourceVersion")
+            if isinstance(new_version, str) and new_version:
+                version = new_version
+        options: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": target.uid, "resourceVersion": version},
+        }
+        if dry_run:
+            # In the body: with a body, the API server reads no DeleteOptions from the query.
+            options["dryRun"] = ["All"]
+        kwargs: dict[str, Any] = {"body": options}
+        action = "dry-run delete" if dry_run else "delete"
+        method = api.delete_namespaced_horizontal_pod_autoscaler
+        try:
+            response = self._call(action, what, method, target.name, target.namespace, **kwargs)
+        except ClusterError as exc:
+            _log.warning("cluster.delete", target=target.ref(), dry_run=dry_run, error=exc.kind)
+            raise
+        warnings += [_redact(w) for w in _warnings(response.headers)]
+        obj = self._json(response, action, what)
+        _log.info("cluster.delete", target=target.ref(), dry_run=dry_run, warnings=len(warnings))
+        return PatchResult(object=obj, warnings=warnings, dry_run=dry_run)
+
 
 # --- reading objects into models ---------------------------------------------------------------
 
@@ -887,6 +1165,13 @@ def _workload_state(obj: dict[str, Any]) -> WorkloadState:
         ready_replicas=_int(ready),
         containers=dict(state.containers),
         init_containers=dict(state.init_containers),
+        pod_resources=state.pod_resources,
+        runtime_class=state.runtime_class,
+        strategy=state.strategy,
+        max_surge=state.max_surge,
+        max_unavailable=state.max_unavailable,
+        min_ready_seconds=state.min_ready_seconds,
+        progress_deadline_seconds=state.progress_deadline_seconds,
         error=error,
     )
 
@@ -910,4 +1195,10 @@ def _hpa_state(obj: dict[str, Any]) -> HpaState | None:
         desired_replicas=info.desired_replicas,
         target_cpu_utilization_percentage=info.target_cpu_utilization_percentage,
         target_memory_utilization_percentage=info.target_memory_utilization_percentage,
+        created_at=_created_at(obj),
     )
+
+
+def _created_at(obj: Mapping[str, Any]) -> str | None:
+    value = (obj.get("metadata") or {}).get("creationTimestamp")
+    return value if isinstance(value, str) and value else None

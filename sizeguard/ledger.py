@@ -1,4 +1,5 @@
-"""The ledger: change sets, single-use approvals, snapshots and a hash-chained audit log.
+"""The ledger: change sets, single-use approvals, snapshots, the objects change sets created,
+and a hash-chained audit log.
 
 One SQLite file in WAL mode (stdlib :mod:`sqlite3`), created with mode 0600. Every write runs
 inside ``BEGIN IMMEDIATE``, so concurrent writers — threads or processes — are serialised by
@@ -52,6 +53,7 @@ __all__ = [
     "AuditEntry",
     "AuditVerification",
     "ChangeSetMismatchError",
+    "CreatedObject",
     "Ledger",
     "LedgerError",
     "LedgerNotFoundError",
@@ -65,7 +67,7 @@ __all__ = [
     "scrub_details",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPROVAL_TTL_SECONDS: Final = 300
 GENESIS_HASH: Final = "0" * 64
 LEDGER_ENV: Final = "SIZEGUARD_LEDGER"
@@ -185,6 +187,17 @@ class Snapshot(BaseModel):
     change_set_id: ChangeSetId
     target: Target
     object: dict[str, Any]
+    created_at: float
+
+
+class CreatedObject(BaseModel):
+    """An object a change set created (an HPA), by its uid: what a rollback of that change set
+    deletes, and only while it is still this object."""
+
+    model_config = _MODEL
+
+    change_set_id: ChangeSetId
+    target: Target
     created_at: float
 
 
@@ -345,6 +358,23 @@ def entry_hash(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps(dict(document))).hexdigest()
 
 
+# Version 2: the objects a change set created (an HPA create), so that its rollback deletes
+# exactly them (by uid). Version 1 ledgers are migrated by adding the table.
+_CREATED_TABLE: Final = """
+    CREATE TABLE created_objects (
+        change_set_id TEXT NOT NULL REFERENCES change_sets(id),
+        api_version   TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        namespace     TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        uid           TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (change_set_id, uid)
+    );
+    """
+# from version -> the statements that bring a ledger of that version to the next one
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: (_CREATED_TABLE,)}
+
 _SCHEMA: Final = (
     """
     CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -386,6 +416,7 @@ _SCHEMA: Final = (
         PRIMARY KEY (change_set_id, kind, namespace, name)
     );
     """,
+    _CREATED_TABLE,
     """
     CREATE TABLE IF NOT EXISTS audit (
         seq           INTEGER PRIMARY KEY,
@@ -491,11 +522,30 @@ class Ledger:
                     db.execute(statement)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 _log.info("ledger.schema_created", path=str(self.path), version=SCHEMA_VERSION)
-            elif version != SCHEMA_VERSION:
+            elif version > SCHEMA_VERSION:
                 raise LedgerSchemaError(
                     f"the ledger {self.path} has schema version {version}; this sizeguard "
                     f"understands {SCHEMA_VERSION}"
                 )
+            elif version < SCHEMA_VERSION:  # (another process may have migrated it meanwhile)
+                self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a ledger of an older schema up to :data:`SCHEMA_VERSION`, one version at a
+        time, inside the caller's write transaction (all or nothing)."""
+        start = version
+        while version < SCHEMA_VERSION:
+            steps = _MIGRATIONS.get(version)
+            if steps is None:
+                raise LedgerSchemaError(
+                    f"the ledger {self.path} has schema version {version}, which this "
+                    f"sizeguard cannot migrate to {SCHEMA_VERSION}"
+                )
+            for statement in steps:
+                self._db.execute(statement)
+            version += 1
+        self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        _log.info("ledger.schema_migrated", path=str(self.path), old=start, new=SCHEMA_VERSION)
 
     def _stored_version(self) -> int | None:
         has_table = self._db.execute(
@@ -908,6 +958,45 @@ class Ledger:
                 (cs_id,),
             ).fetchall()
         return [self._snapshot(row) for row in rows]
+
+    # -- objects created --
+
+    def record_created(
+        self, cs_id: str, obj: Mapping[str, Any], *, now: float | None = None
+    ) -> CreatedObject:
+        """Record that applying ``cs_id`` created ``obj`` (as the API server returned it, with
+        its uid). Idempotent: the same object is recorded once."""
+        target = target_of(obj)
+        created = CreatedObject(change_set_id=cs_id, target=target, created_at=_now(now))
+        with self._write() as db:
+            if self._change_set_row(db, cs_id) is None:
+                raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
+            db.execute(
+                "INSERT OR IGNORE INTO created_objects (change_set_id, api_version, kind, "
+                "namespace, name, uid, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cs_id, target.api_version, target.kind, target.namespace, target.name,
+                 target.uid, created.created_at),
+            )  # fmt: skip
+        _log.info("ledger.created_recorded", change_set_id=cs_id, target=target.ref())
+        return created
+
+    def created_objects(self, cs_id: str) -> list[CreatedObject]:
+        """The objects applying ``cs_id`` created, oldest first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT change_set_id, api_version, kind, namespace, name, uid, created_at "
+                "FROM created_objects WHERE change_set_id = ? ORDER BY created_at, rowid",
+                (cs_id,),
+            ).fetchall()
+        return [self._created(row) for row in rows]
+
+    @staticmethod
+    def _created(row: tuple[Any, ...]) -> CreatedObject:
+        target = Target.model_validate(
+            {"apiVersion": row[1], "kind": row[2], "namespace": row[3], "name": row[4],
+             "uid": row[5]}
+        )  # fmt: skip
+        return CreatedObject(change_set_id=row[0], target=target, created_at=row[6])
 
     # -- audit --
 

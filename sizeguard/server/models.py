@@ -6,9 +6,10 @@ outputs are what the assistant reads, so every field has a description.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sizeguard.policy import Finding
 
@@ -27,27 +28,187 @@ Quantity = Annotated[
         description='a Kubernetes quantity ("250m", "1", "512Mi", "2Gi") or "unset" to remove it',
     ),
 ]
+ResourceName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$",
+        description='a resource other than cpu and memory: "ephemeral-storage", "nvidia.com/gpu"',
+    ),
+]
+_DNS: Final = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+ClaimSource = Annotated[
+    str, Field(pattern=rf"^((claim|template):{_DNS}|unset)$", description='"claim:X", "template:X"')
+]
+ClaimRef = Annotated[
+    str, Field(pattern=rf"^{_DNS}(/{_DNS})?$", description='"name" or "name/request"')
+]
+RolloutBound = (
+    Annotated[int, Field(ge=0, le=100000)]
+    | Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,3})%$", description='a pod count or "25%"')]
+)
+_WORKLOAD_FIELDS: tuple[str, ...] = (
+    "container",
+    "pod_level",
+    "cpu_request",
+    "cpu_limit",
+    "memory_request",
+    "memory_limit",
+    "other_requests",
+    "other_limits",
+    "restart_policy",
+    "runtime_class",
+    "strategy",
+    "max_surge",
+    "max_unavailable",
+    "min_ready_seconds",
+    "progress_deadline_seconds",
+    "termination_grace_period_seconds",
+    "resource_claims",
+    "claims",
+    "replicas",
+)
+_CREATE_FIELDS: tuple[str, ...] = ("scale_target", "target_cpu_utilization")
 
 
-class Edit(BaseModel):
-    """An explicit edit of one object's guarded fields. Fields left out stay as they are."""
+class ScaleTarget(BaseModel):
+    """The workload a new HPA scales, in the HPA's namespace."""
 
     model_config = _IN
 
+    kind: Literal["Deployment", "StatefulSet"]
+    name: Name
+
+
+class Edit(BaseModel):
+    """One edit of one object's footprint. Fields left out stay as they are.
+
+    ``action`` ``update`` (default) changes an existing object; ``create`` makes a new
+    HorizontalPodAutoscaler (``name``, ``scale_target``, ``min_replicas``, ``max_replicas``,
+    ``target_cpu_utilization``); ``delete`` removes one (only ``name``; an HPA younger than 2
+    minutes cannot be removed)."""
+
+    model_config = _IN
+
+    action: Literal["update", "create", "delete"] = "update"
     kind: Literal["Deployment", "StatefulSet", "DaemonSet", "HorizontalPodAutoscaler"]
     namespace: Name
     name: Name
-    container: Annotated[str, Field(max_length=253)] | None = Field(
-        default=None, description="the container (or init container) to resize"
+    container: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, description="the container (or init container) to change"
+    )
+    pod_level: bool = Field(
+        default=False,
+        description="the resource fields set the pod-level resources "
+        "(spec.template.spec.resources) instead of a container's",
     )
     cpu_request: Quantity | None = None
     cpu_limit: Quantity | None = None
     memory_request: Quantity | None = None
     memory_limit: Quantity | None = None
+    other_requests: dict[ResourceName, Quantity] | None = Field(
+        default=None,
+        max_length=32,
+        description='requests of other resources, e.g. {"ephemeral-storage": "2Gi"}; "unset" '
+        "removes one, resources not named stay",
+    )
+    other_limits: dict[ResourceName, Quantity] | None = Field(
+        default=None,
+        max_length=32,
+        description='limits of other resources ({"nvidia.com/gpu": "1"})',
+    )
+    restart_policy: Literal["Always", "unset"] | None = Field(
+        default=None,
+        description='an init container\'s restartPolicy: "Always" makes it a sidecar (its '
+        'requests count for the pod\'s whole life), "unset" makes it a plain init container',
+    )
+    runtime_class: Name | None = Field(
+        default=None, description='runtimeClassName (its overhead counts per pod), or "unset"'
+    )
+    strategy: Literal["RollingUpdate", "Recreate", "OnDelete"] | None = Field(
+        default=None,
+        description="Deployment strategy (RollingUpdate, Recreate) or DaemonSet updateStrategy "
+        "(RollingUpdate, OnDelete)",
+    )
+    max_surge: RolloutBound | None = Field(default=None, description="rollingUpdate.maxSurge")
+    max_unavailable: RolloutBound | None = Field(
+        default=None, description="rollingUpdate.maxUnavailable"
+    )
+    min_ready_seconds: Annotated[int, Field(ge=0, le=86400)] | None = Field(
+        default=None, description="minReadySeconds (0 removes it)"
+    )
+    progress_deadline_seconds: Annotated[int, Field(ge=1, le=86400)] | None = Field(
+        default=None, description="Deployment progressDeadlineSeconds"
+    )
+    termination_grace_period_seconds: Annotated[int, Field(ge=0, le=604800)] | None = Field(
+        default=None,
+        description="how long a stopping pod may keep running beside its replacement",
+    )
+    resource_claims: dict[Name, ClaimSource] | None = Field(
+        default=None,
+        max_length=32,
+        description='the pod\'s DRA resource claims by name: "claim:<ResourceClaim>", '
+        '"template:<ResourceClaimTemplate>" or "unset"; claims not named stay',
+    )
+    claims: list[ClaimRef] | None = Field(
+        default=None,
+        max_length=32,
+        description='with container: the resource claims it uses ("name" or "name/request"), '
+        "replacing its list ([] removes them all)",
+    )
     replicas: Annotated[int, Field(ge=0, le=100000)] | None = None
     min_replicas: Annotated[int, Field(ge=1, le=100000)] | None = None
     max_replicas: Annotated[int, Field(ge=1, le=100000)] | None = None
+    scale_target: ScaleTarget | None = Field(
+        default=None, description="create: the Deployment or StatefulSet the new HPA scales"
+    )
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="create: average CPU utilization target, % of requests (80)"
+    )
     reason: Annotated[str, Field(max_length=1000)] = ""
+
+    @model_validator(mode="after")
+    def _fits_the_action(self) -> Edit:
+        given = {
+            name
+            for name in (*_WORKLOAD_FIELDS, *_CREATE_FIELDS, "min_replicas", "max_replicas")
+            if getattr(self, name) is not None and getattr(self, name) is not False
+        }
+        if self.action != "update" and self.kind != "HorizontalPodAutoscaler":
+            raise ValueError(
+                f"sizeguard creates and removes HorizontalPodAutoscalers only, not a {self.kind}"
+            )
+        if self.action == "delete" and given:
+            raise ValueError("removing an HPA takes no other fields: " + ", ".join(sorted(given)))
+        if self.action == "create":
+            extra = given & set(_WORKLOAD_FIELDS)
+            if extra:
+                raise ValueError("a new HPA has no " + ", ".join(sorted(extra)))
+            if self.scale_target is None or self.max_replicas is None:
+                raise ValueError("a new HPA needs scale_target and max_replicas")
+        elif given & set(_CREATE_FIELDS):
+            raise ValueError("scale_target and target_cpu_utilization are for action create")
+        return self
+
+
+_TYPE_TAG: Final = re.compile(r"^(constrained-)?(int|str|float|bool|dict|list)$|[\[\]]")
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A pydantic error as one line a person reads (``edits.0.max_surge: ...``), never its
+    repr (which echoes the input back). The alternatives of a union are joined with "or"."""
+    problems: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"] if not _TYPE_TAG.search(str(part)))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.setdefault(where, []).append(message)
+    parts = [
+        (f"{where}: " if where else "") + " or ".join(dict.fromkeys(messages))
+        for where, messages in list(problems.items())[:5]
+    ]
+    more = len(problems) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 class RecommendationFilter(BaseModel):
@@ -78,6 +239,9 @@ class TargetDiff(BaseModel):
     model_config = _OUT
 
     target: str = Field(description="Kind/namespace/name")
+    operation: Literal["update", "create", "delete"] = Field(
+        default="update", description="create/delete: an HPA is created or removed"
+    )
     lines: list[str] = Field(description="one readable line per changed field")
     monthly_cost_before: float
     monthly_cost_after: float

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from kubernetes import client as k8s
 
-from sizeguard.changes import describe_changes
+from sizeguard.changes import GuardedState
 from sizeguard.cluster import ClusterError
 from sizeguard.ledger import LedgerError
 from sizeguard.server.models import History, HistoryEntry, SafetyReport
-from sizeguard.server.service import Service, ServiceError, pod_cost, timestamp
+from sizeguard.server.service import Service, ServiceError, diff_lines, pod_cost, timestamp
 
 __all__ = ["history", "markdown", "safety_report"]
 
@@ -100,10 +100,8 @@ def markdown(service: Service) -> str:
         change_set = stored.change_set()
         delta = 0.0
         for change in change_set.changes:
-            pods_before = change.before.replicas if change.before.replicas is not None else 1
-            pods_after = change.after.replicas if change.after.replicas is not None else 1
-            delta += pod_cost(change.after, service.prices) * pods_after
-            delta -= pod_cost(change.before, service.prices) * pods_before
+            delta += pod_cost(change.after, service.prices) * _pods(change.after)
+            delta -= pod_cost(change.before, service.prices) * _pods(change.before)
         total += delta
         kind = "rollback" if entry.event.startswith("rollback") else "apply"
         rows.append(
@@ -113,7 +111,7 @@ def markdown(service: Service) -> str:
         details.append(f"### `{entry.change_set_id}` ({kind}, {entry.at})")
         for change in change_set.changes:
             details.append(f"- **{change.target.ref()}**")
-            details.extend(f"  - {line}" for line in describe_changes(change.before, change.after))
+            details.extend(f"  - {line}" for line in diff_lines(change))
         details.append("")
     effect = (
         "no net change"
@@ -137,6 +135,13 @@ def markdown(service: Service) -> str:
         f"({check.entries} entries)."
     )
     return "\n".join(lines) + "\n"
+
+
+def _pods(state: GuardedState | None) -> int:
+    """Pods a state runs, as the report counts them (a DaemonSet as 1; no object: 0)."""
+    if state is None:
+        return 0
+    return 1 if state.replicas is None else state.replicas
 
 
 def _money(value: float) -> str:

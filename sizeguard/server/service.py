@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,18 +19,31 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import structlog
+from pydantic import ValidationError
 
-from sizeguard.approvals import SigningKey
+from sizeguard.approvals import MIN_AGE_TO_DELETE_SECONDS, SigningKey
 from sizeguard.changes import (
+    HPA_API_VERSION,
+    HPA_KIND,
     ChangeSet,
     ContainerResources,
     GuardedState,
     ResourceChange,
+    Resources,
+    Target,
     describe_changes,
     guarded_state,
+    hpa_object,
     target_of,
 )
-from sizeguard.cluster import Cluster, ClusterError, ClusterState, patch_for
+from sizeguard.cluster import (
+    Cluster,
+    ClusterError,
+    ClusterState,
+    PatchResult,
+    create_body,
+    patch_for,
+)
 from sizeguard.cost import PriceModel
 from sizeguard.ledger import Approval, Ledger
 from sizeguard.policy import ChangesetDecision, PolicyClient
@@ -42,11 +55,23 @@ from sizeguard.server.models import (
     PolicyView,
     Preview,
     TargetDiff,
+    describe_validation_error,
 )
 
-__all__ = ["MAX_TARGETS", "Service", "ServiceError", "change_set_op", "typed_namespaces"]
+__all__ = [
+    "DEFAULT_CPU_UTILIZATION",
+    "MAX_TARGETS",
+    "Service",
+    "ServiceError",
+    "change_set_op",
+    "diff_lines",
+    "drift_problem",
+    "refuse_young",
+    "typed_namespaces",
+]
 
 MAX_TARGETS: Final = 1000
+DEFAULT_CPU_UTILIZATION: Final = 80
 ROLLBACK_SOURCE: Final = "rollback:"
 _TYPED_CODES: Final = frozenset({"production_namespace", "critical_workload"})
 _SIZE_CODES: Final = frozenset({"increase_too_large", "decrease_too_large"})
@@ -95,66 +120,335 @@ def _edit_value(raw: str | None, current: int | None, parse: Callable[[object], 
     return value
 
 
+def _edit_others(raw: dict[str, str] | None, current: dict[str, int], where: str) -> dict[str, int]:
+    """Other resources (base units): the named ones set or unset, the rest kept."""
+    if not raw:
+        return dict(current)
+    result = dict(current)
+    for name, text in raw.items():
+        if name in ("cpu", "memory"):
+            raise ServiceError(
+                f"{where}: set {name} with {name}_request/{name}_limit, not among other resources"
+            )
+        value = _edit_value(text, current.get(name), memory_bytes)
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return dict(sorted(result.items()))
+
+
+_RESOURCE_FIELDS: Final = (
+    "cpu_request",
+    "cpu_limit",
+    "memory_request",
+    "memory_limit",
+    "other_requests",
+    "other_limits",
+)
+_WORKLOAD_ONLY: Final = (
+    "container",
+    "pod_level",
+    *_RESOURCE_FIELDS,
+    "restart_policy",
+    "claims",
+    "resource_claims",
+    "termination_grace_period_seconds",
+    "runtime_class",
+    "strategy",
+    "max_surge",
+    "max_unavailable",
+    "min_ready_seconds",
+    "progress_deadline_seconds",
+    "replicas",
+)
+# Strategy types per kind, and what Kubernetes defaults a RollingUpdate's bounds to (written
+# explicitly when sizeguard switches to RollingUpdate, so the proposal is what gets stored).
+_STRATEGIES: Final = {
+    "Deployment": ("RollingUpdate", "Recreate"),
+    "DaemonSet": ("RollingUpdate", "OnDelete"),
+}
+_ROLLING_DEFAULTS: Final[dict[str, tuple[int | str, int | str]]] = {
+    "Deployment": ("25%", "25%"),
+    "DaemonSet": (0, 1),
+}
+
+
+def _given(edit: Edit, names: Iterable[str]) -> list[str]:
+    return [n for n in names if getattr(edit, n) is not None and getattr(edit, n) is not False]
+
+
+def _resized(current: Resources, edit: Edit, where: str) -> dict[str, Any]:
+    return {
+        "cpu_request": _edit_value(edit.cpu_request, current.cpu_request, cpu_millicores),
+        "cpu_limit": _edit_value(edit.cpu_limit, current.cpu_limit, cpu_millicores),
+        "memory_request": _edit_value(edit.memory_request, current.memory_request, memory_bytes),
+        "memory_limit": _edit_value(edit.memory_limit, current.memory_limit, memory_bytes),
+        "other_requests": _edit_others(edit.other_requests, current.other_requests, where),
+        "other_limits": _edit_others(edit.other_limits, current.other_limits, where),
+    }
+
+
+def _edit_container(before: GuardedState, edit: Edit, where: str) -> dict[str, Any]:
+    assert edit.container is not None
+    group = (
+        "containers"
+        if edit.container in before.containers
+        else "init_containers"
+        if edit.container in before.init_containers
+        else None
+    )
+    if group is None:
+        names = sorted(before.containers) + sorted(before.init_containers)
+        raise ServiceError(
+            f"{where} has no container {edit.container!r} (it has: {', '.join(names)})"
+        )
+    if not _given(edit, (*_RESOURCE_FIELDS, "restart_policy", "claims")):
+        raise ServiceError(f"{where}: nothing to change for container {edit.container!r}")
+    current: ContainerResources = getattr(before, group)[edit.container]
+    restart_policy = current.restart_policy
+    if edit.restart_policy is not None:
+        if group != "init_containers":
+            raise ServiceError(
+                f"{where}: restart_policy is for init containers ({edit.container!r} is a "
+                "container); restartPolicy Always makes an init container a sidecar"
+            )
+        restart_policy = None if edit.restart_policy == "unset" else edit.restart_policy
+    noun = "init container" if group == "init_containers" else "container"
+    changed = ContainerResources(
+        **_resized(current, edit, f"{where} {noun} {edit.container}"),
+        restart_policy=restart_policy,
+        claims=current.claims if edit.claims is None else sorted(set(edit.claims)),
+    )
+    return {group: {**getattr(before, group), edit.container: changed}}
+
+
+def _edit_pod_level(before: GuardedState, edit: Edit, where: str) -> dict[str, Any]:
+    if not _given(edit, _RESOURCE_FIELDS):
+        raise ServiceError(f"{where}: pod_level needs a resource to set (cpu_request, ...)")
+    empty = Resources(cpu_request=None, cpu_limit=None, memory_request=None, memory_limit=None)
+    resources = Resources(**_resized(before.pod_resources or empty, edit, f"{where} pod-level"))
+    return {"pod_resources": None if resources.is_empty() else resources}
+
+
+def _edit_rollout(before: GuardedState, edit: Edit, kind: str, where: str) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    if _given(edit, ("strategy", "max_surge", "max_unavailable")):
+        allowed = _STRATEGIES.get(kind)
+        if allowed is None:
+            raise ServiceError(
+                f"{where}: sizeguard changes the rollout strategy of Deployments and DaemonSets"
+            )
+        strategy = edit.strategy or before.strategy or "RollingUpdate"
+        if strategy not in allowed:
+            raise ServiceError(
+                f"{where}: a {kind}'s strategy is {' or '.join(allowed)}, not {strategy}"
+            )
+        surge, unavailable = before.max_surge, before.max_unavailable
+        if strategy != "RollingUpdate":
+            if edit.max_surge is not None or edit.max_unavailable is not None:
+                raise ServiceError(
+                    f"{where}: a {strategy} strategy takes no max_surge/max_unavailable"
+                )
+            surge = unavailable = None
+        elif before.strategy != "RollingUpdate" and (surge, unavailable) == (None, None):
+            surge, unavailable = _ROLLING_DEFAULTS[kind]
+        if edit.max_surge is not None:
+            surge = edit.max_surge
+        if edit.max_unavailable is not None:
+            unavailable = edit.max_unavailable
+        update.update(strategy=strategy, max_surge=surge, max_unavailable=unavailable)
+    if edit.min_ready_seconds is not None:
+        update["min_ready_seconds"] = edit.min_ready_seconds or None
+    if edit.progress_deadline_seconds is not None:
+        if kind != "Deployment":
+            raise ServiceError(f"{where}: progress_deadline_seconds belongs to a Deployment")
+        update["progress_deadline_seconds"] = edit.progress_deadline_seconds
+    return update
+
+
 def apply_edit(before: GuardedState, edit: Edit, kind: str) -> GuardedState:
-    """``before`` with one edit applied; refuses edits that do not fit the object."""
+    """``before`` with one update edit applied; refuses edits that do not fit the object."""
     where = f"{kind}/{edit.namespace}/{edit.name}"
-    resources = (edit.cpu_request, edit.cpu_limit, edit.memory_request, edit.memory_limit)
+    if edit.action != "update":
+        raise ServiceError(f"{where}: an HPA that is created or removed takes only that one edit")
     update: dict[str, Any] = {}
     if kind == "HorizontalPodAutoscaler":
-        if edit.container is not None or any(v is not None for v in resources):
-            raise ServiceError(f"{where}: an HPA has no containers; edit its workload instead")
         if edit.replicas is not None:
             raise ServiceError(f"{where}: set min_replicas/max_replicas on an HPA, not replicas")
+        if _given(edit, _WORKLOAD_ONLY):
+            raise ServiceError(f"{where}: an HPA has no containers; edit its workload instead")
         for name in ("min_replicas", "max_replicas"):
             if getattr(edit, name) is not None:
                 update[name] = getattr(edit, name)
-        return before.model_copy(update=update)
+        return GuardedState.model_validate(before.model_copy(update=update))
     if edit.min_replicas is not None or edit.max_replicas is not None:
         raise ServiceError(f"{where}: min_replicas/max_replicas belong to an HPA")
     if edit.replicas is not None:
         if kind == "DaemonSet":
             raise ServiceError(f"{where}: a DaemonSet has no replicas")
         update["replicas"] = edit.replicas
-    if any(v is not None for v in resources):
-        if edit.container is None:
-            raise ServiceError(f"{where}: name the container to resize")
-        group = (
-            "containers"
-            if edit.container in before.containers
-            else "init_containers"
-            if edit.container in before.init_containers
-            else None
+    if edit.container is not None and edit.pod_level:
+        raise ServiceError(f"{where}: give either container or pod_level, not both")
+    if edit.container is not None:
+        update.update(_edit_container(before, edit, where))
+    elif edit.pod_level:
+        update.update(_edit_pod_level(before, edit, where))
+    elif _given(edit, (*_RESOURCE_FIELDS, "restart_policy", "claims")):
+        raise ServiceError(
+            f"{where}: name the container to resize (or set pod_level for the pod's resources)"
         )
-        if group is None:
-            names = sorted(before.containers) + sorted(before.init_containers)
-            raise ServiceError(
-                f"{where} has no container {edit.container!r} (it has: {', '.join(names)})"
-            )
-        current: ContainerResources = getattr(before, group)[edit.container]
-        resized = ContainerResources(
-            cpu_request=_edit_value(edit.cpu_request, current.cpu_request, cpu_millicores),
-            cpu_limit=_edit_value(edit.cpu_limit, current.cpu_limit, cpu_millicores),
-            memory_request=_edit_value(edit.memory_request, current.memory_request, memory_bytes),
-            memory_limit=_edit_value(edit.memory_limit, current.memory_limit, memory_bytes),
+    if edit.runtime_class is not None:
+        update["runtime_class"] = None if edit.runtime_class == "unset" else edit.runtime_class
+    if edit.termination_grace_period_seconds is not None:
+        update["termination_grace_period_seconds"] = edit.termination_grace_period_seconds
+    if edit.resource_claims:
+        claims = dict(before.resource_claims)
+        for name, source in edit.resource_claims.items():
+            if source == "unset":
+                claims.pop(name, None)
+            else:
+                claims[name] = source
+        update["resource_claims"] = dict(sorted(claims.items()))
+    update.update(_edit_rollout(before, edit, kind, where))
+    return GuardedState.model_validate(before.model_copy(update=update))
+
+
+def hpa_create_spec(edit: Edit) -> dict[str, Any]:
+    """The spec of the HPA a create edit proposes (what the human approves)."""
+    assert edit.scale_target is not None and edit.max_replicas is not None
+    utilization = edit.target_cpu_utilization or DEFAULT_CPU_UTILIZATION
+    return {
+        "scaleTargetRef": {
+            "apiVersion": "apps/v1",
+            "kind": edit.scale_target.kind,
+            "name": edit.scale_target.name,
+        },
+        "minReplicas": edit.min_replicas or 1,
+        "maxReplicas": edit.max_replicas,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": utilization},
+                },
+            }
+        ],
+    }
+
+
+def created_at(obj: Mapping[str, Any]) -> float | None:
+    """An object's creationTimestamp (seconds), None when it cannot be read."""
+    value = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return moment.timestamp()
+
+
+def refuse_young(obj: Mapping[str, Any], *, now: float | None = None) -> None:
+    """Refuse to remove an HPA younger than :data:`MIN_AGE_TO_DELETE_SECONDS` (the cluster
+    refuses it too), saying from when it can be done."""
+    ref = target_of(obj).ref()
+    born = created_at(obj)
+    if born is None:
+        raise ServiceError(
+            f"{ref} has no readable creationTimestamp; sizeguard cannot tell its age"
         )
-        update[group] = {**getattr(before, group), edit.container: resized}
-    elif edit.container is not None:
-        raise ServiceError(f"{where}: nothing to change for container {edit.container!r}")
-    return before.model_copy(update=update)
+    ready = born + MIN_AGE_TO_DELETE_SECONDS
+    if (time.time() if now is None else now) < ready:
+        raise ServiceError(
+            f"{ref} was created at {timestamp(born)}; an HPA younger than "
+            f"{MIN_AGE_TO_DELETE_SECONDS // 60} minutes cannot be removed (so that no approval "
+            f"to create it can be used again), so this can be done from {timestamp(ready)}"
+        )
 
 
-def pod_cost(state: GuardedState, prices: PriceModel) -> float:
-    """Monthly price of one pod's requests (regular containers; unset counts as 0)."""
-    cpu = sum(c.cpu_request or 0 for c in state.containers.values()) / 1000
-    memory = sum(c.memory_request or 0 for c in state.containers.values())
-    return prices.monthly(cpu, memory)
+def pod_cost(state: GuardedState | None, prices: PriceModel) -> float:
+    """Monthly price of one pod's requests: pod-level requests where set, else the containers'
+    and sidecars' (init containers with restartPolicy Always) sum; unset counts as 0. No
+    object (an HPA created or removed) costs nothing by itself."""
+    if state is None:
+        return 0.0
+    running = [*state.containers.values()] + [
+        c for c in state.init_containers.values() if c.restart_policy == "Always"
+    ]
+    pod = state.pod_resources
+    cpu = pod.cpu_request if pod is not None and pod.cpu_request is not None else None
+    memory = pod.memory_request if pod is not None and pod.memory_request is not None else None
+    if cpu is None:
+        cpu = sum(c.cpu_request or 0 for c in running)
+    if memory is None:
+        memory = sum(c.memory_request or 0 for c in running)
+    return prices.monthly(cpu / 1000, memory)
 
 
-def _pods(state: GuardedState, live: dict[str, Any]) -> int:
+def _pods(state: GuardedState | None, live: Mapping[str, Any] | None) -> int:
+    if state is None:
+        return 0
     if state.replicas is not None:
         return state.replicas
-    desired = (live.get("status") or {}).get("desiredNumberScheduled")
+    desired = ((live or {}).get("status") or {}).get("desiredNumberScheduled")
     return desired if isinstance(desired, int) and desired >= 0 else 1
+
+
+def _metrics_line(spec: Mapping[str, Any]) -> str:
+    """The metrics a new HPA scales on, in words."""
+    parts = []
+    metrics = spec.get("metrics")
+    for metric in metrics if isinstance(metrics, list) else []:
+        if not isinstance(metric, Mapping):
+            continue
+        resource = metric.get("resource")
+        target = resource.get("target") if isinstance(resource, Mapping) else None
+        if isinstance(resource, Mapping) and isinstance(target, Mapping):
+            name = resource.get("name")
+            if target.get("type") == "Utilization":
+                parts.append(f"{name} at {target.get('averageUtilization')}% of requests")
+                continue
+        parts.append(f"a {metric.get('type')} metric")
+    return "scales on: " + (", ".join(parts) if parts else "CPU at 80% of requests (the default)")
+
+
+def diff_lines(change: ResourceChange) -> list[str]:
+    """What the human reads for one change (the diff of a preview, the report)."""
+    lines = describe_changes(change.before, change.after)
+    if change.operation == "create" and change.create_spec is not None:
+        lines.append(_metrics_line(change.create_spec))
+        lines.append(
+            f"a new HPA can be removed only {MIN_AGE_TO_DELETE_SECONDS // 60} minutes after "
+            "it is created"
+        )
+    elif change.operation == "delete":
+        lines.append("the workload keeps the replicas it has now; nothing autoscales it any more")
+    return lines
+
+
+def refs_of(change: ResourceChange) -> tuple[str, str, str]:
+    target = change.target
+    return (target.kind, target.namespace, target.name)
+
+
+def drift_problem(change: ResourceChange, live: Mapping[str, Any] | None) -> str | None:
+    """Why ``live`` (None: absent) is not what ``change`` starts from, or None if it is: a
+    create's object must not exist; any other must be the same object (uid) in ``before``."""
+    ref = change.target.ref()
+    if change.operation == "create":
+        return None if live is None else f"{ref} exists already"
+    if live is None:
+        return f"{ref} no longer exists"
+    try:
+        if target_of(live) != change.target:
+            return f"{ref} was deleted and recreated (another uid)"
+        if guarded_state(live) != change.before:
+            return f"{ref} no longer has the values the change set starts from"
+    except ValueError as exc:
+        return f"{ref}: {exc}"
+    return None
 
 
 @dataclass
@@ -177,11 +471,45 @@ class Service:
     def cluster_state(self, namespaces: Sequence[str] | None = None) -> ClusterState:
         return self.cluster.cluster_state(namespaces or None)
 
-    def read_targets(self, refs: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
-        """Live objects for (kind, namespace, name), read concurrently, in the given order."""
+    def read_current(self, refs: Iterable[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
+        """Live objects for (kind, namespace, name), read concurrently, in the given order;
+        None for one that does not exist (the caller decides whether that is right)."""
+
+        def read(ref: tuple[str, str, str]) -> dict[str, Any] | None:
+            try:
+                return self.cluster.read_live(*ref)
+            except ClusterError as exc:
+                if exc.kind == "not_found":
+                    return None
+                raise
+
         refs = list(refs)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda ref: self.cluster.read_live(*ref), refs))
+            return list(pool.map(read, refs))
+
+    def read_targets(self, refs: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        """Live objects for (kind, namespace, name) that must exist (``not_found`` otherwise)."""
+        refs = list(refs)
+        found = []
+        for ref, live in zip(refs, self.read_current(refs), strict=True):
+            if live is None:
+                kind, namespace, name = ref
+                raise ClusterError(
+                    "not_found", f"{kind} {namespace}/{name} does not exist (deleted or renamed?)"
+                )
+            found.append(live)
+        return found
+
+    def labels_for_create(self, change: ResourceChange) -> dict[str, str]:
+        """The labels an HPA is created with: those it had, when a rollback (or a restore)
+        re-creates one a change set deleted (from that change set's snapshot); none for a
+        new HPA."""
+        if change.operation != "create" or change_set_op(change.source) != "rollback":
+            return {}
+        original = change.source.removeprefix(ROLLBACK_SOURCE)
+        snapshot = self.ledger.get_snapshot(original, change.target)
+        labels = ((snapshot.object.get("metadata") or {}).get("labels") if snapshot else None) or {}
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
 
     # --- building change sets ---------------------------------------------------------------
 
@@ -193,28 +521,110 @@ class Service:
             grouped.setdefault((edit.kind, edit.namespace, edit.name), []).append(edit)
         if len(grouped) > MAX_TARGETS:
             raise ServiceError(f"at most {MAX_TARGETS} objects per change set")
-        self._refuse_replicas_under_hpa([e for e in edits if e.replicas is not None])
-        lives = self._read_all(list(grouped))
+        self._refuse_replicas_under_hpa(edits)
+        lives = self._read_maybe(list(grouped))
         changes = []
-        for (kind, _ns, _name), live in zip(grouped, lives, strict=True):
+        for key, live in zip(grouped, lives, strict=True):
+            group = grouped[key]
+            reason = "; ".join(e.reason for e in group if e.reason)
+            if any(e.action != "update" for e in group):
+                if len(group) != 1:
+                    raise ServiceError(
+                        f"{key[0]}/{key[1]}/{key[2]}: an HPA that is created or removed takes "
+                        "exactly one edit"
+                    )
+                changes.append(self._lifecycle_change(group[0], live, reason, source))
+                continue
+            if live is None:
+                raise ServiceError(
+                    f"{key[0]} {key[1]}/{key[2]} does not exist"
+                    + (" (action create makes a new HPA)" if key[0] == HPA_KIND else "")
+                )
             before = self._guarded(live)
             after = before
-            reasons = []
-            for edit in grouped[(kind, _ns, _name)]:
-                after = apply_edit(after, edit, kind)
-                if edit.reason:
-                    reasons.append(edit.reason)
+            for edit in group:
+                try:
+                    after = apply_edit(after, edit, key[0])
+                except ValidationError as exc:
+                    raise ServiceError(
+                        f"{key[0]}/{key[1]}/{key[2]}: {describe_validation_error(exc)}"
+                    ) from None
             if after == before:
                 continue
-            changes.append(self._change(live, before, after, "; ".join(reasons), source))
+            changes.append(self._change(live, before, after, reason, source))
         if not changes:
             raise ServiceError("the edits change nothing: the objects already have those values")
         return ChangeSet(changes=changes)
 
-    def _refuse_replicas_under_hpa(self, edits: Sequence[Edit]) -> None:
-        """The HPA owns the replicas of the workload it scales: a change would be undone."""
+    def _lifecycle_change(
+        self, edit: Edit, live: dict[str, Any] | None, reason: str, source: str
+    ) -> ResourceChange:
+        """The change that creates or removes the HPA an edit names."""
+        where = f"{HPA_KIND}/{edit.namespace}/{edit.name}"
+        if edit.action == "delete":
+            if live is None:
+                raise ServiceError(f"{where} does not exist; nothing to remove")
+            refuse_young(live)
+            return self._make_change(
+                target=target_of(live), before=self._guarded(live), after=None,
+                reason=reason, source=source,
+            )  # fmt: skip
+        if live is not None:
+            raise ServiceError(
+                f"{where} already exists; change its min_replicas/max_replicas with an update "
+                "edit, or remove it first"
+            )
+        assert edit.scale_target is not None
+        scaled = edit.scale_target
+        if edit.min_replicas is not None and edit.min_replicas > (edit.max_replicas or 0):
+            raise ServiceError(f"{where}: min_replicas is above max_replicas")
+        try:
+            state = self.cluster.cluster_state([edit.namespace])
+        except ClusterError as exc:
+            raise ServiceError(str(exc)) from None
+        workload = state.workload(scaled.kind, edit.namespace, scaled.name)
+        if workload is None:
+            raise ServiceError(
+                f"{where}: there is no {scaled.kind} {edit.namespace}/{scaled.name} to scale"
+            )
+        if workload.hpa is not None:
+            raise ServiceError(
+                f"{where}: {workload.ref} is already scaled by the HPA {workload.hpa}; change "
+                "that one's min_replicas/max_replicas instead (two HPAs on one workload fight)"
+            )
+        target = Target(
+            api_version=HPA_API_VERSION,
+            kind=HPA_KIND,
+            namespace=edit.namespace,
+            name=edit.name,
+            uid=None,
+        )
+        spec = hpa_create_spec(edit)
+        return self._make_change(
+            target=target, before=None, after=self._guarded(hpa_object(target, spec)),
+            reason=reason, source=source, create_spec=spec,
+        )  # fmt: skip
+
+    def _refuse_replicas_under_hpa(self, all_edits: Sequence[Edit]) -> None:
+        """The HPA owns the replicas of the workload it scales (or will scale, when the same
+        change set creates it): a change would be undone."""
+        edits = [e for e in all_edits if e.replicas is not None]
         if not edits:
             return
+        for create in all_edits:
+            new_target = create.scale_target
+            if create.action != "create" or new_target is None:
+                continue
+            for edit in edits:
+                if (edit.kind, edit.namespace, edit.name) == (
+                    new_target.kind,
+                    create.namespace,
+                    new_target.name,
+                ):
+                    raise ServiceError(
+                        f"{edit.kind}/{edit.namespace}/{edit.name} will be scaled by the new HPA "
+                        f"{create.name}; set its bounds (min_replicas/max_replicas) instead"
+                    )
         try:
             state = self.cluster.cluster_state(sorted({e.namespace for e in edits}))
         except ClusterError as exc:
@@ -236,27 +646,40 @@ class Service:
         except ClusterError as exc:
             raise ServiceError(str(exc)) from None
 
+    def _read_maybe(self, refs: list[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
+        try:
+            return self.read_current(refs)
+        except ClusterError as exc:
+            raise ServiceError(str(exc)) from None
+
     @staticmethod
-    def _guarded(live: dict[str, Any]) -> GuardedState:
+    def _guarded(live: Mapping[str, Any]) -> GuardedState:
         try:
             return guarded_state(live)
         except ValueError as exc:
             raise ServiceError(f"sizeguard cannot manage this object: {exc}") from None
 
     @staticmethod
-    def _change(
-        live: dict[str, Any], before: GuardedState, after: GuardedState, reason: str, source: str
-    ) -> ResourceChange:
+    def _make_change(**fields: Any) -> ResourceChange:
         try:
-            return ResourceChange(
-                target=target_of(live),
-                before=before,
-                after=after,
-                reason=reason[:4096],
-                source=source,
-            )
+            return ResourceChange(**fields)
+        except ValidationError as exc:
+            raise ServiceError(f"not a valid change: {describe_validation_error(exc)}") from None
         except ValueError as exc:
             raise ServiceError(f"not a valid change: {exc}") from None
+
+    @classmethod
+    def _change(
+        cls,
+        live: dict[str, Any],
+        before: GuardedState,
+        after: GuardedState,
+        reason: str,
+        source: str,
+    ) -> ResourceChange:
+        return cls._make_change(
+            target=target_of(live), before=before, after=after, reason=reason[:4096], source=source
+        )
 
     def change_set_from_recommendations(
         self, scans: Sequence[dict[str, Any]], source: str
@@ -323,20 +746,21 @@ class Service:
             raise ServiceError(f"at most {MAX_TARGETS} objects per change set")
         stored = self.ledger.put_change_set(change_set, source=source)
         decision = self.decide(change_set)
-        lives = self._read_all(
-            [(c.target.kind, c.target.namespace, c.target.name) for c in change_set.changes]
-        )
+        lives = self._read_maybe([refs_of(c) for c in change_set.changes])
         drifted = [
-            c.target.ref()
+            problem
             for c, live in zip(change_set.changes, lives, strict=True)
-            if target_of(live) != c.target or self._guarded(live) != c.before
+            if (problem := drift_problem(c, live)) is not None
         ]
         if drifted:
             raise ServiceError(
                 "the cluster changed while the change set was built ("
-                + ", ".join(drifted[:5])
+                + "; ".join(drifted[:5])
                 + "); preview again"
             )
+        for change, live in zip(change_set.changes, lives, strict=True):
+            if change.operation == "delete" and live is not None:
+                refuse_young(live)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             dry_runs = list(pool.map(self._dry_run, change_set.changes, lives))
         diff = []
@@ -349,7 +773,8 @@ class Service:
             diff.append(
                 TargetDiff(
                     target=change.target.ref(),
-                    lines=describe_changes(change.before, change.after),
+                    operation=change.operation,
+                    lines=diff_lines(change),
                     monthly_cost_before=round(cost_before, 2),
                     monthly_cost_after=round(cost_after, 2),
                 )
@@ -406,12 +831,13 @@ class Service:
         )
         return preview
 
-    def _dry_run(self, change: ResourceChange, live: dict[str, Any]) -> DryRun:
+    def _dry_run(self, change: ResourceChange, live: dict[str, Any] | None) -> DryRun:
+        """The change sent unsigned, as a server-side dry run, through the whole admission
+        chain (the webhook admits an unapproved dry run with a warning, and still denies what
+        the policy forbids)."""
         ref = change.target.ref()
         try:
-            result = self.cluster.apply_patch(
-                change.target, patch_for(change, None, live=live), dry_run=True
-            )
+            result = self._send_dry_run(change, live)
         except ClusterError as exc:
             codes = set(_CODE_RE.findall(str(exc)))
             if (
@@ -429,7 +855,9 @@ class Service:
                 )
                 return DryRun(target=ref, admitted=True, warnings=[*exc.warnings, note])
             return DryRun(target=ref, admitted=False, warnings=list(exc.warnings), error=str(exc))
-        if guarded_state(result.object) != change.after:
+        except ValueError as exc:
+            return DryRun(target=ref, admitted=False, warnings=[], error=str(exc))
+        if change.after is not None and guarded_state(result.object) != change.after:
             return DryRun(
                 target=ref,
                 admitted=False,
@@ -438,6 +866,20 @@ class Service:
                 "mutating webhook changed them)",
             )
         return DryRun(target=ref, admitted=True, warnings=result.warnings)
+
+    def _send_dry_run(self, change: ResourceChange, live: dict[str, Any] | None) -> PatchResult:
+        if change.operation == "create":
+            body = create_body(change, None, labels=self.labels_for_create(change))
+            return self.cluster.create_hpa(change.target, body, dry_run=True)
+        assert live is not None
+        if change.operation == "delete":
+            version = (live.get("metadata") or {}).get("resourceVersion")
+            return self.cluster.delete_hpa(
+                change.target, resource_version=str(version), approval_token=None, dry_run=True
+            )
+        return self.cluster.apply_patch(
+            change.target, patch_for(change, None, live=live), dry_run=True
+        )
 
     def stored_preview(self, change_set_id: str, *, actor: str) -> tuple[Preview, str]:
         """The preview of a change set already in the ledger (re-evaluated now) and its source."""

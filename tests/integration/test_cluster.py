@@ -9,6 +9,7 @@ import contextlib
 import copy
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +90,7 @@ def approve(key: SigningKey, live: dict[str, Any], change: ResourceChange) -> st
         change_set_id=ChangeSet(changes=[change]).id,
         op="apply",
         subject="it@example.com",
-        generation=live["metadata"].get("generation"),
+        resource_version=live["metadata"]["resourceVersion"],
     )
 
 
@@ -289,7 +290,7 @@ def test_unsetting_values_is_exact(
         update={"init_containers": {"setup": unset}}
     )  # the init container's requests go
     change = change_to(live, after)
-    cluster.apply_patch(change.target, patch_for(change, approve(key, live, change)))
+    cluster.apply_patch(change.target, patch_for(change, approve(key, live, change), live=live))
     assert guarded_state(cluster.read_object(change.target)) == after
 
 
@@ -298,7 +299,7 @@ def test_the_same_patch_without_an_approval_is_rejected_with_the_webhooks_messag
 ) -> None:
     live = cluster.read_object(target_of(deploy))
     change = change_to(live, resized(live))
-    body = without_approval(patch_for(change, "unused"))
+    body = without_approval(patch_for(change, "unused", live=live))
     with pytest.raises(ClusterError) as caught:
         cluster.apply_patch(change.target, body)
     error = caught.value
@@ -320,7 +321,8 @@ def test_a_patch_with_an_invalid_approval_is_rejected_and_the_token_is_not_echoe
     token = approve(key, live, change)
     other = change_to(live, live_with_replicas(live, 4))
     with pytest.raises(ClusterError) as caught:
-        cluster.apply_patch(other.target, patch_for(other, token))  # approved for another `to`
+        # approved for another `to`
+        cluster.apply_patch(other.target, patch_for(other, token, live=live))
     assert caught.value.kind == "denied"
     assert "to_mismatch" in caught.value.message
     assert token not in caught.value.message
@@ -336,7 +338,7 @@ def test_a_dry_run_without_approval_returns_the_webhooks_warning_and_changes_not
 ) -> None:
     live = cluster.read_object(target_of(deploy))
     change = change_to(live, resized(live))
-    body = without_approval(patch_for(change, "unused"))
+    body = without_approval(patch_for(change, "unused", live=live))
     result = cluster.apply_patch(change.target, body, dry_run=True)
     assert result.dry_run
     assert any(
@@ -357,7 +359,9 @@ def test_a_dry_run_beyond_policy_is_denied(cluster: Cluster, deploy: dict[str, A
         live, before.model_copy(update={"containers": {**before.containers, "app": app}})
     )
     with pytest.raises(ClusterError) as caught:
-        cluster.apply_patch(change.target, without_approval(patch_for(change, "x")), dry_run=True)
+        cluster.apply_patch(
+            change.target, without_approval(patch_for(change, "x", live=live)), dry_run=True
+        )
     assert caught.value.kind == "denied"
     assert "sizeguard:" in caught.value.message
 
@@ -404,7 +408,7 @@ def test_patching_a_missing_object_is_not_found(
     change = change_to(live, live_with_replicas(live, 3))
     gone = change.target.model_copy(update={"name": "gone-" + uuid.uuid4().hex[:6]})
     with pytest.raises(ClusterError) as caught:
-        cluster.apply_patch(gone, patch_for(change, approve(key, live, change)))
+        cluster.apply_patch(gone, patch_for(change, approve(key, live, change), live=live))
     assert caught.value.kind == "not_found"
     assert gone.name in caught.value.message
 
@@ -417,7 +421,7 @@ def test_an_invalid_object_is_invalid(cluster: Cluster, deploy: dict[str, Any]) 
         live, before.model_copy(update={"containers": {**before.containers, "app": app}})
     )
     with pytest.raises(ClusterError) as caught:
-        cluster.apply_patch(change.target, patch_for(change, "x.y.z"))
+        cluster.apply_patch(change.target, patch_for(change, "x.y.z", live=live))
     assert caught.value.kind == "invalid"
     assert caught.value.status == 422
     assert f"Deployment {change.target.namespace}/{change.target.name}" in caught.value.message
@@ -426,7 +430,7 @@ def test_an_invalid_object_is_invalid(cluster: Cluster, deploy: dict[str, Any]) 
 
 def test_a_stale_resource_version_is_a_conflict(cluster: Cluster, deploy: dict[str, Any]) -> None:
     live = cluster.read_object(target_of(deploy))
-    body = without_approval(patch_for(change_to(live, live_with_replicas(live, 3)), "x"))
+    body = without_approval(patch_for(change_to(live, live_with_replicas(live, 3)), "x", live=live))
     body["metadata"] = {"resourceVersion": "1"}
     with pytest.raises(ClusterError) as caught:
         cluster.apply_patch(target_of(live), body, dry_run=True)
@@ -502,7 +506,7 @@ def test_no_answer_is_a_timeout(sandbox: Sandbox, tmp_path: Path, deploy: dict[s
             live = deploy
             change = change_to(live, live_with_replicas(live, 3))
             with pytest.raises(ClusterError) as patched:
-                slow.apply_patch(change.target, patch_for(change, "a.b.c"))
+                slow.apply_patch(change.target, patch_for(change, "a.b.c", live=live))
             assert patched.value.kind == "timeout"
     assert "did not answer in time" in caught.value.message
 
@@ -513,3 +517,203 @@ def test_a_broken_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
         Cluster.from_kubeconfig(missing)
     assert caught.value.kind == "config"
     assert str(missing) in caught.value.message
+
+
+# --- every footprint field, set and unset, through the real API server -------------------------
+
+
+def _pod(obj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+    return spec
+
+
+def _set_pod_level(obj: dict[str, Any]) -> None:
+    _pod(obj)["resources"] = {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "2"}}
+
+
+def _set_other_resources(obj: dict[str, Any]) -> None:
+    resources = _pod(obj)["containers"][0]["resources"]
+    resources["requests"]["ephemeral-storage"] = "1Gi"
+    resources["requests"]["example.com/foo"] = "2"
+    resources["limits"] = {"ephemeral-storage": "2Gi", "example.com/foo": "2"}
+
+
+def _set_sidecar(obj: dict[str, Any]) -> None:
+    _pod(obj)["initContainers"][0]["restartPolicy"] = "Always"
+
+
+def _set_runtime_class(obj: dict[str, Any]) -> None:
+    _pod(obj)["runtimeClassName"] = "sizeguard-test"
+
+
+def _set_recreate(obj: dict[str, Any]) -> None:
+    obj["spec"]["strategy"] = {"type": "Recreate"}
+
+
+def _set_surge(obj: dict[str, Any]) -> None:
+    key = "strategy" if obj["kind"] == "Deployment" else "updateStrategy"
+    obj["spec"][key] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0},
+    }
+
+
+def _set_on_delete(obj: dict[str, Any]) -> None:
+    obj["spec"]["updateStrategy"] = {"type": "OnDelete"}
+
+
+def _set_slow_rollout(obj: dict[str, Any]) -> None:
+    obj["spec"]["minReadySeconds"] = 3600
+    if obj["kind"] == "Deployment":
+        obj["spec"]["progressDeadlineSeconds"] = 7200
+
+
+def _set_grace_and_claims(obj: dict[str, Any]) -> None:
+    _pod(obj)["terminationGracePeriodSeconds"] = 600
+    _pod(obj)["resourceClaims"] = [
+        {"name": "gpu", "resourceClaimTemplateName": "one-gpu"},
+        {"name": "shared", "resourceClaimName": "shared-fpga"},
+    ]
+    _pod(obj)["containers"][0]["resources"]["claims"] = [{"name": "gpu"}, {"name": "shared"}]
+
+
+FIELDS = {
+    "terminationGracePeriodSeconds/resourceClaims": (
+        ("Deployment", "DaemonSet"),
+        _set_grace_and_claims,
+    ),
+    "pod-level resources": (("Deployment",), _set_pod_level),
+    "other resources": (("Deployment",), _set_other_resources),
+    "sidecar": (("Deployment", "StatefulSet"), _set_sidecar),
+    "runtimeClassName": (("Deployment",), _set_runtime_class),
+    "Recreate": (("Deployment",), _set_recreate),
+    "maxSurge/maxUnavailable": (("Deployment", "DaemonSet"), _set_surge),
+    "OnDelete": (("DaemonSet",), _set_on_delete),
+    "minReadySeconds/progressDeadlineSeconds": (
+        ("Deployment", "StatefulSet", "DaemonSet"),
+        _set_slow_rollout,
+    ),
+}
+
+
+def _approved_write(cluster: Cluster, key: SigningKey, target: Any, wanted: Any) -> Any:
+    """An approved, conditional write of ``wanted``'s footprint (as the executor makes it: the
+    controllers write status all the time, so a 409 is read again and retried)."""
+    for attempt in range(12):
+        time.sleep(0.1 * attempt)  # a rollout writes status several times in a row
+        live = cluster.read_object(target)
+        change = change_to(live, guarded_state(wanted))
+        version = live["metadata"]["resourceVersion"]
+        body = patch_for(change, approve(key, live, change), live=live, resource_version=version)
+        try:
+            stored = cluster.apply_patch(change.target, body).object
+        except ClusterError as exc:
+            if exc.kind == "conflict":
+                continue
+            raise
+        assert guarded_state(stored) == change.after
+        now = cluster.read_object(change.target)
+        assert guarded_state(now) == change.after
+        return now
+    raise AssertionError("the object kept changing")
+
+
+@pytest.mark.parametrize(
+    ("field", "kind"), [(f, k) for f, (kinds, _) in FIELDS.items() for k in kinds]
+)
+def test_each_footprint_field_is_set_and_unset_exactly(
+    sandbox: Sandbox, cluster: Cluster, key: SigningKey, ns: str, field: str, kind: str
+) -> None:
+    name = "f-" + uuid.uuid4().hex[:8]
+    created = create(sandbox, workload_manifest(kind, ns, name, init=True))
+    try:
+        live = cluster.read_object(target_of(created))
+        original = copy.deepcopy(live)
+        changed = copy.deepcopy(live)
+        FIELDS[field][1](changed)
+        now = _approved_write(cluster, key, target_of(live), changed)
+        assert guarded_state(now) != guarded_state(original)
+        back = _approved_write(cluster, key, target_of(live), original)
+        assert guarded_state(back) == guarded_state(original)
+    finally:
+        sandbox.kube.http.delete(path_of(kind, ns, name))
+
+
+# --- creating and deleting HPAs ----------------------------------------------------------------
+
+
+def _hpa_creation(ns: str, name: str, max_replicas: int = 4) -> ResourceChange:
+    from sizeguard.changes import HPA_API_VERSION, HPA_KIND, Target, hpa_object
+
+    target = Target(api_version=HPA_API_VERSION, kind=HPA_KIND, namespace=ns, name=name, uid=None)
+    spec = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "absent"},
+        "minReplicas": 1,
+        "maxReplicas": max_replicas,
+    }
+    return ResourceChange(
+        target=target,
+        before=None,
+        after=guarded_state(hpa_object(target, spec)),
+        reason="test",
+        source="test_cluster",
+        create_spec=spec,
+    )
+
+
+def test_an_approved_hpa_create_is_admitted_and_a_second_one_conflicts(
+    sandbox: Sandbox, cluster: Cluster, key: SigningKey, ns: str
+) -> None:
+    from sizeguard.cluster import create_body
+
+    name = "hc-" + uuid.uuid4().hex[:8]
+    change = _hpa_creation(ns, name)
+    token = mint_for_change(
+        key, change, change_set_id=ChangeSet(changes=[change]).id, op="apply", subject="it"
+    )
+    try:
+        dry = cluster.create_hpa(change.target, create_body(change, None), dry_run=True)
+        assert dry.dry_run and guarded_state(dry.object) == change.after
+        with pytest.raises(ClusterError) as caught:
+            cluster.read_live("HorizontalPodAutoscaler", ns, name)
+        assert caught.value.kind == "not_found"  # the dry run stored nothing
+        made = cluster.create_hpa(change.target, create_body(change, token, labels={"t": "1"}))
+        assert guarded_state(made.object) == change.after
+        assert made.object["metadata"]["uid"]
+        assert made.object["metadata"]["labels"] == {"t": "1"}
+        with pytest.raises(ClusterError) as again:
+            cluster.create_hpa(change.target, create_body(change, token))
+        assert again.value.kind == "conflict"
+        assert "already exists" in again.value.message
+        assert token not in again.value.message
+    finally:
+        sandbox.kube.http.delete(path_of("HorizontalPodAutoscaler", ns, name))
+
+
+def test_a_delete_is_conditional_on_the_uid_and_the_version(
+    sandbox: Sandbox, cluster: Cluster, ns: str
+) -> None:
+    name = "hd-" + uuid.uuid4().hex[:8]
+    created = create(sandbox, {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "absent"},
+            "maxReplicas": 3,
+        },
+    })  # fmt: skip
+    try:
+        target = target_of(created)
+        version = created["metadata"]["resourceVersion"]
+        for wrong, with_version in (
+            (target.model_copy(update={"uid": str(uuid.uuid4())}), version),
+            (target, "1"),
+        ):
+            with pytest.raises(ClusterError) as caught:
+                cluster.delete_hpa(wrong, resource_version=with_version, approval_token=None)
+            assert caught.value.kind == "conflict", caught.value.message
+            assert "precondition" in caught.value.message.lower()
+        assert cluster.read_object(target)["metadata"]["uid"] == target.uid
+    finally:
+        sandbox.kube.http.delete(path_of("HorizontalPodAutoscaler", ns, name))

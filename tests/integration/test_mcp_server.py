@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import sqlite3
 import threading
 import uuid
@@ -257,16 +258,28 @@ def test_scan_preview_confirm_apply_history_rollback(
     assert guarded_state(now) == stored.changes[0].after
     token = now["metadata"]["annotations"][APPROVAL_ANNOTATION]
     keys = TrustedKeys.from_file(Path(webhook_info(sandbox)["jwks"]))
-    check = verify_transition(
-        token,
-        kind="Deployment",
-        namespace="shop-staging",
-        name="api",
-        old_object=original,
-        new_object=now,
-        jwks=keys,
-    )
+
+    def verify(old: dict[str, Any]) -> Any:
+        return verify_transition(
+            token,
+            kind="Deployment",
+            namespace="shop-staging",
+            name="api",
+            old_object=old,
+            new_object=now,
+            jwks=keys,
+        )
+
+    # The approval is for the version the executor read right before its write (controllers
+    # write status meanwhile, so that is at or after the one this test read).
+    claims = verify(original).claims
+    assert claims is not None and claims.rv is not None
+    assert int(claims.rv) >= int(original["metadata"]["resourceVersion"])
+    at_approval = copy.deepcopy(original)
+    at_approval["metadata"]["resourceVersion"] = claims.rv
+    check = verify(at_approval)
     assert check.ok, check.message
+    assert verify(now).code == "from_mismatch"  # good for one write: not for another
 
     history = run(call(app, "get_execution_history", {"change_set_id": cs}))
     events = [e["event"] for e in history["entries"]]

@@ -1,31 +1,48 @@
 """The executor's order of operations and its failure handling, on plain data.
 
-The cluster here is a dictionary that applies sizeguard's strategic-merge patches to the
-guarded fields and honours ``metadata.resourceVersion`` preconditions (409), which is all the
-executor relies on. What the real apiserver and webhook do is tested in
-``tests/integration/test_mcp_server.py``; these tests pin the cases that are hard to provoke
-there: a patch that lands and then times out, an exception of our own halfway, another
-writer between sizeguard's read and its patch, and a restore that would overwrite someone.
+The cluster here is a dictionary that applies sizeguard's strategic-merge patches the way the
+apiserver does for the shapes sizeguard sends, honours ``metadata.resourceVersion``
+preconditions (409), creates HPAs (409 when the name is taken) and deletes them with uid and
+resourceVersion preconditions, which is all the executor relies on. What the real apiserver
+and webhook do is tested in ``tests/integration/test_mcp_server.py`` and
+``test_footprint_mcp.py``; these tests pin the cases that are hard to provoke there: a write
+that lands and then times out, an exception of our own halfway, another writer between
+sizeguard's read and its write, a restore that would overwrite someone, and HPAs created and
+removed on the way.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sizeguard.approvals import generate_signing_key
-from sizeguard.changes import ChangeSet, ResourceChange, guarded_state, target_of
+from sizeguard.approvals import APPROVAL_ANNOTATION, generate_signing_key
+from sizeguard.changes import (
+    ChangeSet,
+    ResourceChange,
+    Target,
+    guarded_state,
+    hpa_object,
+    target_of,
+)
 from sizeguard.cluster import ClusterError, PatchResult
 from sizeguard.ledger import Ledger
 from sizeguard.policy import ChangesetDecision, Finding, PolicyClient
 from sizeguard.server import executor
 from sizeguard.server.service import Service, ServiceError
 
+from .test_cluster_patch import merge
+
 NS = "shop"
+HPA = "HorizontalPodAutoscaler"
 
 
 def deployment(name: str, cpu: str = "100m") -> dict[str, Any]:
@@ -52,45 +69,95 @@ def deployment(name: str, cpu: str = "100m") -> dict[str, Any]:
     }
 
 
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hpa(name: str, *, age: float = 3600, max_replicas: int = 6) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": HPA,
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"uid-{name}",
+            "resourceVersion": "1",
+            "creationTimestamp": _iso(time.time() - age),
+            "labels": {"team": "shop"},
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "a"},
+            "minReplicas": 2,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 60},
+                    },
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120}},
+        },
+    }
+
+
 class FakeCluster:
-    """Objects by name; patches set the guarded fields the way the apiserver would."""
+    """Objects by (kind, name); writes behave the way the apiserver's do for sizeguard's."""
 
     def __init__(self, *objects: dict[str, Any]) -> None:
-        self.objects = {o["metadata"]["name"]: copy.deepcopy(o) for o in objects}
+        self.objects = {(o["kind"], o["metadata"]["name"]): copy.deepcopy(o) for o in objects}
         self.version = 1
+        self.uids = 0
         self.patches: list[str] = []
-        # name -> what to do after storing a patch of it (e.g. raise a timeout)
+        self.writes: list[tuple[str, str]] = []  # (verb, name), in order
+        # name -> what to do after storing a write of it (e.g. raise a timeout)
         self.after_store: dict[str, Callable[[], None]] = {}
         # names whose next patch fails with a 500 before anything is stored
         self.refuse_next: dict[str, bool] = {}
+        # names whose next DELETE is denied (after its annotation patch was stored)
+        self.deny_delete: set[str] = set()
+
+    def obj(self, name: str, kind: str = "Deployment") -> dict[str, Any]:
+        return self.objects[(kind, name)]
 
     def read_live(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        if name not in self.objects:
+        if (kind, name) not in self.objects:
             raise ClusterError("not_found", f"{kind} {namespace}/{name} does not exist")
-        return copy.deepcopy(self.objects[name])
+        return copy.deepcopy(self.objects[(kind, name)])
 
     def read_object(self, target: Any) -> dict[str, Any]:
-        return self.read_live(target.kind, target.namespace, target.name)
+        obj = self.read_live(target.kind, target.namespace, target.name)
+        if obj["metadata"]["uid"] != target.uid:
+            raise ClusterError("not_found", f"{target.ref()} was deleted and recreated")
+        return obj
 
     def write(self, name: str, cpu: str) -> None:
         """Another writer (a person with kubectl, a controller) sets the CPU request."""
-        obj = self.objects[name]
+        obj = self.obj(name)
         obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu
         self._bump(obj)
 
-    def status_write(self, name: str) -> None:
+    def status_write(self, name: str, kind: str = "Deployment") -> None:
         """A controller updates the status: a new resourceVersion, the same generation."""
         self.version += 1
-        self.objects[name]["metadata"]["resourceVersion"] = str(self.version)
+        self.obj(name, kind)["metadata"]["resourceVersion"] = str(self.version)
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
-        obj["metadata"]["generation"] += 1
+        if "generation" in obj["metadata"]:
+            obj["metadata"]["generation"] += 1
+
+    def _stored(self, name: str) -> None:
+        hook = self.after_store.pop(name, None)
+        if hook is not None:
+            hook()
 
     def apply_patch(self, target: Any, body: dict[str, Any], *, dry_run: bool = False) -> Any:
         assert not dry_run
-        obj = self.objects.get(target.name)
+        obj = self.objects.get((target.kind, target.name))
         if obj is None:
             raise ClusterError("not_found", f"{target.ref()} does not exist")
         wanted = body.get("metadata", {}).get("resourceVersion")
@@ -98,28 +165,66 @@ class FakeCluster:
             raise ClusterError("conflict", f"{target.ref()} changed meanwhile", status=409)
         if self.refuse_next.pop(target.name, False):
             raise ClusterError("server_error", f"cannot patch {target.ref()}: HTTP 500")
-        by_name = {c["name"]: c for c in obj["spec"]["template"]["spec"]["containers"]}
-        spec = body.get("spec", {})
-        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
-        for patch in containers:
-            resources = by_name[patch["name"]].setdefault("resources", {})
-            for group, values in patch.get("resources", {}).items():
-                for key, value in values.items():
-                    if value is None:
-                        resources.get(group, {}).pop(key, None)
-                    else:
-                        resources.setdefault(group, {})[key] = value
-        if "replicas" in spec:
-            obj["spec"]["replicas"] = spec["replicas"]
-        annotations = body.get("metadata", {}).get("annotations")
-        if annotations:
-            obj["metadata"].setdefault("annotations", {}).update(annotations)
+        merged = merge(obj, body)
+        obj.clear()
+        obj.update(merged)
         self._bump(obj)
         self.patches.append(target.name)
-        hook = self.after_store.pop(target.name, None)
-        if hook is not None:
-            hook()
+        self.writes.append(("patch", target.name))
+        self._stored(target.name)
         return PatchResult(object=copy.deepcopy(obj), warnings=[], dry_run=False)
+
+    def create_hpa(self, target: Any, body: dict[str, Any], *, dry_run: bool = False) -> Any:
+        assert not dry_run
+        name = body["metadata"]["name"]
+        if (HPA, name) in self.objects:
+            raise ClusterError("conflict", f"{target.ref()} already exists", status=409)
+        self.uids += 1
+        self.version += 1
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(
+            uid=f"uid-{name}-{self.uids}",
+            resourceVersion=str(self.version),
+            creationTimestamp=_iso(time.time()),
+        )
+        self.objects[(HPA, name)] = obj
+        self.writes.append(("create", name))
+        self._stored(name)
+        return PatchResult(object=copy.deepcopy(obj), warnings=[], dry_run=False)
+
+    def delete_hpa(
+        self,
+        target: Any,
+        *,
+        resource_version: str,
+        approval_token: str | None,
+        dry_run: bool = False,
+    ) -> Any:
+        assert not dry_run and approval_token
+        body = {
+            "metadata": {
+                "resourceVersion": resource_version,
+                "annotations": {APPROVAL_ANNOTATION: approval_token},
+            }
+        }
+        annotated = self.apply_patch(target, body).object
+        if target.name in self.deny_delete:
+            self.deny_delete.discard(target.name)
+            raise ClusterError("denied", f"the cluster refused to delete {target.ref()}")
+        obj = self.objects.get((HPA, target.name))
+        if obj is None:
+            raise ClusterError("not_found", f"{target.ref()} does not exist")
+        if (obj["metadata"]["uid"], obj["metadata"]["resourceVersion"]) != (
+            target.uid,
+            annotated["metadata"]["resourceVersion"],
+        ):
+            raise ClusterError("conflict", "Precondition failed", status=409)
+        del self.objects[(HPA, target.name)]
+        self.writes.append(("delete", target.name))
+        self._stored(target.name)
+        return PatchResult(
+            object={"kind": "Status", "status": "Success"}, warnings=[], dry_run=False
+        )
 
 
 class FakeService(Service):
@@ -174,7 +279,7 @@ def approved(service: Service, *names: str, cpu: str = "250m", typed: tuple[str,
 
 
 def cpu(cluster: FakeCluster, name: str) -> str:
-    containers = cluster.objects[name]["spec"]["template"]["spec"]["containers"]
+    containers = cluster.obj(name)["spec"]["template"]["spec"]["containers"]
     return str(containers[0]["resources"]["requests"]["cpu"])
 
 
@@ -189,7 +294,7 @@ def test_a_clean_apply_patches_every_target_conditionally(ledger: Ledger) -> Non
     result = executor.apply_change_set(service, cs_id, actor="mcp:test")
     assert result.status == "applied"
     assert (cpu(cluster, "a"), cpu(cluster, "b")) == ("250m", "250m")
-    assert "sizeguard.io/approval" in cluster.objects["a"]["metadata"]["annotations"]
+    assert "sizeguard.io/approval" in cluster.obj("a")["metadata"]["annotations"]
     assert ("apply.completed", "applied") in events(ledger, cs_id)
 
 
@@ -371,7 +476,7 @@ def test_a_patch_whose_answer_was_lost_cannot_land_after_the_restore(ledger: Led
     result = executor.apply_change_set(service, cs_id, actor="mcp:test")
     assert result.status == "failed_restored"
     assert (cpu(cluster, "a"), cpu(cluster, "b")) == ("100m", "100m")
-    fenced = cluster.objects["b"]["metadata"]["annotations"]
+    fenced = cluster.obj("b")["metadata"]["annotations"]
     assert fenced == {executor.FENCE_ANNOTATION: cs_id}
     # The lost patch now reaches the store: its precondition no longer holds.
     target, body = sent[0]
@@ -385,7 +490,7 @@ def test_an_object_without_a_resource_version_is_not_written(ledger: Ledger) -> 
     cluster = FakeCluster(deployment("a"))
     service = make_service(ledger, cluster)
     cs_id = approved(service, "a")
-    del cluster.objects["a"]["metadata"]["resourceVersion"]
+    del cluster.obj("a")["metadata"]["resourceVersion"]
     result = executor.apply_change_set(service, cs_id, actor="mcp:test")
     assert result.status == "failed_restored"
     assert "without a resourceVersion" in result.message
@@ -472,3 +577,334 @@ def test_a_change_set_never_applied_has_nothing_to_roll_back(ledger: Ledger) -> 
     cs_id = approved(service, "a")
     with pytest.raises(ServiceError, match="never applied"):
         executor.rollback_change_set(service, cs_id, actor="mcp:test")
+
+
+# --- approvals are bound to the object version -------------------------------------------------
+
+
+def claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    result: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return result
+
+
+def test_each_approval_is_bound_to_the_resource_version_it_was_written_against(
+    ledger: Ledger,
+) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approved(service, "a")
+    versions: list[str] = []
+
+    def controller_writes_status_once(change: ResourceChange) -> None:
+        cluster.status_write("a")
+        versions.append(cluster.obj("a")["metadata"]["resourceVersion"])
+
+    result = executor.apply_change_set(
+        service, cs_id, actor="mcp:test", before_patch=controller_writes_status_once
+    )
+    assert result.status == "applied"
+    token = cluster.obj("a")["metadata"]["annotations"][APPROVAL_ANNOTATION]
+    # minted again for the version the status write left, after the first patch got a 409
+    assert claims(token)["rv"] == versions[0]
+    assert claims(token)["op"] == "apply" and "gen" not in claims(token)
+
+
+# --- creating and removing HPAs ----------------------------------------------------------------
+
+SPEC = hpa("x")["spec"]
+NEW = Target(api_version="autoscaling/v2", kind=HPA, namespace=NS, name="new", uid=None)
+
+
+def creation(name: str = "new", max_replicas: int = 6) -> ResourceChange:
+    target = NEW.model_copy(update={"name": name})
+    spec = {**SPEC, "maxReplicas": max_replicas}
+    return ResourceChange(
+        target=target,
+        before=None,
+        after=guarded_state(hpa_object(target, spec)),
+        reason="test",
+        source="edit",
+        create_spec=spec,
+    )
+
+
+def removal(live: dict[str, Any]) -> ResourceChange:
+    return ResourceChange(
+        target=target_of(live), before=guarded_state(live), after=None, reason="test", source="edit"
+    )
+
+
+def resize(live: dict[str, Any], cpu: str = "250m") -> ResourceChange:
+    after = copy.deepcopy(live)
+    after["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu
+    return ResourceChange(
+        target=target_of(live),
+        before=guarded_state(live),
+        after=guarded_state(after),
+        reason="test",
+        source="edit",
+    )
+
+
+def approve(service: Service, *changes: ResourceChange) -> str:
+    change_set = ChangeSet(changes=list(changes))
+    service.ledger.put_change_set(change_set, source="edit")
+    service.ledger.record_approval(change_set.id, "apply", "human")
+    return change_set.id
+
+
+def age(cluster: FakeCluster, name: str, seconds: float) -> None:
+    """Make the HPA ``name`` as old as ``seconds``."""
+    cluster.obj(name, HPA)["metadata"]["creationTimestamp"] = _iso(time.time() - seconds)
+
+
+def test_a_create_makes_the_hpa_with_its_approval_and_records_it(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, creation())
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "applied", result.message
+    made = cluster.obj("new", HPA)
+    assert guarded_state(made) == creation().after
+    assert made["spec"]["behavior"] == SPEC["behavior"]
+    token = claims(made["metadata"]["annotations"][APPROVAL_ANNOTATION])
+    assert (token["op"], token["rv"], token["from"], token["target"]["uid"]) == (
+        "create",
+        None,
+        None,
+        None,
+    )
+    assert token["exp"] - token["iat"] == 60
+    assert [c.target for c in ledger.created_objects(cs_id)] == [target_of(made)]
+    assert result.targets[0].message == f"created (uid {made['metadata']['uid']}) and verified"
+    assert result.rollback_hint is not None and "can be removed from" in result.rollback_hint
+
+
+def test_a_delete_carries_its_approval_on_the_object_and_is_conditional(ledger: Ledger) -> None:
+    cluster = FakeCluster(hpa("h"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, removal(hpa("h")))
+
+    def hpa_controller_writes_status(change: ResourceChange) -> None:
+        cluster.status_write("h", HPA)  # the first annotation patch gets a 409
+
+    result = executor.apply_change_set(
+        service, cs_id, actor="mcp:test", before_patch=hpa_controller_writes_status
+    )
+    assert result.status == "applied", result.message
+    assert ("HorizontalPodAutoscaler", "h") not in cluster.objects
+    assert cluster.writes == [("patch", "h"), ("delete", "h")]
+    assert result.targets[0].message == "deleted"
+    snapshot = ledger.get_snapshot(cs_id, target_of(hpa("h")))
+    assert snapshot is not None and snapshot.object["spec"] == hpa("h")["spec"]
+
+
+def test_a_young_hpa_is_not_removed(ledger: Ledger) -> None:
+    cluster = FakeCluster(hpa("h", age=30))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, removal(cluster.read_live(HPA, NS, "h")))
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "refused"
+    assert "too_young" in result.message and "can be done from" in result.message
+    assert cluster.writes == []
+
+
+def test_a_create_whose_name_is_taken_is_drift(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, creation("h"))
+    cluster.objects[(HPA, "h")] = hpa("h")
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "refused" and "HorizontalPodAutoscaler/shop/h exists already" in (
+        result.message
+    )
+    assert cluster.writes == []
+
+
+def test_updates_then_deletes_then_creates(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("z"), hpa("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, creation("b"), removal(hpa("a")), resize(deployment("z")))
+    assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
+    assert cluster.writes == [("patch", "z"), ("patch", "a"), ("delete", "a"), ("create", "b")]
+
+
+def test_a_failure_after_a_delete_creates_it_again_from_its_snapshot(ledger: Ledger) -> None:
+    cluster = FakeCluster(hpa("h"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, removal(hpa("h")), creation("new"))
+
+    def refuse_the_create(change: ResourceChange) -> None:
+        if change.operation == "create":
+            raise ClusterError("denied", "the cluster refused to create it")
+
+    result = executor.apply_change_set(
+        service, cs_id, actor="mcp:test", before_patch=refuse_the_create
+    )
+    assert result.status == "failed_restored", result.message
+    again = cluster.obj("h", HPA)
+    assert guarded_state(again) == guarded_state(hpa("h"))
+    assert again["spec"] == hpa("h")["spec"]
+    assert again["metadata"]["labels"] == {"team": "shop"}
+    assert again["metadata"]["uid"] != "uid-h"
+    token = claims(again["metadata"]["annotations"][APPROVAL_ANNOTATION])
+    assert (token["op"], token["cs"]) == ("create", cs_id)
+    outcome = {t.target: t for t in result.targets}
+    assert "created again from its snapshot" in outcome["HorizontalPodAutoscaler/shop/h"].message
+    assert ("HorizontalPodAutoscaler", "new") not in cluster.objects
+
+
+def test_a_delete_refused_after_its_approval_was_written_loses_that_approval(
+    ledger: Ledger,
+) -> None:
+    cluster = FakeCluster(hpa("h"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, removal(hpa("h")))
+    cluster.deny_delete.add("h")
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "failed_restored", result.message
+    annotations = cluster.obj("h", HPA)["metadata"]["annotations"]
+    assert APPROVAL_ANNOTATION not in annotations  # nobody can use it to delete the HPA later
+    assert annotations[executor.FENCE_ANNOTATION] == cs_id
+
+
+def test_a_created_hpa_cannot_be_restored_at_once_and_the_report_says_when(
+    ledger: Ledger,
+) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, resize(deployment("a")), creation("h1"), creation("h2"))
+
+    def refuse_the_second_create(change: ResourceChange) -> None:
+        if change.target.name == "h2":
+            raise ClusterError("denied", "the cluster refused to create it")
+
+    result = executor.apply_change_set(
+        service, cs_id, actor="mcp:test", before_patch=refuse_the_second_create
+    )
+    assert result.status == "failed_not_restored"
+    assert cpu(cluster, "a") == "100m"  # the update was restored
+    outcome = {t.target.rsplit("/", 1)[1]: t for t in result.targets}
+    assert outcome["a"].result == "restored"
+    assert outcome["h2"].result == "not_applied"
+    assert outcome["h1"].result == "restore_failed"
+    assert "younger than 2 minutes" in outcome["h1"].message
+    assert f"rollback_changes('{cs_id}') removes it" in outcome["h1"].message
+    assert not outcome["h1"].message.startswith("could not restore")
+    assert [c.target.name for c in ledger.created_objects(cs_id)] == ["h1"]
+    # Once it is old enough, the rollback removes exactly that HPA.
+    age(cluster, "h1", 121)
+    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test").change_set
+    assert [(c.target.name, c.operation) for c in rollback.changes] == [("h1", "delete")]
+    assert rollback.changes[0].target.uid == cluster.obj("h1", HPA)["metadata"]["uid"]
+
+
+def test_a_create_whose_answer_was_lost_is_found_by_its_approval(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, creation("h"))
+
+    def timeout() -> None:
+        raise ClusterError("timeout", "no answer from the API server in time")
+
+    cluster.after_store["h"] = timeout
+    result = executor.apply_change_set(service, cs_id, actor="mcp:test")
+    assert result.status == "failed_not_restored"
+    assert "can only" not in result.targets[0].message
+    assert "from" in result.targets[0].message and "removes it" in result.targets[0].message
+    assert [c.target.name for c in ledger.created_objects(cs_id)] == ["h"]
+
+
+# --- rolling back creates and deletes ----------------------------------------------------------
+
+
+def applied_and_rolled_back(service: FakeService, cs_id: str) -> ChangeSet:
+    assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
+    return executor.rollback_change_set(service, cs_id, actor="mcp:test").change_set
+
+
+def approve_rollback(service: Service, rollback: ChangeSet) -> None:
+    service.ledger.record_approval(rollback.id, "rollback", "human")
+
+
+def test_a_rollback_of_a_delete_creates_the_hpa_again(ledger: Ledger) -> None:
+    cluster = FakeCluster(hpa("h"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, removal(hpa("h")))
+    rollback = applied_and_rolled_back(service, cs_id)
+    [change] = rollback.changes
+    assert (change.operation, change.target.uid) == ("create", None)
+    assert change.create_spec == hpa("h")["spec"]
+    approve_rollback(service, rollback)
+    result = executor.apply_change_set(service, rollback.id, actor="mcp:test")
+    assert result.status == "applied", result.message
+    again = cluster.obj("h", HPA)
+    assert again["spec"] == hpa("h")["spec"]
+    assert again["metadata"]["labels"] == {"team": "shop"}
+    # the rollback created it, so a rollback of the rollback is refused like any other
+    with pytest.raises(ServiceError, match="itself a rollback"):
+        executor.rollback_change_set(service, rollback.id, actor="mcp:test")
+
+
+def test_a_rollback_of_a_create_waits_until_the_hpa_may_be_removed(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, creation("h"))
+    assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
+    with pytest.raises(ServiceError, match=r"younger than 2 minutes .* can be done from 20"):
+        executor.rollback_change_set(service, cs_id, actor="mcp:test")
+    age(cluster, "h", 125)
+    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test").change_set
+    [change] = rollback.changes
+    assert (change.operation, change.target.uid) == (
+        "delete",
+        cluster.obj("h", HPA)["metadata"]["uid"],
+    )
+    approve_rollback(service, rollback)
+    assert executor.apply_change_set(service, rollback.id, actor="mcp:test").status == "applied"
+    assert (HPA, "h") not in cluster.objects
+
+
+def test_a_rollback_removes_only_the_hpa_the_change_set_created(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, creation("h"))
+    assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
+    del cluster.objects[(HPA, "h")]
+    cluster.objects[(HPA, "h")] = hpa("h")  # removed and made again by someone else
+    with pytest.raises(ServiceError, match="another HPA of that name exists now"):
+        executor.rollback_change_set(service, cs_id, actor="mcp:test")
+    del cluster.objects[(HPA, "h")]
+    with pytest.raises(ServiceError, match="removed since"):
+        executor.rollback_change_set(service, cs_id, actor="mcp:test")
+
+
+def test_a_rollback_does_not_create_over_another_hpa(ledger: Ledger) -> None:
+    cluster = FakeCluster(hpa("h"), deployment("a"))
+    service = make_service(ledger, cluster)
+    cs_id = approve(service, removal(hpa("h")), resize(deployment("a")))
+    assert executor.apply_change_set(service, cs_id, actor="mcp:test").status == "applied"
+    cluster.objects[(HPA, "h")] = hpa("h") | {
+        "metadata": {**hpa("h")["metadata"], "uid": "someone-elses"}
+    }
+    rollback = executor.rollback_change_set(service, cs_id, actor="mcp:test")
+    assert [c.target.name for c in rollback.change_set.changes] == ["a"]
+    assert rollback.skipped == [
+        "HorizontalPodAutoscaler/shop/h: another HPA of that name exists now; not created again"
+    ]
+
+
+def test_replicas_of_a_workload_a_new_hpa_will_scale_are_refused(ledger: Ledger) -> None:
+    from sizeguard.server.models import Edit
+
+    service = make_service(ledger, FakeCluster(deployment("a")))
+    create = Edit.model_validate(
+        {"action": "create", "kind": HPA, "namespace": NS, "name": "h", "max_replicas": 4,
+         "scale_target": {"kind": "Deployment", "name": "a"}}
+    )  # fmt: skip
+    scale = Edit(kind="Deployment", namespace=NS, name="a", replicas=3)
+    with pytest.raises(ServiceError, match="will be scaled by the new HPA h"):
+        service.change_set_from_edits([create, scale], "edit")

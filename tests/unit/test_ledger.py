@@ -1,4 +1,5 @@
-"""The ledger: change sets, single-use approvals (under real concurrency), snapshots, audit."""
+"""The ledger: change sets, single-use approvals (under real concurrency), snapshots, the
+objects change sets created, audit, and its schema's migration."""
 
 from __future__ import annotations
 
@@ -151,8 +152,50 @@ def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(LedgerSchemaError, match="schema version 2, newer than this sizeguard"):
+    with pytest.raises(
+        LedgerSchemaError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this sizeguard"
+    ):
         Ledger(path)
+
+
+def _as_version_1(path: Path) -> None:
+    """Make ``path`` what sizeguard's schema version 1 created: no created_objects table."""
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE created_objects")
+        raw.execute("UPDATE schema_version SET version = 1")
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_data(path: Path) -> None:
+    cs = change_set("a")
+    with Ledger(path) as ledger:
+        ledger.put_change_set(cs, source="preview")
+        ledger.append_audit(actor="t", event="test.write", result="ok")
+    _as_version_1(path)
+    with capture_logs() as logs, Ledger(path) as ledger:
+        assert ledger.schema_version() == SCHEMA_VERSION == 2
+        assert ledger.load_change_set(cs.id) == cs
+        assert ledger.verify_audit().ok and ledger.verify_audit().entries == 1
+        ledger.record_created(cs.id, deployment("a"), now=NOW)
+        assert [c.target for c in ledger.created_objects(cs.id)] == [target("a")]
+    assert [e["event"] for e in logs if e["event"] == "ledger.schema_migrated"] == [
+        "ledger.schema_migrated"
+    ]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    with capture_logs() as again, Ledger(path):
+        pass
+    assert not [e for e in again if e["event"] == "ledger.schema_migrated"]
+
+
+def test_a_failed_migration_changes_nothing(path: Path) -> None:
+    Ledger(path).close()
+    _as_version_1(path)
+    with sqlite3.connect(path) as raw:  # something in the way of the new table
+        raw.execute("CREATE VIEW created_objects AS SELECT 1")
+    with pytest.raises(LedgerSchemaError):
+        Ledger(path)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
 
 
 def test_foreign_files_are_refused(tmp_path: Path) -> None:
@@ -406,6 +449,41 @@ def test_snapshots_first_one_wins(ledger: Ledger) -> None:
     assert ledger.get_snapshot(cs.id, target("c")) is None
     with pytest.raises(UnknownChangeSetError):
         ledger.save_snapshot("cs-00000000000000000000", original)
+
+
+# --- objects created ---------------------------------------------------------------------------
+
+
+def hpa_object(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": "shop", "uid": uid},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "a"},
+            "maxReplicas": 4,
+        },
+    }
+
+
+def test_created_objects_are_recorded_by_uid_once(ledger: Ledger) -> None:
+    cs = change_set("a")
+    ledger.put_change_set(cs, source="preview")
+    assert ledger.created_objects(cs.id) == []
+    first = ledger.record_created(cs.id, hpa_object("h", "uid-1"), now=NOW)
+    ledger.record_created(cs.id, hpa_object("h", "uid-1"), now=NOW + 5)  # the same object
+    ledger.record_created(cs.id, hpa_object("h", "uid-2"), now=NOW + 9)  # created again later
+    recorded = ledger.created_objects(cs.id)
+    assert [(c.target.uid, c.created_at) for c in recorded] == [("uid-1", NOW), ("uid-2", NOW + 9)]
+    assert recorded[0] == first
+    assert recorded[0].target.ref() == "HorizontalPodAutoscaler/shop/h"
+    assert ledger.created_objects("cs-ffffffffffffffffffff") == []
+    with pytest.raises(UnknownChangeSetError):
+        ledger.record_created("cs-00000000000000000000", hpa_object("h", "uid-3"))
+    with pytest.raises(ValueError, match="uid"):
+        ledger.record_created(
+            cs.id, {**hpa_object("h", "x"), "metadata": {"name": "h", "namespace": "shop"}}
+        )
 
 
 # --- audit log ---------------------------------------------------------------------------------

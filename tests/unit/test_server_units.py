@@ -1,5 +1,6 @@
-"""The MCP server's plain-data logic: edits, typed confirmations, krr values, the text the
-human reads, and the single-use request states of the elicitation round trip."""
+"""The MCP server's plain-data logic: edits (every footprint field, HPA create and remove),
+typed confirmations, krr values, the text the human reads, the age rule for removing an HPA,
+and the single-use request states of the elicitation round trip."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from sizeguard.changes import ContainerResources, GuardedState
+from sizeguard.changes import (
+    ContainerResources,
+    GuardedState,
+    ResourceChange,
+    Resources,
+    Target,
+    guarded_state,
+    hpa_object,
+)
+from sizeguard.cost import PriceModel
 from sizeguard.policy import ChangesetDecision, Finding
 from sizeguard.server.confirm import PendingConfirmations
 from sizeguard.server.models import (
@@ -20,6 +31,7 @@ from sizeguard.server.models import (
     PolicyView,
     Preview,
     TargetDiff,
+    describe_validation_error,
 )
 from sizeguard.server.service import (
     ServiceError,
@@ -28,6 +40,11 @@ from sizeguard.server.service import (
     change_set_op,
     check_typed,
     confirmation_text,
+    diff_lines,
+    drift_problem,
+    hpa_create_spec,
+    pod_cost,
+    refuse_young,
     typed_namespaces,
 )
 
@@ -195,6 +212,425 @@ def test_a_negative_quantity_is_refused(field: str) -> None:
 def test_negative_replicas_are_refused_by_the_edit_model() -> None:
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         edit(replicas=-1)
+
+
+# --- the new footprint fields ------------------------------------------------------------------
+
+GI = 1024 * MIB
+
+
+def rollout(kind: str = "Deployment", **fields: Any) -> GuardedState:
+    defaults: dict[str, Any] = {
+        "Deployment": {
+            "strategy": "RollingUpdate",
+            "max_surge": "25%",
+            "max_unavailable": "25%",
+            "progress_deadline_seconds": 600,
+        },
+        "DaemonSet": {"strategy": "RollingUpdate", "max_surge": 0, "max_unavailable": 1},
+        "StatefulSet": {},
+    }[kind]
+    state = workload(None if kind == "DaemonSet" else 2)
+    return GuardedState.model_validate(state.model_copy(update={**defaults, **fields}))
+
+
+def test_pod_level_resources_are_set_changed_and_removed() -> None:
+    after = apply_edit(
+        workload(), edit(pod_level=True, cpu_request="2", memory_limit="4Gi"), "Deployment"
+    )
+    assert after.pod_resources == Resources(
+        cpu_request=2000, cpu_limit=None, memory_request=None, memory_limit=4 * GI
+    )
+    assert after.containers == workload().containers
+    again = apply_edit(
+        after, edit(pod_level=True, other_limits={"hugepages-2Mi": "8Mi"}), "Deployment"
+    )
+    assert again.pod_resources is not None and again.pod_resources.other_limits == {
+        "hugepages-2Mi": 8 * MIB
+    }
+    gone = apply_edit(
+        after, edit(pod_level=True, cpu_request="unset", memory_limit="unset"), "Deployment"
+    )
+    assert gone.pod_resources is None  # nothing left: no pod-level resources at all
+
+
+def test_other_resources_per_container_are_set_kept_and_unset() -> None:
+    after = apply_edit(
+        workload(),
+        edit(
+            container="app",
+            other_requests={"ephemeral-storage": "2Gi"},
+            other_limits={"nvidia.com/gpu": "1"},
+        ),
+        "Deployment",
+    )
+    app = after.containers["app"]
+    assert (app.other_requests, app.other_limits) == (
+        {"ephemeral-storage": 2 * GI},
+        {"nvidia.com/gpu": 1},
+    )
+    assert app.cpu_request == 100  # the rest stays
+    more = apply_edit(
+        after, edit(container="app", other_requests={"example.com/x": "3"}), "Deployment"
+    )
+    assert more.containers["app"].other_requests == {
+        "ephemeral-storage": 2 * GI,
+        "example.com/x": 3,
+    }
+    fewer = apply_edit(
+        more, edit(container="app", other_limits={"nvidia.com/gpu": "unset"}), "Deployment"
+    )
+    assert fewer.containers["app"].other_limits == {}
+
+
+def test_cpu_and_memory_are_not_other_resources() -> None:
+    with pytest.raises(ServiceError, match="set cpu with cpu_request/cpu_limit"):
+        apply_edit(workload(), edit(container="app", other_requests={"cpu": "1"}), "Deployment")
+
+
+def test_an_init_container_becomes_a_sidecar_and_back() -> None:
+    sidecar = apply_edit(workload(), edit(container="setup", restart_policy="Always"), "Deployment")
+    assert sidecar.init_containers["setup"].restart_policy == "Always"
+    assert sidecar.init_containers["setup"].cpu_request == 50
+    plain = apply_edit(sidecar, edit(container="setup", restart_policy="unset"), "Deployment")
+    assert plain.init_containers["setup"].restart_policy is None
+
+
+def test_a_regular_container_has_no_restart_policy_to_set() -> None:
+    with pytest.raises(ServiceError, match="restart_policy is for init containers"):
+        apply_edit(workload(), edit(container="app", restart_policy="Always"), "Deployment")
+    with pytest.raises(ServiceError, match="name the container"):
+        apply_edit(workload(), edit(restart_policy="Always"), "Deployment")
+
+
+def test_runtime_class_is_set_and_unset() -> None:
+    kata = apply_edit(workload(), edit(runtime_class="kata"), "StatefulSet")
+    assert kata.runtime_class == "kata"
+    assert apply_edit(kata, edit(runtime_class="unset"), "StatefulSet").runtime_class is None
+
+
+def test_a_deployment_goes_to_recreate_and_back_with_the_default_bounds() -> None:
+    recreate = apply_edit(rollout(), edit(strategy="Recreate"), "Deployment")
+    assert (recreate.strategy, recreate.max_surge, recreate.max_unavailable) == (
+        "Recreate",
+        None,
+        None,
+    )
+    rolling = apply_edit(recreate, edit(strategy="RollingUpdate"), "Deployment")
+    assert (rolling.max_surge, rolling.max_unavailable) == ("25%", "25%")  # what k8s would set
+    held_open = apply_edit(rolling, edit(max_surge="100%", max_unavailable=0), "Deployment")
+    assert (held_open.strategy, held_open.max_surge, held_open.max_unavailable) == (
+        "RollingUpdate",
+        "100%",
+        0,
+    )
+
+
+def test_a_daemonset_update_strategy() -> None:
+    on_delete = apply_edit(
+        rollout("DaemonSet"), edit("DaemonSet", strategy="OnDelete"), "DaemonSet"
+    )
+    assert (on_delete.strategy, on_delete.max_surge, on_delete.max_unavailable) == (
+        "OnDelete",
+        None,
+        None,
+    )
+    back = apply_edit(
+        on_delete, edit("DaemonSet", strategy="RollingUpdate", max_surge=2), "DaemonSet"
+    )
+    assert (back.max_surge, back.max_unavailable) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "message"),
+    [
+        ("Deployment", {"strategy": "OnDelete"}, "RollingUpdate or Recreate, not OnDelete"),
+        ("DaemonSet", {"strategy": "Recreate"}, "RollingUpdate or OnDelete, not Recreate"),
+        ("StatefulSet", {"max_surge": 1}, "Deployments and DaemonSets"),
+        ("Deployment", {"strategy": "Recreate", "max_surge": 1}, "Recreate strategy takes no"),
+        ("DaemonSet", {"progress_deadline_seconds": 60}, "belongs to a Deployment"),
+    ],
+)
+def test_rollout_edits_that_do_not_fit_are_refused(
+    kind: str, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ServiceError, match=message):
+        apply_edit(rollout(kind), edit(kind, **fields), kind)
+
+
+def test_min_ready_and_progress_deadline_seconds() -> None:
+    slow = apply_edit(
+        rollout(), edit(min_ready_seconds=3600, progress_deadline_seconds=7200), "Deployment"
+    )
+    assert (slow.min_ready_seconds, slow.progress_deadline_seconds) == (3600, 7200)
+    assert apply_edit(slow, edit(min_ready_seconds=0), "Deployment").min_ready_seconds is None
+    sts = apply_edit(
+        rollout("StatefulSet"), edit("StatefulSet", min_ready_seconds=10), "StatefulSet"
+    )
+    assert sts.min_ready_seconds == 10
+
+
+def test_termination_grace_period_and_resource_claims() -> None:
+    after = apply_edit(
+        workload(),
+        edit(
+            termination_grace_period_seconds=120,
+            resource_claims={"gpu": "template:one-gpu", "fpga": "claim:shared"},
+            container="app",
+            claims=["gpu/big", "fpga", "gpu/big"],
+        ),
+        "Deployment",
+    )
+    assert after.termination_grace_period_seconds == 120
+    assert after.resource_claims == {"fpga": "claim:shared", "gpu": "template:one-gpu"}
+    assert after.containers["app"].claims == ["fpga", "gpu/big"]
+    assert after.containers["app"].cpu_request == 100
+    fewer = apply_edit(
+        after,
+        edit(resource_claims={"fpga": "unset"}, container="app", claims=["gpu/big"]),
+        "Deployment",
+    )
+    assert fewer.resource_claims == {"gpu": "template:one-gpu"}
+    assert (
+        apply_edit(fewer, edit(container="app", claims=[]), "Deployment").containers["app"].claims
+        == []
+    )
+    with pytest.raises(ValidationError) as bad:
+        edit(resource_claims={"gpu": "device:x"})
+    assert "resource_claims.gpu" in describe_validation_error(bad.value)
+
+
+def test_container_and_pod_level_are_exclusive() -> None:
+    with pytest.raises(ServiceError, match="either container or pod_level"):
+        apply_edit(workload(), edit(container="app", pod_level=True, cpu_request="1"), "Deployment")
+    with pytest.raises(ServiceError, match="pod_level needs a resource"):
+        apply_edit(workload(), edit(pod_level=True), "Deployment")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"runtime_class": "kata"},
+        {"strategy": "Recreate"},
+        {"min_ready_seconds": 5},
+        {"pod_level": True, "cpu_request": "1"},
+        {"container": "app", "other_limits": {"nvidia.com/gpu": "1"}},
+    ],
+)
+def test_an_hpa_refuses_workload_fields(fields: dict[str, Any]) -> None:
+    with pytest.raises(ServiceError, match="an HPA has no containers"):
+        apply_edit(hpa(), edit("HorizontalPodAutoscaler", **fields), "HorizontalPodAutoscaler")
+
+
+# --- the Edit model: create and delete ----------------------------------------------------------
+
+
+def hpa_edit(**fields: Any) -> Edit:
+    return Edit(kind="HorizontalPodAutoscaler", namespace="shop", name="web", **fields)
+
+
+def test_a_create_edit_becomes_the_spec_the_human_approves() -> None:
+    create = hpa_edit(
+        action="create",
+        scale_target={"kind": "Deployment", "name": "web"},
+        min_replicas=2,
+        max_replicas=5,
+        target_cpu_utilization=70,
+    )
+    spec = hpa_create_spec(create)
+    assert spec == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "minReplicas": 2,
+        "maxReplicas": 5,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 70},
+                },
+            }
+        ],
+    }
+    defaults = hpa_create_spec(
+        hpa_edit(
+            action="create", scale_target={"kind": "StatefulSet", "name": "db"}, max_replicas=3
+        )
+    )
+    assert defaults["minReplicas"] == 1
+    assert defaults["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"action": "create", "max_replicas": 3}, "needs scale_target and max_replicas"),
+        (
+            {"action": "create", "scale_target": {"kind": "Deployment", "name": "w"}},
+            "needs scale_target and max_replicas",
+        ),
+        (
+            {
+                "action": "create",
+                "scale_target": {"kind": "Deployment", "name": "w"},
+                "max_replicas": 3,
+                "replicas": 2,
+            },
+            "a new HPA has no replicas",
+        ),
+        ({"action": "delete", "max_replicas": 3}, "removing an HPA takes no other fields"),
+        ({"scale_target": {"kind": "Deployment", "name": "w"}}, "are for action create"),
+        (
+            {
+                "action": "create",
+                "scale_target": {"kind": "DaemonSet", "name": "w"},
+                "max_replicas": 3,
+            },
+            "Input should be 'Deployment' or 'StatefulSet'",
+        ),
+    ],
+)
+def test_create_and_delete_edits_that_do_not_fit_are_refused_clearly(
+    fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        hpa_edit(**fields)
+    text = describe_validation_error(refused.value)
+    assert message in text
+    assert "input_value" not in text and "pydantic" not in text and "Value error" not in text
+
+
+def test_only_hpas_are_created_or_removed() -> None:
+    with pytest.raises(ValidationError) as refused:
+        edit(action="delete")
+    assert describe_validation_error(refused.value) == (
+        "sizeguard creates and removes HorizontalPodAutoscalers only, not a Deployment"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"max_surge": "lots"}, "max_surge"),
+        ({"max_surge": -1}, "max_surge"),
+        ({"other_requests": {"bad name!": "1"}}, "other_requests.bad name!"),
+        ({"restart_policy": "Never"}, "restart_policy"),
+        ({"min_ready_seconds": -5}, "min_ready_seconds"),
+        ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+    ],
+)
+def test_shape_errors_name_the_field(fields: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        edit(**fields)
+    assert where in describe_validation_error(refused.value)
+
+
+def test_an_update_edit_is_not_a_create() -> None:
+    with pytest.raises(ServiceError, match="takes only that one edit"):
+        apply_edit(hpa(), hpa_edit(action="delete"), "HorizontalPodAutoscaler")
+
+
+# --- removing an HPA: not before it is 2 minutes old ---------------------------------------------
+
+
+def live_hpa(created: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u", "creationTimestamp": created},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "maxReplicas": 4,
+        },
+    }
+
+
+def test_a_young_hpa_is_refused_saying_from_when() -> None:
+    created = 1_795_300_000.0  # 2026-11-21T22:26:40Z
+    obj = live_hpa("2026-11-21T22:26:40Z")
+    with pytest.raises(ServiceError) as refused:
+        refuse_young(obj, now=created + 119)
+    assert str(refused.value) == (
+        "HorizontalPodAutoscaler/shop/web was created at 2026-11-21T22:26:40Z; an HPA younger "
+        "than 2 minutes cannot be removed (so that no approval to create it can be used again), "
+        "so this can be done from 2026-11-21T22:28:40Z"
+    )
+    refuse_young(obj, now=created + 120)
+
+
+@pytest.mark.parametrize("created", ["", "yesterday", "2026-11-21 22:26:40"])
+def test_an_unreadable_age_is_refused(created: str) -> None:
+    with pytest.raises(ServiceError, match="cannot tell its age"):
+        refuse_young(live_hpa(created), now=2e9)
+
+
+# --- diffs, cost and drift of creates and deletes -----------------------------------------------
+
+NEW = Target(
+    api_version="autoscaling/v2",
+    kind="HorizontalPodAutoscaler",
+    namespace="shop",
+    name="web",
+    uid=None,
+)
+
+
+def test_creates_and_deletes_read_well_and_cost_nothing_by_themselves() -> None:
+    spec = hpa_create_spec(
+        hpa_edit(
+            action="create",
+            max_replicas=5,
+            min_replicas=2,
+            scale_target={"kind": "Deployment", "name": "web"},
+        )
+    )
+    create = ResourceChange(
+        target=NEW,
+        before=None,
+        after=guarded_state(hpa_object(NEW, spec)),
+        reason="",
+        source="edit",
+        create_spec=spec,
+    )
+    assert diff_lines(create) == [
+        "created: HPA for apps/v1/Deployment/web, minReplicas 2, maxReplicas 5",
+        "scales on: cpu at 80% of requests",
+        "a new HPA can be removed only 2 minutes after it is created",
+    ]
+    obj = live_hpa("2026-11-21T22:26:40Z")
+    delete = ResourceChange(
+        target=Target.model_validate(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "namespace": "shop",
+                "name": "web",
+                "uid": "u",
+            }
+        ),
+        before=guarded_state(obj),
+        after=None,
+        reason="",
+        source="edit",
+    )
+    assert diff_lines(delete) == [
+        "deleted (was: HPA for apps/v1/Deployment/web, minReplicas 1, maxReplicas 4)",
+        "the workload keeps the replicas it has now; nothing autoscales it any more",
+    ]
+    assert pod_cost(None, PriceModel()) == 0.0
+    assert drift_problem(create, None) is None
+    assert drift_problem(create, obj) == "HorizontalPodAutoscaler/shop/web exists already"
+    assert drift_problem(delete, None) == "HorizontalPodAutoscaler/shop/web no longer exists"
+    assert drift_problem(delete, obj) is None
+
+
+def test_a_sidecar_and_pod_level_requests_count_in_the_cost() -> None:
+    prices = PriceModel()
+    plain = workload()
+    sidecar = apply_edit(plain, edit(container="setup", restart_policy="Always"), "Deployment")
+    assert pod_cost(sidecar, prices) > pod_cost(plain, prices)
+    pod_level = apply_edit(plain, edit(pod_level=True, cpu_request="4"), "Deployment")
+    assert pod_cost(pod_level, prices) == pytest.approx(prices.monthly(4, 2 * 64 * MIB))
 
 
 # --- typed confirmations ------------------------------------------------------------------------

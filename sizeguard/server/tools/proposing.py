@@ -1,0 +1,86 @@
+"""``preview_changes``: a change set from explicit edits or from recommendations, checked
+(OPA's decision, a server-side dry run through the admission chain, a diff and the cost).
+Nothing changes in the cluster."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastmcp import Context
+from pydantic import Field
+
+from sizeguard.changes import ChangeSet
+from sizeguard.report_formats import to_krr
+from sizeguard.server.confirm import client_name
+from sizeguard.server.models import Edit, Preview, RecommendationFilter
+from sizeguard.server.service import ServiceError
+from sizeguard.server.tools.common import run, runtime, thread
+from sizeguard.server.tools.reading import run_scan, severe_enough
+
+__all__ = ["preview_changes"]
+
+
+async def _from_recommendations(ctx: Context, flt: RecommendationFilter) -> ChangeSet:
+    service = runtime(ctx).service
+    result = await run_scan(ctx, flt, None)
+    scans = severe_enough(to_krr(result, service.prices)["scans"], flt.min_severity)
+    keys = list(
+        dict.fromkeys(
+            (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) for s in scans
+        )
+    )[: flt.max_targets]
+    chosen = [
+        s
+        for s in scans
+        if (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) in set(keys)
+    ]
+    return await thread(service.change_set_from_recommendations, chosen, "recommendation")
+
+
+async def preview_changes(
+    ctx: Context,
+    edits: Annotated[
+        list[Edit],
+        Field(description="explicit edits (or leave empty and use from_recommendations)"),
+    ] = [],  # noqa: B006
+    from_recommendations: RecommendationFilter | None = None,
+) -> Preview:
+    """Propose a change set — from explicit edits or from recommendations — and check it:
+    OPA's policy decision, a server-side dry run through the apiserver (with the webhook's
+    warnings), a readable diff and the cost delta. Nothing changes in the cluster. Returns
+    the change-set id a human can then approve.
+
+    An edit changes one object's footprint: a container's (or init container's) CPU,
+    memory and other resources (`container`), the pod-level resources (`pod_level`),
+    an init container's `restart_policy` (Always: a sidecar), `runtime_class`,
+    `replicas`, the rollout (`strategy`, `max_surge`, `max_unavailable`,
+    `min_ready_seconds`, `progress_deadline_seconds`) or an HPA's
+    `min_replicas`/`max_replicas`. `action: "create"` proposes a new HPA
+    (`scale_target`, bounds, `target_cpu_utilization`); `action: "delete"` removes
+    one (not before it is 2 minutes old)."""
+    service = runtime(ctx).service
+    actor = client_name(ctx)
+
+    async def work() -> Preview:
+        if bool(edits) == (from_recommendations is not None):
+            raise ServiceError("give either edits or from_recommendations (exactly one)")
+        if from_recommendations is not None:
+            change_set = await _from_recommendations(ctx, from_recommendations)
+        else:
+            change_set = await thread(service.change_set_from_edits, edits, "edit")
+        await ctx.report_progress(1, 2, f"checking {len(change_set.changes)} object(s)")
+        preview = await thread(lambda: service.preview(change_set, actor=actor, source="preview"))
+        await ctx.report_progress(2, 2, "done")
+        return preview
+
+    return await run(
+        ctx,
+        "preview_changes",
+        {
+            "edits": [e.model_dump() for e in edits][:100],
+            "from_recommendations": None
+            if from_recommendations is None
+            else from_recommendations.model_dump(),
+        },
+        work,
+    )
