@@ -109,13 +109,15 @@ MAX_TOKEN_LENGTH: Final = 16 * 1024
 # An approval lives this long, except one that creates an object (see
 # MIN_AGE_TO_DELETE_SECONDS) or deletes one (the server writes it onto the object and deletes
 # at once; should the delete fail after that, the approval must not stay usable for long).
-CREATE_TTL_SECONDS: Final = 60
+CREATE_TTL_SECONDS: Final = 30
 DELETE_TTL_SECONDS: Final = 60
-MIN_AGE_TO_DELETE_SECONDS: Final = CREATE_TTL_SECONDS + 2 * LEEWAY_SECONDS
+MIN_AGE_TO_DELETE_SECONDS: Final = CREATE_TTL_SECONDS + 3 * LEEWAY_SECONDS
 """A create approval binds nothing but the name: the API server refuses a second create while
 the object exists. So that it cannot create the object again after an approved delete, the
-admission policy refuses to delete an HPA younger than this (every create approval that could
-have made it has expired by then)."""
+admission policy refuses to delete an HPA younger than this: every create approval that could
+have made it has expired by then. (It was admitted at most one leeway before its ``iat``, it
+verifies until one leeway after its ``exp``, and one more leeway covers a webhook replica whose
+clock runs ahead of the API server's, which stamps ``creationTimestamp``.)"""
 
 Op = Literal["apply", "rollback", "create", "delete"]
 VerifyCode = Literal[

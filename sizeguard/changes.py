@@ -86,8 +86,7 @@ FOOTPRINT_PATHS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "StatefulSet": ("spec.replicas", "spec.minReadySeconds", *_POD_TEMPLATE),
     "DaemonSet": ("spec.updateStrategy", "spec.minReadySeconds", *_POD_TEMPLATE),
-    # The webhook registration leaves out replicas-only writes of a Deployment's ReplicaSet:
-    # its controller writes them all the time (and puts back anyone else's).
+    # A Deployment's ReplicaSets' replicas are its controller's to write (the policy decides).
     REPLICA_SET_KIND: ("spec.replicas", *_POD_TEMPLATE),
     HPA_KIND: ("spec.minReplicas", "spec.maxReplicas", "spec.scaleTargetRef"),
     POD_KIND: tuple(path.replace("spec.template.spec.", "spec.") for path in _POD_TEMPLATE),
@@ -101,7 +100,12 @@ _CONTRACT = ConfigDict(extra="forbid", frozen=True, strict=True, revalidate_inst
 class Resources(BaseModel):
     """Requests and limits of one container (or of the whole pod): CPU in millicores, memory
     in bytes, every other resource (``ephemeral-storage``, ``hugepages-2Mi``,
-    ``nvidia.com/gpu``, ...) in its base unit; unset = None (absent from ``other_*``)."""
+    ``nvidia.com/gpu``, ...) in its base unit; unset = None (absent from ``other_*``).
+
+    A request left unset where its limit is set **is** the limit: Kubernetes sets it so on
+    every pod it creates (``SetDefaults_Pod``), so "request unset, limit 2" is stored here as
+    request 2 — never as a request of nothing that would make a tenfold increase look like a
+    removal."""
 
     model_config = _CONTRACT
 
@@ -111,6 +115,23 @@ class Resources(BaseModel):
     memory_limit: Count | None
     other_requests: dict[ResourceName, Count] = Field(default_factory=dict)
     other_limits: dict[ResourceName, Count] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _requests_default_to_limits(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for resource in ("cpu", "memory"):
+            if (
+                data.get(f"{resource}_request") is None
+                and data.get(f"{resource}_limit") is not None
+            ):
+                data[f"{resource}_request"] = data[f"{resource}_limit"]
+        limits, requests = data.get("other_limits"), data.get("other_requests")
+        if isinstance(limits, dict) and limits and (requests is None or isinstance(requests, dict)):
+            data["other_requests"] = {**limits, **(requests or {})}
+        return data
 
     def is_empty(self) -> bool:
         return self == Resources(

@@ -977,7 +977,8 @@ def _recommended(current: ContainerResources, recommended: dict[str, Any]) -> Co
                 continue
             name = f"{resource}_{prefix}"
             update[name] = None if value is None else math.ceil(value * scale)
-    return current.model_copy(update=update)
+    # validated again: a request left unset under a limit is that limit (see Resources)
+    return ContainerResources.model_validate(current.model_copy(update=update))
 
 
 def confirmation_text(preview: Preview, op: str) -> str:

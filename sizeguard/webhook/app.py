@@ -16,9 +16,8 @@ Decision flow for ``/validate`` (docs/webhook.md):
    old and the new object and whether the labels change. An object sizeguard cannot read is
    denied.
 4. An UPDATE that leaves the footprint unchanged (for a ReplicaSet: also its labels and its
-   controller owner, which tie it to its Deployment; a Deployment's ReplicaSet's replicas are
-   its controller's to write) is admitted at once, without verifying anything, looking up the
-   namespace or asking OPA.
+   controller owner, which tie it to its Deployment) is admitted at once, without verifying
+   anything, looking up the namespace or asking OPA.
 5. The namespace's labels are looked up in the Namespace watch (a direct GET for one it has
    not seen); a namespace whose labels cannot be learned is denied.
 6. For workload UPDATEs and HPA CREATE/UPDATE/DELETE the approval annotation is verified
@@ -47,7 +46,6 @@ import anyio
 import structlog
 
 from sizeguard.approvals import APPROVAL_ANNOTATION, VerifyResult, approval_of, verify_transition
-from sizeguard.changes import GuardedState
 from sizeguard.policy import AdmissionDecision
 from sizeguard.webhook.keys import JwksFile
 from sizeguard.webhook.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -66,7 +64,6 @@ from sizeguard.webhook.routes import (
     State,
     describe,
     ownership,
-    owns_by_deployment,
     recently_created,
     route_of,
     state_json,
@@ -135,18 +132,8 @@ def _name(request: AdmissionRequest) -> str:
 
 def _unchanged(before: State | None, after: State | None, owners: Ownership | None) -> bool:
     """An UPDATE that changes nothing sizeguard decides. For a ReplicaSet (``owners`` given)
-    its labels and controller owner must stay too; the replicas of a Deployment's ReplicaSet
-    are its controller's to write (as in the registration's matchCondition)."""
-    if owners is None:
-        return before == after
-    if owners.changed:
-        return False
-    if owns_by_deployment(owners.owner_before) and isinstance(before, GuardedState):
-        assert isinstance(after, GuardedState)
-        return before.model_copy(update={"replicas": None}) == after.model_copy(
-            update={"replicas": None}
-        )
-    return before == after
+    its labels and controller owner must stay too."""
+    return before == after and (owners is None or not owners.changed)
 
 
 def _reason_code(
@@ -487,6 +474,8 @@ class WebhookApp:
                 "name": name,
                 "subresource": request.sub_resource,
                 "dry_run": request.dry_run,
+                # a DELETE that leaves the object's dependents behind (their pods keep running)
+                "orphan": request.orphan,
             },
             "before": state_json(before),
             "after": state_json(after),

@@ -13,9 +13,10 @@ may change a footprint (they over-approximate: any difference in one of those su
 it, and the webhook decides) and keeps the rest (labels, images, annotations, the controllers'
 own writes) away from the webhook. ReplicaSets are the one kind whose labels and
 ownerReferences are compared too: they decide which Deployment a ReplicaSet belongs to (see
-:data:`REPLICA_SET_OWNERSHIP`); their replicas only when no Deployment owns them, so the
-deployment controller's constant scaling never reaches the webhook. A condition that fails to
-evaluate falls to ``failurePolicy: Fail``.
+:data:`REPLICA_SET_OWNERSHIP`). Their replicas are compared whoever owns them: a Deployment's
+controller does not always put back a count someone else wrote (two active ReplicaSets of a
+paused Deployment, say), so the policy admits replica writes of a Deployment's ReplicaSet only
+from its controllers. A condition that fails to evaluate falls to ``failurePolicy: Fail``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ __all__ = [
     "WebhookSpec",
     "chart_document",
     "condition",
-    "replica_set_condition",
     "webhook_entries",
 ]
 
@@ -115,23 +115,6 @@ def condition(paths: Iterable[str], *, lifecycle: bool = True) -> str:
     return " || ".join(terms)
 
 
-_OWNED_BY_DEPLOYMENT: Final = (
-    "oldObject.metadata.?ownerReferences.orValue([]).exists(r, "
-    "r.?controller.orValue(false) && r.apiVersion == 'apps/v1' && r.kind == 'Deployment')"
-)
-
-
-def replica_set_condition() -> str:
-    """A ReplicaSet's footprint, labels or controller owner may change; or its replicas, unless
-    a Deployment owns it (its controller scales it all the time and reverts anyone else)."""
-    template = [path for path in FOOTPRINT_PATHS["ReplicaSet"] if path != "spec.replicas"]
-    replicas = _comparison("spec.replicas")
-    return (
-        condition([*template, *REPLICA_SET_OWNERSHIP])
-        + f" || ({replicas} && !{_OWNED_BY_DEPLOYMENT})"
-    )
-
-
 class WebhookSpec:
     """One webhook: its name (before ``.sizeguard.io``), rules and match condition."""
 
@@ -185,7 +168,7 @@ WEBHOOKS: Final = (
         "v1",
         ["replicasets"],
         _LIFECYCLE,
-        replica_set_condition(),
+        condition([*FOOTPRINT_PATHS["ReplicaSet"], *REPLICA_SET_OWNERSHIP]),
     ),
     WebhookSpec(
         "scale",

@@ -75,6 +75,9 @@ class AdmissionRequest:
     object: Mapping[str, Any] | None
     old_object: Mapping[str, Any] | None
     dry_run: bool
+    orphan: bool = False
+    """A DELETE whose options orphan the object's dependents (``propagationPolicy: Orphan``,
+    or the older ``orphanDependents: true``)."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -138,6 +141,23 @@ def _optional_object(request: Mapping[str, Any], key: str) -> Mapping[str, Any] 
     return value
 
 
+def _orphans(request: Mapping[str, Any], operation: str) -> bool:
+    """Whether a DELETE's options leave its dependents behind. Anything unreadable there is a
+    ValueError: the request is refused rather than guessed at."""
+    options = request.get("options")
+    if operation != "DELETE" or options is None:
+        return False
+    if not isinstance(options, Mapping):
+        raise ValueError("request.options must be an object")
+    policy = options.get("propagationPolicy")
+    orphan_dependents = options.get("orphanDependents")
+    if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+        raise ValueError("request.options.propagationPolicy is not a propagation policy")
+    if orphan_dependents is not None and not isinstance(orphan_dependents, bool):
+        raise ValueError("request.options.orphanDependents must be a boolean")
+    return policy == "Orphan" or (policy is None and orphan_dependents is True)
+
+
 def _groups(user: Mapping[str, Any]) -> tuple[str, ...]:
     value = user.get("groups")
     if value is None:
@@ -194,6 +214,7 @@ def _parse_request(request: Mapping[str, Any]) -> AdmissionRequest:
         object=_optional_object(request, "object"),
         old_object=_optional_object(request, "oldObject"),
         dry_run=dry_run,
+        orphan=_orphans(request, operation),
     )
     if operation == "UPDATE":
         if parsed.object is None or parsed.old_object is None:

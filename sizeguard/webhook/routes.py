@@ -47,7 +47,6 @@ __all__ = [
     "controller_owner",
     "describe",
     "ownership",
-    "owns_by_deployment",
     "recently_created",
     "route_of",
     "state_json",
@@ -262,11 +261,6 @@ def controller_owner(obj: Mapping[str, Any] | None, where: str) -> dict[str, str
     if len(found) > 1:
         raise ValueError(f"{where}.metadata.ownerReferences: more than one controller")
     return found[0] if found else None
-
-
-def owns_by_deployment(owner: Mapping[str, str] | None) -> bool:
-    """True for the controller owner of a Deployment's ReplicaSet (an apps/v1 Deployment)."""
-    return owner is not None and (owner["apiVersion"], owner["kind"]) == ("apps/v1", "Deployment")
 
 
 def _labels(obj: Mapping[str, Any] | None) -> Any:

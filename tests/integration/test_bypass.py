@@ -560,6 +560,25 @@ def test_path8_a_namespace_production_by_label_only_gets_the_production_rules(
     assert_unchanged(st.box, obj)
 
 
+def test_a_held_open_rollout_is_refused_even_with_an_approval(st: Stage) -> None:
+    """The peak of a rollout (replicas plus maxSurge) is held to the same limits as replicas:
+    a human's approval of maxSurge 100000% (3 replicas: 3003 pods at once) is not enough."""
+    obj = new(st, "Deployment", st.dev, "surge-approved")
+
+    def surge(o: dict[str, Any]) -> None:
+        o["spec"]["strategy"] = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "100000%", "maxUnavailable": 0},
+        }
+
+    response, _ = approved_update(
+        st.box, st.mallory, st.key, "Deployment", st.dev, name_of(obj), surge
+    )
+    message = refused(response)
+    assert "rollout_peak_too_large" in message, message
+    assert_unchanged(st.box, obj)
+
+
 # =============================================================================================
 # Path 9: LimitRanges in production, and delete-and-recreate of a production workload.
 # =============================================================================================
@@ -831,6 +850,24 @@ def test_extra_editing_the_replicaset_a_deployment_owns_is_refused(st: Stage, ca
     if not st.box.state.info.get("kwok"):
         pytest.skip("the sandbox runs without kwok: no pod is Running")
     _owned_rs_edit(st, case)
+
+
+@pytest.mark.parametrize("case", ["replicas", "orphaning-delete"])
+def test_extra_scaling_or_orphaning_the_replicaset_a_deployment_owns_is_refused(
+    st: Stage, case: str
+) -> None:
+    # The deployment controller does not always put back a count someone else wrote (a paused
+    # Deployment with two active ReplicaSets), and a ReplicaSet deleted with its pods
+    # orphaned leaves them running beside the new one its Deployment makes.
+    obj = new(st, "Deployment", st.dev, "owned-rs-scale")
+    rs = owned_replica_set(st.box, obj)
+    rs_path = path_of("ReplicaSet", st.dev, name_of(rs))
+    if case == "replicas":
+        response = st.mallory.patch(rs_path, {"spec": {"replicas": 40}}, MERGE_PATCH)
+    else:
+        response = st.mallory.delete(rs_path, params={"propagationPolicy": "Orphan"})
+    refused(response)
+    assert_unchanged(st.box, rs)
 
 
 @NOT_COVERED

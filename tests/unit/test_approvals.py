@@ -1048,7 +1048,7 @@ def test_a_create_approval_admits_exactly_the_approved_object(
     # it lives CREATE_TTL_SECONDS (+ leeway), not five minutes
     late = NOW + CREATE_TTL_SECONDS + LEEWAY_SECONDS + 1
     assert_code(verify_hpa(token, trusted, None, hpa_live(), now=late), "expired")
-    assert MIN_AGE_TO_DELETE_SECONDS == CREATE_TTL_SECONDS + 2 * LEEWAY_SECONDS
+    assert MIN_AGE_TO_DELETE_SECONDS == CREATE_TTL_SECONDS + 3 * LEEWAY_SECONDS == 120
 
 
 def test_a_delete_approval_is_bound_to_the_object_it_deletes(
@@ -1079,12 +1079,12 @@ def test_an_update_approval_does_not_create_or_delete(
 @pytest.mark.parametrize(
     ("update", "message"),
     [
-        ({"op": "create", "exp": NOW + 60}, "from is null exactly for create"),
+        ({"op": "create", "exp": NOW + 30}, "from is null exactly for create"),
         ({"op": "delete", "exp": NOW + 60}, "from is null exactly for create, to exactly"),
         ({"rv": None}, "rv is set exactly for apply and rollback"),
         ({"exp": NOW + 301}, "lives at most 300 s"),
-        ({"op": "create", "from": None, "rv": None, "exp": NOW + 61}, "lives at most 60 s"),
-        ({"op": "create", "from": None, "rv": None, "exp": NOW + 60}, "has a uid unless"),
+        ({"op": "create", "from": None, "rv": None, "exp": NOW + 31}, "lives at most 30 s"),
+        ({"op": "create", "from": None, "rv": None, "exp": NOW + 30}, "has a uid unless"),
         (
             {"op": "delete", "to": None, "rv": None, "exp": NOW + 60},
             "only HorizontalPodAutoscalers",

@@ -232,7 +232,7 @@ def test_every_resource_name_is_guarded() -> None:
         cpu_limit=None,
         memory_request=None,
         memory_limit=None,
-        other_requests={"ephemeral-storage": GI, "x/gpu": 1},
+        other_requests={"ephemeral-storage": GI, "x/gpu": 1, "hugepages-2Mi": 4 * MI},
         other_limits={"x/gpu": 1, "hugepages-2Mi": 4 * MI},
     )
     more = copy.deepcopy(obj)
@@ -244,9 +244,9 @@ def test_every_resource_name_is_guarded() -> None:
     more["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"][
         "ephemeral-storage"
     ] = "2Gi"
+    # the x/gpu request left unset is still its limit, 1 (Kubernetes sets it so on each pod)
     assert describe_changes(guarded_state(obj), guarded_state(more)) == [
         "container web: ephemeral-storage request: 1Gi → 2Gi (+100%)",
-        "container web: x/gpu request: 1 → unset",
     ]
 
 
@@ -373,10 +373,11 @@ def test_pod_level_resources_are_guarded() -> None:
     obj = workload()
     obj["spec"]["template"]["spec"]["resources"] = {"limits": {"cpu": "4"}}
     assert guarded_state(obj).pod_resources == Resources(
-        cpu_request=None, cpu_limit=4000, memory_request=None, memory_limit=None
+        cpu_request=4000, cpu_limit=4000, memory_request=None, memory_limit=None
     )
     assert describe_changes(guarded_state(workload()), guarded_state(obj)) == [
-        "pod-level resources: CPU limit: unset → 4"
+        "pod-level resources: CPU request: unset → 4",
+        "pod-level resources: CPU limit: unset → 4",
     ]
     for empty in ({}, {"requests": {}}, {"requests": None, "limits": {}}):
         obj["spec"]["template"]["spec"]["resources"] = empty
@@ -1142,3 +1143,32 @@ def test_a_replica_set_footprint_is_its_replicas_and_pod_template() -> None:
     # no rollout of its own: its Deployment's fields are not read on it
     assert (state.min_ready_seconds, state.strategy) == (None, None)
     assert guarded_state(workload("ReplicaSet", replicas=None)).replicas == 1
+
+
+def test_a_request_left_unset_under_a_limit_is_the_limit() -> None:
+    """Kubernetes gives every pod a request equal to its limit where only the limit is set,
+    so removing a request under a 2-CPU limit is a 20-fold increase, not a removal."""
+    limited = workload(
+        containers=[
+            {
+                "name": "web",
+                "resources": {
+                    "requests": {"cpu": "100m"},
+                    "limits": {"cpu": "2", "memory": "1Gi", "x/gpu": 1},
+                },
+            }
+        ]
+    )
+    state = guarded_state(limited)
+    assert (state.containers["web"].memory_request, state.containers["web"].other_requests) == (
+        GI,
+        {"x/gpu": 1},
+    )
+    unset = copy.deepcopy(limited)
+    del unset["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert describe_changes(state, guarded_state(unset)) == [
+        "container web: CPU request: 100m → 2 (+1900%)"
+    ]
+    # ...also in a state built by hand, once it is validated (in a change, an approval)
+    copied = state.containers["web"].model_copy(update={"cpu_request": None})
+    assert ContainerResources.model_validate(copied.model_dump()).cpu_request == 2000

@@ -198,14 +198,20 @@ def test_a_resize_and_a_scale_patch_set_exactly_after_and_the_annotation() -> No
     assert containers["web"] == {
         "name": "web",
         "resources": {
-            "requests": {"cpu": "300m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
+            # the GPU request is written as the limit it was (Kubernetes' default on pods)
+            "requests": {
+                "cpu": "300m",
+                "memory": "256Mi",
+                "nvidia.com/gpu": "1",
+                "ephemeral-storage": "1Gi",
+            },
             "limits": {"cpu": None, "memory": None, "nvidia.com/gpu": "1"},
             "claims": None,
         },
         "restartPolicy": None,
     }
     assert containers["envoy"]["resources"] == {
-        "requests": {"cpu": None, "memory": None},
+        "requests": {"cpu": "1", "memory": None},  # the request a CPU limit alone implies
         "limits": {"cpu": "1", "memory": None},
         "claims": None,
     }

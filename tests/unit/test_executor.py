@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from sizeguard.approvals import APPROVAL_ANNOTATION, generate_signing_key
+from sizeguard.approvals import APPROVAL_ANNOTATION, CREATE_TTL_SECONDS, generate_signing_key
 from sizeguard.changes import (
     ChangeSet,
     ResourceChange,
@@ -677,7 +677,7 @@ def test_a_create_makes_the_hpa_with_its_approval_and_records_it(ledger: Ledger)
         None,
         None,
     )
-    assert token["exp"] - token["iat"] == 60
+    assert token["exp"] - token["iat"] == CREATE_TTL_SECONDS
     assert [c.target for c in ledger.created_objects(cs_id)] == [target_of(made)]
     assert result.targets[0].message == f"created (uid {made['metadata']['uid']}) and verified"
     assert result.rollback_hint is not None and "can be removed from" in result.rollback_hint

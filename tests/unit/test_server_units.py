@@ -248,8 +248,15 @@ def test_pod_level_resources_are_set_changed_and_removed() -> None:
     assert again.pod_resources is not None and again.pod_resources.other_limits == {
         "hugepages-2Mi": 8 * MIB
     }
+    # A request left unset under a limit is the limit (Kubernetes sets it so on each pod):
+    # removing the limit alone keeps that request.
+    assert after.pod_resources.memory_request == 4 * GI
+    kept = apply_edit(after, edit(pod_level=True, memory_limit="unset"), "Deployment")
+    assert kept.pod_resources is not None and kept.pod_resources.memory_request == 4 * GI
     gone = apply_edit(
-        after, edit(pod_level=True, cpu_request="unset", memory_limit="unset"), "Deployment"
+        after,
+        edit(pod_level=True, cpu_request="unset", memory_request="unset", memory_limit="unset"),
+        "Deployment",
     )
     assert gone.pod_resources is None  # nothing left: no pod-level resources at all
 
@@ -266,7 +273,7 @@ def test_other_resources_per_container_are_set_kept_and_unset() -> None:
     )
     app = after.containers["app"]
     assert (app.other_requests, app.other_limits) == (
-        {"ephemeral-storage": 2 * GI},
+        {"ephemeral-storage": 2 * GI, "nvidia.com/gpu": 1},  # a GPU request is its limit
         {"nvidia.com/gpu": 1},
     )
     assert app.cpu_request == 100  # the rest stays
@@ -276,6 +283,7 @@ def test_other_resources_per_container_are_set_kept_and_unset() -> None:
     assert more.containers["app"].other_requests == {
         "ephemeral-storage": 2 * GI,
         "example.com/x": 3,
+        "nvidia.com/gpu": 1,
     }
     fewer = apply_edit(
         more, edit(container="app", other_limits={"nvidia.com/gpu": "unset"}), "Deployment"

@@ -415,6 +415,7 @@ def test_guarded_change_without_approval_is_denied_with_a_message_naming_sizegua
         "name": "web",
         "subresource": "",
         "dry_run": False,
+        "orphan": False,
     }
     assert sent["before"]["containers"]["web"]["cpu_request"] == 100
     assert sent["after"]["containers"]["web"]["cpu_request"] == 150
@@ -774,18 +775,58 @@ def test_a_standalone_replicasets_replicas_reach_the_policy(key_dir: Path) -> No
     assert policy.inputs[-1]["request"]["subresource"] == "scale"
 
 
-def test_the_deployment_controllers_replica_writes_need_nobody(key_dir: Path) -> None:
+def test_replica_writes_of_a_deployments_replicaset_reach_the_policy(key_dir: Path) -> None:
+    """Its controller does not always put back someone else's count (two active ReplicaSets
+    of a paused Deployment), so the policy sees every replica write and decides by writer."""
     policy = FakePolicy()
-    namespaces = CountingNamespaces(NAMESPACES)
-    app = make_app(key_dir, policy, namespaces)
+    app = make_app(key_dir, policy)
     scaled = replica_set(replicas=5)
     scaled["metadata"]["annotations"] = {"deployment.kubernetes.io/desired-replicas": "5"}
-    # A non-controller owner added (the garbage collector's kind of write) changes nothing either.
-    scaled["metadata"]["ownerReferences"].append(
+    validate(app, review(replica_set(), scaled))
+    (sent,) = policy.inputs
+    assert (sent["before"]["replicas"], sent["after"]["replicas"]) == (3, 5)
+    assert sent["context"]["owner_before"] == OWNER
+    # A non-controller owner added (the garbage collector's kind of write) alone changes nothing.
+    annotated = replica_set()
+    annotated["metadata"]["ownerReferences"].append(
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u-1"}
     )
-    assert validate(app, review(replica_set(), scaled)) == {"uid": UID, "allowed": True}
-    assert policy.inputs == [] and namespaces.asked == []
+    assert validate(app, review(replica_set(), annotated)) == {"uid": UID, "allowed": True}
+    assert len(policy.inputs) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "orphan"),
+    [
+        (None, False),
+        ({"propagationPolicy": "Background"}, False),
+        ({"propagationPolicy": "Orphan"}, True),
+        ({"orphanDependents": True}, True),
+        ({"orphanDependents": False}, False),
+        ({"propagationPolicy": "Foreground", "orphanDependents": True}, False),
+    ],
+)
+def test_a_delete_says_whether_it_orphans(
+    key_dir: Path, options: dict[str, Any] | None, orphan: bool
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    document = review(replica_set(), None, operation="DELETE")
+    if options is not None:
+        document["request"]["options"] = {"apiVersion": "meta.k8s.io/v1", **options}
+    validate(app, document)
+    assert policy.inputs[-1]["request"]["orphan"] is orphan
+
+
+def test_delete_options_sizeguard_cannot_read_are_refused(key_dir: Path) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    for options in ({"propagationPolicy": "Sideways"}, {"orphanDependents": "yes"}, ["x"]):
+        document = review(replica_set(), None, operation="DELETE")
+        document["request"]["options"] = options
+        response = validate(app, document)
+        assert response["allowed"] is False and "options" in response["status"]["message"]
+    assert policy.inputs == []
 
 
 @pytest.mark.parametrize(

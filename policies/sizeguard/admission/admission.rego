@@ -21,9 +21,9 @@ import data.sizeguard.lib
 # description: |
 #   {allowed, reasons, warnings}. Every reason and warning starts with "sizeguard:" and says
 #   what to do. The first matching case decides: malformed input or an unknown resource
-#   (deny), no guarded change (allow), break-glass group (allow, named), ReplicaSet (a
-#   Deployment's: its controllers; standalone: like a workload's lifecycle), scale
-#   subresource, pods/resize, LimitRange (exempt principals only), workload create/delete
+#   (deny), no guarded change (allow), break-glass group (allow, named), scale subresource
+#   (exempt principals only), ReplicaSet (a Deployment's: its controllers; standalone: like a
+#   workload's lifecycle), pods/resize, LimitRange (exempt principals only), workload create/delete
 #   (exempt principals only, in scope), HPA create/delete (in scope: exempt principals, or an
 #   approval and the rules), then every other change: an approval and the rules.
 # entrypoint: true
@@ -36,10 +36,10 @@ decision := {"allowed": false, "reasons": [malformed_reason], "warnings": []} if
 	not guarded_change
 } else := {"allowed": true, "reasons": [break_glass_reason], "warnings": [break_glass_reason]} if {
 	count(break_glass_groups) > 0
-} else := replica_set_decision if {
-	request.kind == replica_set_kind
 } else := scale_decision if {
 	subresource == "scale"
+} else := replica_set_decision if {
+	request.kind == replica_set_kind
 } else := resize_decision if {
 	subresource == "resize"
 } else := limit_range_decision if {
@@ -141,12 +141,12 @@ malformed_reason := concat("", [
 #   True for the resources this policy decides: workloads (and their scale subresource),
 #   ReplicaSets, HPAs, LimitRanges and pods/resize.
 known_resource if {
-	request.kind in workload_kinds
+	request.kind in (workload_kinds | {replica_set_kind})
 	subresource in {"", "scale"}
 }
 
 known_resource if {
-	request.kind in {lib.hpa_kind, "LimitRange", replica_set_kind}
+	request.kind in {lib.hpa_kind, "LimitRange"}
 	subresource == ""
 }
 

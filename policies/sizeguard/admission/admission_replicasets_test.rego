@@ -307,7 +307,7 @@ test_a_replicaset_input_without_its_ownership_context_is_malformed if {
 }
 
 test_a_replicaset_subresource_is_unknown if {
-	policy_input := update_of({"subresource": "scale"}, {"replicas": 1}, {"replicas": 5}, owned)
+	policy_input := update_of({"subresource": "status"}, {"replicas": 1}, {"replicas": 5}, owned)
 	d := admission.decision with input as policy_input with lib.config as lib_test.fixture
 	not d.allowed
 	contains(d.reasons[0], "sizeguard decides only workloads, their scale subresource, ReplicaSets")
@@ -341,4 +341,39 @@ test_a_deployments_replicaset_is_scaled_by_its_controller_only if {
 		with lib.config as lib_test.fixture
 	not by_mallory.allowed
 	contains(by_mallory.reasons[0], "changing the replicas of ReplicaSet shop/web-5d8f9c7b6d by mallory is denied")
+}
+
+test_an_orphaning_delete_of_a_deployments_replicaset_is_for_its_controllers if {
+	orphaning := admission.decision with input as delete_of({"namespace": "shop", "orphan": true}, small, owned)
+		with lib.config as lib_test.fixture
+	not orphaning.allowed
+	startswith(
+		orphaning.reasons[0],
+		"sizeguard: deleting ReplicaSet shop/web-5d8f9c7b6d and orphaning its pods by mallory is denied",
+	)
+	unsaid := json.remove(delete_of({"namespace": "shop"}, small, owned), ["request/orphan"])
+	unknown := admission.decision with input as unsaid
+		with lib.config as lib_test.fixture
+	not unknown.allowed # an input that does not say is read as orphaning
+	plain := admission.decision with input as delete_of({"namespace": "shop", "orphan": false}, small, owned)
+		with lib.config as lib_test.fixture
+	plain.allowed
+	by_controller := admission.decision with input as delete_of(
+		{"namespace": "shop", "orphan": true, "user": deployment_controller},
+		small, owned,
+	)
+		with lib.config as lib_test.fixture
+	by_controller.allowed
+}
+
+test_the_scale_subresource_of_a_replicaset_is_the_scale_rule if {
+	hpa_controller := "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+	scale_input := rs_input({"subresource": "scale", "user": hpa_controller}, state(2, null), state(5, null), {})
+	by_hpa := admission.decision with input as scale_input
+		with lib.config as lib_test.fixture
+	by_hpa.allowed
+	by_mallory := admission.decision with input as rs_input({"subresource": "scale"}, state(2, null), state(5, null), {})
+		with lib.config as lib_test.fixture
+	not by_mallory.allowed
+	startswith(by_mallory.reasons[0], "sizeguard: scale requests on shop-prod/web-5d8f9c7b6d are denied for mallory")
 }

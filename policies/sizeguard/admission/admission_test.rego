@@ -33,6 +33,7 @@ request(overrides) := object.union(
 		"name": "web",
 		"subresource": "",
 		"dry_run": false,
+		"orphan": false,
 	},
 	overrides,
 )

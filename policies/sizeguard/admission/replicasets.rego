@@ -1,8 +1,9 @@
 # The ReplicaSet part of the admission policy (package metadata: admission.rego).
 #
 # A ReplicaSet's footprint is its replicas and its pod template (the webhook's before/after).
-# The webhook registration does not send replicas-only writes of a Deployment's ReplicaSet
-# (its controller writes them all the time and reverts anyone else's).
+# A Deployment's controller writes its ReplicaSets' replicas all the time; it does not always
+# put back someone else's (a paused Deployment with two active ReplicaSets), so only its
+# controllers may.
 # Its controller ownerReference and its labels tie it to a Deployment: the webhook passes the
 # controller owner of the old and the new object (context.owner_before, owner_after) and
 # whether the labels change (context.labels_changed).
@@ -127,6 +128,9 @@ replica_set_change_applies("the controller owner") if owner_before != owner_afte
 # description: What the request does to the ReplicaSet, as people read it.
 replica_set_action := sprintf("creating ReplicaSet %s", [short]) if {
 	request.operation == "CREATE"
+} else := sprintf("deleting ReplicaSet %s and orphaning its pods", [short]) if {
+	request.operation == "DELETE"
+	object.get(request, "orphan", true) != false
 } else := sprintf("deleting ReplicaSet %s", [short]) if {
 	request.operation == "DELETE"
 } else := sprintf("changing %s of ReplicaSet %s", [spoken_list(replica_set_changes), short])
@@ -152,10 +156,13 @@ owner_short := sprintf("%s/%s", [request.namespace, owning_deployment.name])
 # METADATA
 # description: |
 #   A Deployment's ReplicaSet: deleting it is admitted (its Deployment makes it again from its
-#   own template); anything else (creating it, changing its pod template, labels or controller
-#   owner) only for config.admission.replica_set_controllers and lifecycle exempt principals.
+#   own template) unless the delete orphans its pods (they would keep running beside the new
+#   ReplicaSet's); anything else (creating it, changing its replicas, pod template, labels or
+#   controller owner) only for config.admission.replica_set_controllers and lifecycle exempt
+#   principals.
 owned_replica_set_decision := {"allowed": true, "reasons": [reason], "warnings": []} if {
 	request.operation == "DELETE"
+	object.get(request, "orphan", true) == false # the webhook always says; unknown: orphaning
 	reason := sprintf(
 		"sizeguard: %s by %s admitted: Deployment %s makes its ReplicaSets again from its own template",
 		[replica_set_action, request.user, owner_short],

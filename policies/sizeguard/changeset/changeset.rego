@@ -304,6 +304,7 @@ change_violations(change, cctx) := union({
 	frozen_violations(cctx),
 	kept_limit_violations(values, cctx),
 	retarget_violations(change, cctx),
+	peak_violations(change, cctx),
 }) if {
 	values := values_of(change)
 	after := object.get(change, "after", null)

@@ -184,6 +184,72 @@ recreates_or_replaces_one_by_one("StatefulSet", _)
 recreates_or_replaces_one_by_one(_, state) if object.get(state, "strategy", null) == "Recreate"
 
 # METADATA
+# description: |
+#   The most pods a Deployment's rollout may run at once: its replicas plus maxSurge (rounded
+#   up, as Kubernetes does), or its replicas under Recreate. Undefined for other kinds and for
+#   no object.
+peak_pods(kind, state) := replicas if {
+	kind == "Deployment"
+	replicas := lib.number_or_zero(object.get(state, "replicas", null))
+	recreates_or_replaces_one_by_one(kind, state)
+} else := replicas + lib.surge_pods(default_surge(object.get(state, "max_surge", null)), replicas) if {
+	kind == "Deployment"
+	replicas := lib.number_or_zero(object.get(state, "replicas", null))
+}
+
+# METADATA
+# description: |
+#   A Deployment's peak during a rollout (see peak_pods) is held to the same limits as its
+#   replicas: within the namespace's replica bounds, and not beyond the size thresholds — a
+#   maxSurge of 100000% on 3 replicas is 3003 pods at once, as long as a rollout lasts. A
+#   rollback only warns (as for sizes). Only a change of the rollout strategy or maxSurge that
+#   raises the peak is checked (the replicas have rules of their own).
+peak_violations(change, cctx) := {finding(code, cctx.key, message) |
+	kind := change.target.kind
+	old := lib.object_or_empty(object.get(change, "before", null))
+	new := lib.object_or_empty(object.get(change, "after", null))
+	some field in ["strategy", "max_surge"]
+	object.get(old, field, null) != object.get(new, field, null)
+	before := peak_pods(kind, old)
+	after := peak_pods(kind, new)
+	after > before
+	some code, message in peak_findings(change, before, after, cctx)
+}
+
+# METADATA
+# description: The violations of a raised rollout peak, by code (see peak_violations).
+peak_findings(change, before, after, cctx) := {code: message |
+	some code in ["rollout_peak_out_of_bounds", "rollout_peak_too_large"]
+	message := peak_message(code, change, before, after, cctx)
+}
+
+# METADATA
+# scope: document
+# description: The message of one peak violation, undefined when it does not apply.
+peak_message("rollout_peak_out_of_bounds", _, _, after, cctx) := sprintf(
+	concat("", [
+		"a rollout of %s may run up to %v pods at once (replicas plus maxSurge); ",
+		"the allowed range is %v to %v, so lower maxSurge or the replicas",
+	]),
+	[cctx.short, after, cctx.bounds.min, cctx.bounds.max],
+) if {
+	after > cctx.bounds.max
+}
+
+peak_message("rollout_peak_too_large", change, before, after, cctx) := sprintf(
+	"the most pods a rollout of %s may run at once rises %s (%v → %v pods); the limit is %v%%",
+	[
+		cctx.short, lib.format_percent(pct), before, after,
+		cctx.thresholds.deny_increase_percent,
+	],
+) if {
+	not restores(change)
+	before > 0
+	pct := lib.percent_change(before, after)
+	size_level(pct, cctx.thresholds) == "deny"
+}
+
+# METADATA
 # description: A Deployment's maxSurge, or Kubernetes' default (25%) when unset.
 default_surge(surge) := "25%" if surge == null
 
