@@ -165,21 +165,27 @@ def test_oldest_sample_is_about_fourteen_days_old(sandbox: Sandbox) -> None:
 
 def test_kube_state_metrics_name_the_real_pods_and_replicasets(sandbox: Sandbox) -> None:
     pods = _pods(sandbox, "shop-prod", "worker")
-    owners = prom_query(sandbox.prometheus_url, 'kube_pod_owner{namespace="shop-prod"}')
+    # The history ends when the sandbox came up; an instant query looks back only 5 minutes,
+    # and the suite may reach this test later than that.
+    owners = prom_query(
+        sandbox.prometheus_url, 'last_over_time(kube_pod_owner{namespace="shop-prod"}[1d])'
+    )
     by_pod = {r["metric"]["pod"]: r["metric"] for r in owners}
     for pod in pods:
         meta = by_pod[pod["metadata"]["name"]]
         assert meta["owner_kind"] == "ReplicaSet"
         assert meta["owner_name"] == pod["metadata"]["ownerReferences"][0]["name"]
     rs_owner = prom_query(
-        sandbox.prometheus_url, 'kube_replicaset_owner{namespace="shop-prod",owner_name="worker"}'
+        sandbox.prometheus_url,
+        'last_over_time(kube_replicaset_owner{namespace="shop-prod",owner_name="worker"}[1d])',
     )
     assert {r["metric"]["replicaset"] for r in rs_owner} == {
         p["metadata"]["ownerReferences"][0]["name"] for p in pods
     }
     requests = prom_query(
         sandbox.prometheus_url,
-        'kube_pod_container_resource_requests{namespace="shop-prod",container="worker",resource="cpu"}',
+        "last_over_time(kube_pod_container_resource_requests"
+        '{namespace="shop-prod",container="worker",resource="cpu"}[1d])',
     )
     assert {float(r["value"][1]) for r in requests} == {0.2}
     oom = prom_query(
