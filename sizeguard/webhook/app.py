@@ -440,7 +440,10 @@ class WebhookApp:
         tied = route.family == "replicaset"  # its labels and owner tie it to its Deployment
         if operation == "UPDATE" and _unchanged(before, after, owners if tied else None):
             return Outcome(uid, True, "allowed", "unchanged")
-        changes = describe(before, after) + (owners.describe() if tied else [])
+        # (a create or delete takes its owner with it: only an update changes it)
+        changes = describe(before, after) + (
+            owners.describe() if tied and operation == "UPDATE" else []
+        )
         lookup = await self.namespaces.lookup(request.namespace)
         if lookup.labels is None:
             why = (

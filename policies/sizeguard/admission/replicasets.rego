@@ -185,7 +185,8 @@ owned_replica_set_reason := sprintf(
 		replica_set_action, request.user, owner_short,
 		concat("", [
 			"and only its controllers (config.admission.replica_set_controllers), lifecycle exempt ",
-			"principals and break-glass may create it or change its pod template, labels or owner, ",
+			"principals and break-glass may create it, scale it, orphan its pods or change its pod ",
+			"template, labels or owner, ",
 			"since the pods it runs would no longer be the ones the Deployment says",
 		]),
 		concat("", [
