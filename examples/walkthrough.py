@@ -1,13 +1,16 @@
 """The whole sizeguard flow through MCP, as an assistant and a human would run it.
 
-    python examples/walkthrough.py --url http://127.0.0.1:8765/mcp [--namespace shop-staging]
-        [--workload api] [--kubeconfig FILE]
+    python examples/walkthrough.py --url http://127.0.0.1:8765/mcp --token-file FILE
+        [--namespace shop-staging] [--workload api] [--kubeconfig FILE]
 
-It connects to a running ``sizeguard serve --transport http`` with ``fastmcp.Client`` and:
-scans, previews a change set from the recommendations, asks for confirmation (this script
-plays the human: it prints the question and answers "approve"), applies it, shows that the
-cluster itself refuses an unapproved ``kubectl`` patch, reads the history, rolls back (with its
-own confirmation) and prints the report. ``make demo`` runs it against the sandbox.
+It connects to a running ``sizeguard serve --transport http`` with ``fastmcp.Client``,
+presenting the server's bearer token (``--token-file``: the file ``serve`` created), after
+showing that the server refuses a request without it and one from a foreign web origin.
+Then it scans, previews a change set from the recommendations, asks for confirmation (this
+script plays the human: it prints the question and answers "approve"), applies it, shows
+that the cluster itself refuses an unapproved ``kubectl`` patch, reads the history, rolls
+back (with its own confirmation) and prints the report. ``make demo`` runs it against the
+sandbox.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastmcp import Client
 from mcp_types import Implementation
 
@@ -63,10 +67,44 @@ class DemoHuman:
         return {"approve": True, "namespace": typed}
 
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "a-stranger", "version": "1"},
+    },
+}
+
+
+def refusals(url: str, token: str) -> bool:
+    """What anyone else on this machine, or a web page, gets: True if both are refused."""
+    headers = {"Accept": "application/json, text/event-stream"}
+    anonymous = httpx.post(url, json=INITIALIZE, headers=headers, timeout=10)
+    say(
+        f"without the token: HTTP {anonymous.status_code}, "
+        f"WWW-Authenticate: {anonymous.headers.get('www-authenticate', '-')}"
+    )
+    page = httpx.post(
+        url,
+        json=INITIALIZE,
+        headers={**headers, "Authorization": f"Bearer {token}", "Origin": "http://evil.example"},
+        timeout=10,
+    )
+    say(f"with the token, from a web page at http://evil.example: HTTP {page.status_code}")
+    return anonymous.status_code == 401 and page.status_code == 403
+
+
 async def walkthrough(args: argparse.Namespace) -> int:
     human = DemoHuman()
+    token = Path(args.token_file).read_text().strip()
+    step(0, "who may connect: only a client with the server's token, from this machine")
+    refused_strangers = refusals(args.url, token)
     client = Client(
         args.url,
+        auth=token,
         elicitation_handler=human,
         client_info=Implementation(name="sizeguard-walkthrough", version="1"),
     )
@@ -160,7 +198,10 @@ async def walkthrough(args: argparse.Namespace) -> int:
         markdown = (await client.call_tool("generate_report", {})).structured_content["markdown"]
         say(markdown)
     ok = (
-        refused and outcome["execution"] is not None and outcome["execution"]["status"] == "applied"
+        refused_strangers
+        and refused
+        and outcome["execution"] is not None
+        and outcome["execution"]["status"] == "applied"
     )
     print("\nwalkthrough " + ("complete: every step behaved as it should" if ok else "FAILED"))
     return 0 if ok else 1
@@ -195,6 +236,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--url", required=True, help="the MCP endpoint, e.g. http://127.0.0.1:8765/mcp"
+    )
+    parser.add_argument(
+        "--token-file",
+        required=True,
+        help="the bearer token `sizeguard serve` created (mcp-token next to its ledger)",
     )
     parser.add_argument("--namespace", default="shop-staging")
     parser.add_argument("--workload", default="api", help="a Deployment in --namespace")

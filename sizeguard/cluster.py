@@ -77,6 +77,8 @@ FIELD_MANAGER: Final = "sizeguard"
 STRATEGIC_MERGE: Final = "application/strategic-merge-patch+json"
 HPA_KIND: Final = "HorizontalPodAutoscaler"
 WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet")
+PROBE_SKIPPED_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
+"""Namespaces :meth:`Cluster.probe_admission` leaves alone (the sizeguard webhook skips them)."""
 
 # kind -> (apiVersion, API class, snake_case name used in the client's method names)
 _KINDS: Final[dict[str, tuple[str, Callable[[k8s.ApiClient], Any], str]]] = {
@@ -1022,6 +1024,38 @@ class Cluster:
         obj = self._json(response, action, what)
         _log.info("cluster.patch", target=target.ref(), dry_run=dry_run, warnings=len(warnings))
         return PatchResult(object=obj, warnings=[_redact(w) for w in warnings], dry_run=dry_run)
+
+    def probe_admission(
+        self, *, tries: int = 3, skip_namespaces: Sequence[str] = PROBE_SKIPPED_NAMESPACES
+    ) -> list[list[str]]:
+        """The admission warnings of server-side dry runs (nothing is written) that raise the
+        replicas of a Deployment by one, for up to ``tries`` Deployments in different
+        namespaces (not ``skip_namespaces``): what the admission chain says about a change it
+        decides, with no change set at hand. Admitted or denied, the warnings are returned."""
+        answers: list[list[str]] = []
+        seen: set[str] = set()
+        for obj in self._list_kind("Deployment", None):
+            metadata = obj.get("metadata") or {}
+            namespace = str(metadata.get("namespace") or "")
+            if not namespace or namespace in seen or namespace in skip_namespaces:
+                continue
+            if metadata.get("deletionTimestamp"):
+                continue
+            seen.add(namespace)
+            replicas = (obj.get("spec") or {}).get("replicas")
+            bumped = (replicas if isinstance(replicas, int) else 1) + 1
+            try:
+                result = self.apply_patch(
+                    target_of(obj), {"spec": {"replicas": bumped}}, dry_run=True
+                )
+                answers.append(result.warnings)
+            except ClusterError as exc:
+                answers.append(list(exc.warnings))
+            except ValueError:
+                continue
+            if len(answers) >= tries:
+                break
+        return answers
 
     def _hpa_api(self, target: Target, verb: str) -> tuple[Any, str]:
         api_version, api, _ = self._api(HPA_KIND)

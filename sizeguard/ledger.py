@@ -277,6 +277,8 @@ _WORD_RE: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # A compact JWS (or JWT): a base64url JSON header (it starts with '{"' = "eyJ"), payload, signature.
 _JWS_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{16,}")
 _PEM_RE: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+# The MCP server's bearer token (sizeguard.server.auth): sgmcp.<name>.<secret>.
+_BEARER_RE: Final = re.compile(r"sgmcp\.[a-z0-9-]{1,63}\.[A-Za-z0-9_-]{20,}")
 
 
 def _secret_name(name: str) -> bool:
@@ -289,6 +291,8 @@ def _secret_value(value: str) -> str | None:
         return "a compact JWS (token)"
     if _PEM_RE.search(value):
         return "a PEM private key"
+    if _BEARER_RE.search(value):
+        return "a sizeguard bearer token"
     return None
 
 

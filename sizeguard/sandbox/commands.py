@@ -111,7 +111,10 @@ def _up(args: argparse.Namespace) -> int:
     print(f"kubeconfig  {state.info['kubeconfig']}")
     if "webhook" in state.info:
         print(f"keys        {state.info['webhook']['keys']}   # sign approvals with this key dir")
-    print(f"\nsource {state.directory / 'env'}   # sets KUBECONFIG, PROMETHEUS_URL, OPA_URL")
+    what = "KUBECONFIG, PROMETHEUS_URL, OPA_URL" + (
+        ", SIZEGUARD_KEY_DIR" if "webhook" in state.info else ""
+    )
+    print(f"\nsource {state.directory / 'env'}   # sets {what}")
     return 0
 
 

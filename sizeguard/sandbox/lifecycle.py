@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -403,11 +404,23 @@ def _bring_up(run: _Up, found: dict[str, Path], use_kwok: bool) -> None:
         run.state.urls["webhook"] = webhook_info["url"]
         run.state.info["webhook"] = webhook_info
     run.state.save()
-    (d / "env").write_text(
-        f"export KUBECONFIG={admin_kubeconfig}\n"
-        f"export PROMETHEUS_URL={prom_url}\n"
-        f"export OPA_URL={opa_url}\n"
-    )
+    (d / "env").write_text(env_file(admin_kubeconfig, prom_url, opa_url, webhook_info))
+
+
+def env_file(
+    kubeconfig: Path, prometheus_url: str, opa_url: str, webhook: dict[str, str] | None
+) -> str:
+    """``DIR/env``: what a shell sources to use the sandbox. With the webhook, also
+    ``SIZEGUARD_KEY_DIR``: the key directory whose JWKS the webhook trusts, so that a
+    ``sizeguard serve`` started from this environment signs with a key the cluster accepts."""
+    lines = [
+        f"export KUBECONFIG={shlex.quote(str(kubeconfig))}",
+        f"export PROMETHEUS_URL={shlex.quote(prometheus_url)}",
+        f"export OPA_URL={shlex.quote(opa_url)}",
+    ]
+    if webhook:
+        lines.append(f"export SIZEGUARD_KEY_DIR={shlex.quote(webhook['keys'])}")
+    return "\n".join(lines) + "\n"
 
 
 def _create_estate(

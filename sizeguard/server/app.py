@@ -4,7 +4,8 @@ Read-only tools never write to the cluster. Mutating tools need a human's approv
 in the ledger, which only the confirmation paths create (MCP elicitation answered by the
 human, or ``sizeguard approve`` in a terminal). With ``read_only`` the mutating tools are not
 registered, and the service refuses them at call time as well. The tools themselves live in
-:mod:`sizeguard.server.tools`, grouped by purpose.
+:mod:`sizeguard.server.tools`, grouped by purpose; who may call them over HTTP, and who the
+requester of a call is, in :mod:`sizeguard.server.auth`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.exceptions import ValidationError as ArgumentsError
+from fastmcp.server.auth import AuthProvider
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from mcp_types import CallToolRequestParams, ToolAnnotations
 from pydantic import ValidationError
@@ -92,10 +94,13 @@ def build_app(
     service: Service,
     *,
     name: str = "sizeguard",
+    auth: AuthProvider | None = None,
     before_patch: BeforePatch | None = None,
 ) -> FastMCP:
-    """The MCP server over ``service``. ``before_patch`` is a test seam (partial failures)."""
-    mcp = FastMCP(name, instructions=INSTRUCTIONS, mask_error_details=True)
+    """The MCP server over ``service``. ``auth`` verifies the bearer token of every HTTP
+    request (:mod:`sizeguard.server.auth`; None over stdio and in process). ``before_patch``
+    is a test seam (partial failures)."""
+    mcp = FastMCP(name, instructions=INSTRUCTIONS, mask_error_details=True, auth=auth)
     mcp.add_middleware(ClearArgumentErrors())
     bind(mcp, Runtime(service, PendingConfirmations(), before_patch))
     for tool in READ_TOOLS:

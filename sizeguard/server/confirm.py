@@ -130,7 +130,8 @@ def can_elicit(ctx: Context) -> bool:
 
 
 def client_name(ctx: Context) -> str:
-    """The MCP client's self-reported name (for the audit log, not for trust)."""
+    """The MCP client's self-reported name: a detail in the audit log beside the requester
+    (:func:`sizeguard.server.auth.requester`), never trusted."""
     name: object = None
     params = getattr(ctx.session, "client_params", None)
     if params is not None:

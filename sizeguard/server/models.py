@@ -280,6 +280,15 @@ class Preview(BaseModel):
     typed_confirmation: list[str] = Field(
         description="namespaces the human must type to approve (production/critical targets)"
     )
+    signing_key_trusted: bool | None = Field(
+        default=None,
+        description="the cluster's sizeguard webhook trusts the key this server signs "
+        "approvals with, as the webhook said in its dry-run answers (false: an approval "
+        "would be refused at apply, so none is asked for; null: no answer said)",
+    )
+    signing_key_check: str = Field(
+        default="", description="what the webhook said about the signing key, in words"
+    )
     next_step: str
 
 
@@ -345,6 +354,15 @@ class SafetyReport(BaseModel):
     signing_key: str = Field(description="the key id approvals are signed with, or why none")
     webhook_registered: bool | None = Field(
         description="a ValidatingWebhookConfiguration named sizeguard exists (None: unknown)"
+    )
+    webhook_trusts_signing_key: bool | None = Field(
+        default=None,
+        description="the webhook names the signing key's kid among the keys it trusts, in "
+        "its answer to a server-side dry run (false: every apply would be refused; null: "
+        "unknown, or read-only)",
+    )
+    webhook_key_check: str = Field(
+        default="", description="what the webhook said about the signing key, in words"
     )
     audit_log: str
     change_set: Preview | None = None

@@ -6,8 +6,9 @@ from kubernetes import client as k8s
 
 from sizeguard.changes import GuardedState
 from sizeguard.cluster import ClusterError
+from sizeguard.key_trust import KeyTrust
 from sizeguard.ledger import LedgerError
-from sizeguard.server.models import History, HistoryEntry, SafetyReport
+from sizeguard.server.models import History, HistoryEntry, Preview, SafetyReport
 from sizeguard.server.service import Service, ServiceError, diff_lines, pod_cost, timestamp
 
 __all__ = ["history", "markdown", "safety_report"]
@@ -49,7 +50,21 @@ def _webhook_registered(service: Service) -> bool | None:
     )
 
 
+def _key_trust(service: Service, preview: Preview | None) -> KeyTrust:
+    """From the change set's dry runs when there is one; else from a probe dry run."""
+    if preview is not None and preview.signing_key_trusted is not None:
+        return KeyTrust(preview.signing_key_trusted, service.signing_kid)
+    try:
+        return service.key_trust()
+    except ClusterError as exc:
+        return KeyTrust(
+            None, service.signing_kid, unknown_because=f"the probe dry run failed: {exc}"
+        )
+
+
 def safety_report(service: Service, change_set_id: str | None, actor: str) -> SafetyReport:
+    """Every check sizeguard relies on, now. Whether the webhook trusts the signing key is
+    learnt from its answer to a server-side dry run (the change set's, or a probe's)."""
     probe = service.policy.changeset_decision({"changes": [], "context": {}})
     engine = "ok" if probe.engine_error is None else f"unusable: {probe.engine_error}"
     audit = service.ledger.verify_audit()
@@ -64,11 +79,18 @@ def safety_report(service: Service, change_set_id: str | None, actor: str) -> Sa
             f"#{a.id} {a.op} by {a.approver}: {a.state} (expires {timestamp(a.expires_at)})"
             for a in service.ledger.approvals(change_set_id)
         ]
+    trust = _key_trust(service, preview)
     return SafetyReport(
         read_only=service.read_only or service.key is None,
         policy_engine=engine,
         signing_key="none (read-only)" if service.key is None else f"kid {service.key.kid}",
         webhook_registered=_webhook_registered(service),
+        webhook_trusts_signing_key=trust.trusted,
+        webhook_key_check=(
+            preview.signing_key_check
+            if preview is not None and preview.signing_key_trusted is not None
+            else trust.describe()
+        ),
         audit_log=(
             f"intact ({audit.entries} entries, head {audit.head_seq}:{audit.head_hash})"
             if audit.ok

@@ -45,6 +45,7 @@ from sizeguard.cluster import (
     patch_for,
 )
 from sizeguard.cost import PriceModel
+from sizeguard.key_trust import KeyTrust, trusted_key_sets, verdict
 from sizeguard.ledger import Approval, Ledger
 from sizeguard.policy import ChangesetDecision, PolicyClient
 from sizeguard.quantities import cpu_millicores, memory_bytes
@@ -762,7 +763,9 @@ class Service:
             if change.operation == "delete" and live is not None:
                 refuse_young(live)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            dry_runs = list(pool.map(self._dry_run, change_set.changes, lives))
+            answers = list(pool.map(self._dry_run, change_set.changes, lives))
+        dry_runs = [dry_run for dry_run, _ in answers]
+        trust = verdict(self.signing_kid, [s for _, sets in answers for s in sets])
         diff = []
         before_total = after_total = 0.0
         for change, live in zip(change_set.changes, lives, strict=True):
@@ -799,6 +802,8 @@ class Service:
             next_step = (
                 "the apiserver refused the dry run of some targets; fix them and preview again"
             )
+        elif trust.trusted is False:
+            next_step = "do not ask for approval: " + trust.problem()
         else:
             next_step = (
                 f"ask the human to approve it: request_confirmation('{stored.id}'), "
@@ -813,6 +818,8 @@ class Service:
             cost=cost,
             confirmation="",
             typed_confirmation=typed,
+            signing_key_trusted=trust.trusted,
+            signing_key_check=trust.describe(),
             next_step=next_step,
         )
         preview = preview.model_copy(update={"confirmation": confirmation_text(preview, "apply")})
@@ -826,15 +833,38 @@ class Service:
                 "risk": decision.risk,
                 "violations": [v.code for v in decision.violations][:50],
                 "dry_run_rejected": [d.target for d in rejected][:50],
+                "webhook_trusts_signer": trust.trusted,
                 "source": source,
             },
         )
         return preview
 
-    def _dry_run(self, change: ResourceChange, live: dict[str, Any] | None) -> DryRun:
+    @property
+    def signing_kid(self) -> str | None:
+        """The kid approvals are signed with (None: this server signs nothing)."""
+        return None if self.read_only or self.key is None else self.key.kid
+
+    def key_trust(self) -> KeyTrust:
+        """Whether the cluster's sizeguard webhook trusts the signing key, asked without a
+        change set: dry runs of a replicas change of a few Deployments (nothing is written);
+        the webhook names the keys it trusts in its answer (:mod:`sizeguard.key_trust`)."""
+        if self.signing_kid is None:
+            return verdict(None, [])
+        sets = [s for answer in self.cluster.probe_admission() for s in trusted_key_sets(answer)[0]]
+        return verdict(self.signing_kid, sets)
+
+    def _dry_run(
+        self, change: ResourceChange, live: dict[str, Any] | None
+    ) -> tuple[DryRun, list[frozenset[str]]]:
         """The change sent unsigned, as a server-side dry run, through the whole admission
         chain (the webhook admits an unapproved dry run with a warning, and still denies what
-        the policy forbids)."""
+        the policy forbids), and the key sets the webhook said it trusts (taken out of the
+        warnings shown to people)."""
+        dry_run = self._dry_run_answer(change, live)
+        sets, warnings = trusted_key_sets(dry_run.warnings)
+        return dry_run.model_copy(update={"warnings": warnings}), sets
+
+    def _dry_run_answer(self, change: ResourceChange, live: dict[str, Any] | None) -> DryRun:
         ref = change.target.ref()
         try:
             result = self._send_dry_run(change, live)
@@ -912,6 +942,8 @@ class Service:
                 "the apiserver refused the dry run of: "
                 + ", ".join(d.target for d in preview.dry_run if not d.admitted)
             )
+        if preview.signing_key_trusted is False:
+            raise ServiceError(preview.signing_key_check.removeprefix("NO: "))
         check_typed(preview.typed_confirmation, typed)
         op = change_set_op(source)
         approval = self.ledger.record_approval(

@@ -28,6 +28,9 @@ Decision flow for ``/validate`` (docs/webhook.md):
    and for a DELETE whether the object is younger than ``MIN_AGE_TO_DELETE_SECONDS``); its
    ``allowed`` is the answer, its warnings are passed through, and a deny names sizeguard,
    the change and what to do.
+8. A dry run's answer also names the approval keys this webhook trusts, as its first warning
+   (:mod:`sizeguard.key_trust`): the MCP server dry-runs every change set before a human is
+   asked, and so learns whether the webhook trusts its signing key before anyone approves.
 
 Every failure denies: a malformed review, an exception anywhere in the decision, OPA down,
 slow or undefined (the policy client's fail-closed deny). The HTTP status of ``/validate`` is
@@ -46,6 +49,7 @@ import anyio
 import structlog
 
 from sizeguard.approvals import APPROVAL_ANNOTATION, VerifyResult, approval_of, verify_transition
+from sizeguard.key_trust import trusted_keys_warning
 from sizeguard.policy import AdmissionDecision
 from sizeguard.webhook.keys import JwksFile
 from sizeguard.webhook.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -323,6 +327,10 @@ class WebhookApp:
                 raise ReviewError(f"the body is larger than {MAX_BODY_BYTES} bytes")
             request = parse_review(body)
             outcome = await self.decide(request)
+            if request.dry_run:
+                keys = self.jwks.current()
+                kids = () if keys is None else keys.kids
+                outcome.warnings.insert(0, trusted_keys_warning(kids))
         except ReviewError as exc:
             outcome = Outcome(
                 uid=exc.uid,

@@ -29,6 +29,8 @@ from .helpers import eventually
 CHART = Path(__file__).resolve().parents[2] / "charts" / "sizeguard"
 RELEASE = "sg"
 NAMESPACE = "sizeguard-system"
+ASSISTANT = "system:serviceaccount:chart-it:assistant"
+MCP_SERVICE = f"{RELEASE}-sizeguard-mcp"
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -41,8 +43,27 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "service-monitor": {"serviceMonitor": {"enabled": True}},
     "prometheus-rule": {"prometheusRule": {"enabled": True}},
     "network-policy": {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.0/8"]}},
-    "mcp-server": {"mcpServer": {"enabled": True}},
-    "mcp-server-ledger-claim": {"mcpServer": {"enabled": True, "ledgerClaim": "sizeguard-ledger"}},
+    "mcp-server": {"mcpServer": {"enabled": True, "auth": {"allowedSubjects": [ASSISTANT]}}},
+    "mcp-server-ledger-claim": {
+        "mcpServer": {
+            "enabled": True,
+            "ledgerClaim": "sizeguard-ledger",
+            "auth": {"allowedSubjects": [ASSISTANT]},
+        }
+    },
+    "mcp-server-oidc": {
+        "mcpServer": {
+            "enabled": True,
+            "auth": {
+                "allowedSubjects": ["user:*@example.com"],
+                "jwksUri": "https://idp.example.com/.well-known/jwks.json",
+                "issuer": "https://idp.example.com",
+                "algorithm": "ES256",
+            },
+            "allowedHosts": ["sizeguard.example.com"],
+            "allowedOrigins": ["https://ai.example.com"],
+        }
+    },
     "inline-jwks": {"jwks": {"existingSecret": "", "inline": '{"keys": []}'}},
     "required-anti-affinity": {"webhook": {"antiAffinity": "required", "extraSANs": ["127.0.0.1"]}},
 }
@@ -102,6 +123,7 @@ def test_each_option_renders(option: str, tmp_path: Path) -> None:
         "network-policy": {"NetworkPolicy"},
         "mcp-server": {"ClusterRole", "ClusterRoleBinding"},
         "mcp-server-ledger-claim": {"ClusterRole", "ClusterRoleBinding"},
+        "mcp-server-oidc": {"ClusterRole", "ClusterRoleBinding"},
         "inline-jwks": {"Secret"},
     }.get(option, set())
     assert expected <= kinds
@@ -115,6 +137,23 @@ def test_bad_values_are_refused(tmp_path: Path) -> None:
         ({"jwks": {"existingSecret": "", "inline": ""}}, "jwks.existingSecret"),
         ({"jwks": {"existingSecret": "", "inline": "not json"}}, "JSON object"),
         ({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+        ({"mcpServer": {"enabled": True}}, "mcpServer.auth.allowedSubjects"),
+        (
+            {"mcpServer": {"enabled": True, "auth": {"allowedSubjects": ["*"]}}},
+            "allowedSubjects",
+        ),
+        (
+            {
+                "mcpServer": {
+                    "enabled": True,
+                    "auth": {"allowedSubjects": [ASSISTANT], "jwksUri": "https://idp/jwks"},
+                }
+            },
+            "mcpServer.auth.issuer",
+        ),
+        ({"mcpServer": {"allowedHosts": ["*"]}}, "allowedHosts"),
+        ({"mcpServer": {"allowedOrigins": ["*"]}}, "allowedOrigins"),
+        ({"mcpServer": {"auth": {"noAuth": True}}}, "noAuth"),
     ):
         values_file = tmp_path / "bad.json"
         values_file.write_text(json.dumps(values))
@@ -177,6 +216,98 @@ def test_the_webhook_may_read_namespaces_and_nothing_else(tmp_path: Path) -> Non
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "sg-sizeguard-webhook", "namespace": NAMESPACE}
     ]
+
+
+def _mcp(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == MCP_SERVICE]
+    return doc
+
+
+def mcp_args(tmp_path: Path, option: str = "mcp-server") -> list[str]:
+    pod = _mcp(render(tmp_path, OPTIONS[option]), "Deployment")["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "mcp-server"]
+    args: list[str] = container["args"]
+    return args
+
+
+def test_the_mcp_server_has_no_unauthenticated_port(tmp_path: Path) -> None:
+    docs = render(tmp_path, OPTIONS["mcp-server"])
+    pod = _mcp(docs, "Deployment")["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["name"] == "mcp-server"]
+    args = server["args"]
+    assert "--no-auth" not in args
+    assert "--jwt-kubernetes" in args and f"--jwt-subject={ASSISTANT}" in args
+    assert "--jwt-audience=sizeguard" in args
+    for name in (
+        MCP_SERVICE,
+        f"{MCP_SERVICE}.{NAMESPACE}",
+        f"{MCP_SERVICE}.{NAMESPACE}.svc",
+        f"{MCP_SERVICE}.{NAMESPACE}.svc.cluster.local",
+    ):
+        assert f"--allowed-host={name}" in args
+    assert not any(a.startswith("--allowed-origin") for a in args)
+    # one port, the authenticated one, and the Service exposes only it (the OPA sidecar
+    # listens on 127.0.0.1 and has no containerPort)
+    assert [p["name"] for p in server["ports"]] == ["http"]
+    assert all("ports" not in c for c in pod["containers"] if c["name"] != "mcp-server")
+    service = _mcp(docs, "Service")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8000, "http")]
+    # the server may read its cluster's service-account issuer, to verify callers' tokens
+    role = _mcp(docs, "ClusterRole")
+    assert {
+        "nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"],
+        "verbs": ["get"],
+    } in role["rules"]
+
+
+def test_the_mcp_server_can_use_another_issuer(tmp_path: Path) -> None:
+    args = mcp_args(tmp_path, "mcp-server-oidc")
+    assert "--jwt-kubernetes" not in args
+    for arg in (
+        "--jwt-jwks-uri=https://idp.example.com/.well-known/jwks.json",
+        "--jwt-issuer=https://idp.example.com",
+        "--jwt-algorithm=ES256",
+        "--jwt-subject=user:*@example.com",
+        "--allowed-host=sizeguard.example.com",
+        "--allowed-origin=https://ai.example.com",
+    ):
+        assert arg in args
+    role = _mcp(render(tmp_path, OPTIONS["mcp-server-oidc"]), "ClusterRole")
+    assert not any("nonResourceURLs" in rule for rule in role["rules"])
+
+
+def test_the_charts_mcp_server_arguments_admit_only_the_allowed_service_account(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The chart's server, as the chart starts it (its flags; paths and port of this
+    machine), against the sandbox's API server as its cluster: a TokenRequest token of the
+    allowed ServiceAccount for audience sizeguard is admitted through the Service's names,
+    anything else is refused."""
+    from .test_http_access import post, serve, service_account_token, with_session
+
+    local = ("serve", "--transport", "--host", "--port", "--key-dir", "--ledger", "--opa-url")
+    args = [a for a in mcp_args(tmp_path) if not a.startswith(local)]
+    args = [a for a in args if not a.startswith("--prometheus-url")]
+    namespace, name = ASSISTANT.split(":")[2:]
+    sandbox.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    good = service_account_token(sandbox, name, "sizeguard", namespace=namespace)
+    stranger = service_account_token(sandbox, "stranger", "sizeguard", namespace=namespace)
+    with serve(sandbox, tmp_path / "serve", *args) as server:
+        for token in (None, stranger, good + "x"):
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            assert post(server, headers).status_code == 401
+        bearer = {"Authorization": f"Bearer {good}"}
+        for host in (f"{MCP_SERVICE}.{NAMESPACE}.svc:8000", f"{MCP_SERVICE}.{NAMESPACE}"):
+            assert post(server, {**bearer, "Host": host}).status_code == 200, host
+        assert post(server, {**bearer, "Host": "sizeguard.evil.example"}).status_code == 421
+
+        async def report(session: Any) -> Any:
+            return await session.call_tool("get_safety_report", {})
+
+        result = with_session(server, report, token=good)
+        assert not result.is_error
+        actors = {e.actor for e in server.audit() if e.event == "tool.get_safety_report"}
+        assert actors == {f"jwt:{ASSISTANT}"}
 
 
 def test_the_network_policy_lets_the_webhook_reach_the_api_server_only(tmp_path: Path) -> None:

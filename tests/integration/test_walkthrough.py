@@ -1,6 +1,7 @@
 """The walkthrough `make demo` runs, end to end: a real `sizeguard serve --transport http`
-process on loopback, `examples/walkthrough.py` as its MCP client, the sandbox's webhook,
-OPA and Prometheus behind it. What the demo shows a newcomer must keep working."""
+process on loopback, `examples/walkthrough.py` as its MCP client with the server's bearer
+token, the sandbox's webhook, OPA and Prometheus behind it. What the demo shows a newcomer
+must keep working."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def server(sandbox: Sandbox, tmp_path: Path) -> Iterator[tuple[str, Path, Compon
         str(info["keys"]),
         "--ledger",
         str(ledger),
+        "--token-name",
+        "walkthrough",
     ]
     env = dict(
         os.environ,
@@ -78,6 +81,8 @@ def test_the_demo_walkthrough_runs_the_whole_flow(
             url,
             "--kubeconfig",
             str(sandbox.kubeconfig),
+            "--token-file",
+            str(ledger.parent / "mcp-token"),
         ],
         capture_output=True,
         text=True,
@@ -87,6 +92,8 @@ def test_the_demo_walkthrough_runs_the_whole_flow(
     output = " ".join(done.stdout.split())  # the walkthrough wraps long lines
     assert done.returncode == 0, done.stdout + done.stderr + processes.log_tail(process, 40)
     assert "walkthrough complete" in output
+    assert "without the token: HTTP 401, WWW-Authenticate: Bearer" in output
+    assert "from a web page at http://evil.example: HTTP 403" in output
     for step in (
         "scan_recommendations",
         "preview_changes",
@@ -99,9 +106,14 @@ def test_the_demo_walkthrough_runs_the_whole_flow(
         assert step in output, step
     assert 'admission webhook "workloads.sizeguard.io" denied the request' in output
     with Ledger(ledger, create=False) as book:
-        events = [e.event for e in book.audit_entries()]
+        entries = book.audit_entries()
+        events = [e.event for e in entries]
         assert book.verify_audit().ok
     assert events.count("apply.completed") == 1
     assert events.count("rollback.completed") == 1
     assert events.count("approval.used") == 2  # one human approval for each
     assert events.count("confirmation.accepted") == 2
+    assert {e.actor for e in entries} == {
+        "token:walkthrough",
+        "human via token:walkthrough",
+    }

@@ -220,3 +220,19 @@ def test_wait_times_out_with_the_reason(tmp_path: Path) -> None:
         assert time.monotonic() - start < 5
     finally:
         processes.stop(component)
+
+
+def test_the_env_file_names_the_key_the_webhook_trusts(tmp_path: Path) -> None:
+    keys = tmp_path / "with space" / "keys"
+    webhook = {"keys": str(keys), "url": "https://127.0.0.1:1/validate"}
+    text = lifecycle.env_file(tmp_path / "kubeconfig", "http://p", "http://o", webhook)
+    done = subprocess.run(
+        ["bash", "-c", '. /dev/stdin; printf "%s\\n" "$KUBECONFIG" "$SIZEGUARD_KEY_DIR"'],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.splitlines() == [str(tmp_path / "kubeconfig"), str(keys)]
+    without = lifecycle.env_file(tmp_path / "kubeconfig", "http://p", "http://o", None)
+    assert "SIZEGUARD_KEY_DIR" not in without and "OPA_URL=http://o" in without

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from sizeguard import cli
+from sizeguard import cli, server_commands
+from sizeguard.server.token_file import load_or_create_token
 
 REGISTERED = cli.COMMAND_MODULES  # as cli.py declares it, before any test patches it
 CS = "cs-0123456789abcdef0123"
@@ -68,6 +70,17 @@ def test_serve_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
         "--context",
         "--host",
         "--port",
+        "--allowed-host",
+        "--allowed-origin",
+        "--token-file",
+        "--token-name",
+        "--jwt-kubernetes",
+        "--jwt-jwks-uri",
+        "--jwt-public-key",
+        "--jwt-issuer",
+        "--jwt-audience",
+        "--jwt-subject",
+        "--no-auth",
     ):
         assert flag in out, flag
 
@@ -180,3 +193,134 @@ def test_serve_without_a_key_in_a_real_process(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stdout == ""  # stdout is the MCP channel: nothing but protocol goes there
     assert done.stderr.count("\n") == 1 and "--key-dir" in done.stderr
+
+
+# --- the HTTP transport's flags (refused before anything is opened) ------------------------------
+
+
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code, out, err = run(capsys, "serve", *argv)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("sizeguard: "), err
+    return err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com", "10.0.0.1"])  # noqa: S104
+def test_no_auth_needs_a_loopback_bind(capsys: pytest.CaptureFixture[str], host: str) -> None:
+    err = _refused(capsys, "--transport", "http", "--host", host, "--no-auth", "--read-only")
+    assert f"--no-auth is refused with --host {host}" in err and "loopback" in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "[::1]"])
+def test_no_auth_is_accepted_on_loopback(host: str) -> None:
+    args = cli.build_parser().parse_args(
+        ["serve", "--transport", "http", "--host", host, "--no-auth"]
+    )
+    assert server_commands.check_http_flags(args) == "none"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--no-auth", "--token-file", "/tmp/t"], "contradict"),
+        (["--no-auth", "--jwt-kubernetes", "--jwt-subject", "s"], "contradict"),
+        (["--jwt-kubernetes"], "--jwt-subject"),
+        (["--jwt-subject", "s"], "exactly one source"),
+        (["--jwt-kubernetes", "--jwt-jwks-uri", "https://x", "--jwt-subject", "s"], "exactly one"),
+        (["--jwt-jwks-uri", "https://x/jwks", "--jwt-subject", "s"], "--jwt-issuer is required"),
+        (["--jwt-kubernetes", "--jwt-subject", "s", "--token-name", "a"], "not with JWTs"),
+        (["--jwt-kubernetes", "--jwt-subject", "s", "--jwt-audience", ""], "audience"),
+        (["--allowed-host", "*"], "bare '*'"),
+        (["--allowed-origin", "*"], "--allowed-origin"),
+        (["--allowed-origin", "evil.example"], "--allowed-origin"),
+        (["--allowed-origin", "https://a.example/path"], "--allowed-origin"),
+        (["--token-name", "Alice Smith"], "--token-name"),
+    ],
+)
+def test_http_flags_that_do_not_fit_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    err = _refused(capsys, "--transport", "http", "--read-only", *argv)
+    assert message in err
+
+
+def test_http_flags_are_refused_over_stdio(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _refused(capsys, "--read-only", "--no-auth", "--allowed-host", "a.example")
+    assert "--allowed-host, --no-auth: for --transport http only" in err
+
+
+def test_the_default_is_a_token(tmp_path: Path) -> None:
+    parse = cli.build_parser().parse_args
+    assert server_commands.check_http_flags(parse(["serve", "--transport", "http"])) == "token"
+    assert server_commands.check_http_flags(parse(["serve"])) == "stdio"
+    jwt = parse(["serve", "--transport", "http", "--jwt-kubernetes", "--jwt-subject", "s"])
+    assert server_commands.check_http_flags(jwt) == "jwt"
+    origins = parse(
+        ["serve", "--transport", "http", "--allowed-origin", "https://ai.example.com:8443/"]
+    )
+    assert server_commands.check_http_flags(origins) == "token"
+
+
+def test_the_instructions_read_the_token_from_its_file(tmp_path: Path) -> None:
+    token = load_or_create_token(tmp_path / "mcp-token", "alice")
+    text = server_commands.token_instructions("http://127.0.0.1:8000/mcp", token)
+    assert token.secret not in text
+    assert (
+        "claude mcp add --transport http sizeguard http://127.0.0.1:8000/mcp "
+        f'--header "Authorization: Bearer $(cat {tmp_path / "mcp-token"})"'
+    ) in text
+    vscode = json.loads(text.splitlines()[-1])
+    server = vscode["servers"]["sizeguard"]
+    assert server["headers"] == {"Authorization": "Bearer ${input:sizeguard-token}"}
+    assert vscode["inputs"][0]["password"] is True
+    assert "token:alice" in text
+
+
+def test_over_stdio_the_requester_is_the_servers_user(tmp_path: Path) -> None:
+    """A real `sizeguard serve --read-only` over stdio (no cluster is contacted for the
+    audit history): no token, and the audit log names the OS user, not the client's name."""
+    import asyncio
+    import getpass
+
+    from fastmcp import Client
+    from fastmcp.client.transports import StdioTransport
+    from mcp_types import Implementation
+
+    from sizeguard.ledger import Ledger
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "not-used"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    ledger = tmp_path / "ledger.db"
+    transport = StdioTransport(
+        command=sys.executable,
+        args=[
+            *("-m", "sizeguard.cli", "serve", "--read-only"),
+            *("--kubeconfig", str(kubeconfig), "--ledger", str(ledger)),
+        ],
+        env={k: v for k, v in os.environ.items() if not k.startswith("SIZEGUARD_")},
+        cwd=str(tmp_path),
+    )
+
+    async def go() -> None:
+        client = Client(transport, client_info=Implementation(name="token:admin", version="1"))
+        async with client:
+            await client.call_tool("get_execution_history", {})
+
+    asyncio.run(go())
+    with Ledger(ledger, create=False) as book:
+        (entry,) = book.audit_entries()
+    assert entry.event == "tool.get_execution_history"
+    assert entry.actor == f"stdio:{getpass.getuser()}"
+    assert entry.details["client"] == "mcp:token:admin"
+    assert not (tmp_path / "mcp-token").exists()  # stdio needs no token

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,8 +25,10 @@ from sizeguard.approvals import (
     load_signing_key,
     mint_approval,
     public_jwk,
+    rotate_key_dir,
 )
 from sizeguard.changes import Target, guarded_state, target_of
+from sizeguard.key_trust import PREFIX, trusted_key_sets, verdict
 from sizeguard.policy import AdmissionDecision
 from sizeguard.webhook.app import WebhookApp
 from sizeguard.webhook.keys import JwksFile
@@ -503,12 +506,42 @@ def test_token_never_appears_in_logs(key_dir: Path, key: SigningKey) -> None:
     assert event["namespace_labels_from"] == "cache"
 
 
-def test_dry_run_warning_is_passed_through_on_one_line(key_dir: Path) -> None:
+def test_dry_run_warning_is_passed_through_on_one_line(key_dir: Path, key: SigningKey) -> None:
     response = validate(
         make_app(key_dir), review(deployment(), deployment(cpu="150m"), dry_run=True)
     )
     assert response["allowed"] is True
-    assert response["warnings"] == ["sizeguard: dry run admitted second line"]
+    assert response["warnings"] == [
+        f"sizeguard: trusted approval keys: {key.kid}",
+        "sizeguard: dry run admitted second line",
+    ]
+
+
+def test_a_dry_run_answer_names_the_trusted_keys_and_a_real_one_does_not(
+    key_dir: Path, key: SigningKey, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    shutil.copytree(key_dir, keys)
+    rotated = rotate_key_dir(keys)
+    app = make_app(keys, FakePolicy(error="OPA is down"))
+    denied = validate(app, review(deployment(), deployment(cpu="150m"), dry_run=True))
+    assert denied["allowed"] is False  # denied or not, the answer says which keys it trusts
+    sets, others = trusted_key_sets(denied["warnings"])
+    assert sets == [frozenset({key.kid, rotated.kid})]
+    assert verdict(key.kid, sets).trusted is True
+    assert verdict("A" * 43, sets).trusted is False
+    assert all(not w.startswith(PREFIX) for w in others)
+    real = validate(app, review(deployment(), deployment(cpu="150m")))
+    assert not any(w.startswith(PREFIX) for w in real.get("warnings") or [])
+
+
+def test_a_webhook_without_keys_says_it_trusts_none(tmp_path: Path) -> None:
+    app = make_app(tmp_path)  # no jwks.json: no keys loaded
+    response = validate(app, review(deployment(), deployment(cpu="150m"), dry_run=True))
+    assert response["warnings"][0] == "sizeguard: trusted approval keys: none"
+    sets, _ = trusted_key_sets(response["warnings"])
+    assert sets == [frozenset()]
+    assert verdict("A" * 43, sets).trusted is False
 
 
 def test_scale_subresource_passes_replicas_only_and_no_approval(key_dir: Path) -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sizeguard.cluster import ClusterError
 from sizeguard.ledger import LedgerError, scrub_details
 from sizeguard.prometheus import PrometheusError
+from sizeguard.server.auth import requester
 from sizeguard.server.confirm import PendingConfirmations, client_name
 from sizeguard.server.executor import BeforePatch
 from sizeguard.server.models import describe_validation_error
@@ -58,8 +59,9 @@ def thread(function: Callable[..., T], *args: Any) -> Awaitable[T]:
 
 
 def _audit_call(
-    service: Service, actor: str, tool: str, arguments: dict[str, Any], result: str
+    service: Service, who: tuple[str, str], tool: str, arguments: dict[str, Any], result: str
 ) -> None:
+    actor, client = who
     try:
         cs = arguments.get("change_set_id")
         service.ledger.append_audit(
@@ -67,7 +69,7 @@ def _audit_call(
             event=f"tool.{tool}",
             result=result[:64],
             change_set_id=cs if isinstance(cs, str) and len(cs) <= 64 else None,
-            details={"arguments": scrub_details(arguments)},
+            details={"arguments": scrub_details(arguments), "client": client},
         )
     except Exception as exc:  # never let the audit of a call hide its result (or its error)
         _log.error("audit.failed", tool=tool, error=str(exc)[:200])
@@ -82,25 +84,28 @@ async def run(
     mutating: bool = False,
 ) -> T:
     """Run one tool call: refusals and errors become clear tool errors, and every call,
-    whatever its outcome, is in the audit log."""
+    whatever its outcome, is in the audit log — by the authenticated requester, with the
+    client's self-reported name as a detail."""
     service = runtime(ctx).service
-    actor = client_name(ctx)
+    who = (requester(ctx), client_name(ctx))
     try:
         if mutating and (service.read_only or service.key is None):
             raise ToolError("sizeguard: this server is read-only; mutating tools are refused")
         result = await work()
     except ToolError as exc:
-        await thread(_audit_call, service, actor, tool, arguments, "error")
-        _log.info("tool.call", tool=tool, result="error", error=str(exc)[:300])
+        await thread(_audit_call, service, who, tool, arguments, "error")
+        _log.info("tool.call", tool=tool, requester=who[0], result="error", error=str(exc)[:300])
         raise
     except (ServiceError, ClusterError, LedgerError, PrometheusError, ValueError) as exc:
-        await thread(_audit_call, service, actor, tool, arguments, "error")
+        await thread(_audit_call, service, who, tool, arguments, "error")
         text = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
-        _log.info("tool.call", tool=tool, result="error", error=text[:300])
+        _log.info("tool.call", tool=tool, requester=who[0], result="error", error=text[:300])
         raise ToolError(f"sizeguard: {text}") from None
     except Exception as exc:
-        await thread(_audit_call, service, actor, tool, arguments, "error")
-        _log.error("tool.call", tool=tool, result="error", error_type=type(exc).__name__)
+        await thread(_audit_call, service, who, tool, arguments, "error")
+        _log.error(
+            "tool.call", tool=tool, requester=who[0], result="error", error_type=type(exc).__name__
+        )
         raise ToolError(
             f"sizeguard: internal error ({type(exc).__name__}); see the server's log"
         ) from None
@@ -108,6 +113,6 @@ async def run(
     outcome = str(status) if status is not None else "ok"
     if isinstance(result, InputRequiredResult):
         outcome = "input_required"
-    await thread(_audit_call, service, actor, tool, arguments, outcome)
-    _log.info("tool.call", tool=tool, result=outcome)
+    await thread(_audit_call, service, who, tool, arguments, outcome)
+    _log.info("tool.call", tool=tool, requester=who[0], result=outcome)
     return result

@@ -11,7 +11,8 @@ from typing import Literal
 from fastmcp import Context
 from mcp_types import InputRequiredResult
 
-from sizeguard.server.confirm import Answer, ask, client_name, modern_protocol
+from sizeguard.server.auth import requester
+from sizeguard.server.confirm import Answer, ask, modern_protocol
 from sizeguard.server.models import ChangeSetId, Confirmation, Preview
 from sizeguard.server.service import (
     Service,
@@ -35,7 +36,7 @@ async def confirm(
     has one). The answer round of the input-required style skips the preview: approving
     checks the policy and the dry runs again before anything is recorded."""
     service, pending = runtime(ctx).service, runtime(ctx).pending
-    actor = client_name(ctx)
+    actor = requester(ctx)
     stored = await thread(service.ledger.get_change_set, change_set_id)
     if stored is None:
         raise ServiceError(f"there is no change set {change_set_id}; preview_changes creates one")
@@ -47,10 +48,13 @@ async def confirm(
     if preview is None:
         fresh, _ = await thread(lambda: service.stored_preview(change_set_id, actor=actor))
         preview = fresh
-    if not preview.policy.allowed or any(not d.admitted for d in preview.dry_run):
-        problems = [v.message for v in preview.policy.violations] + [
-            f"{d.target}: {d.error}" for d in preview.dry_run if not d.admitted
-        ]
+    untrusted = preview.signing_key_trusted is False
+    if untrusted or not preview.policy.allowed or any(not d.admitted for d in preview.dry_run):
+        problems = (
+            [preview.signing_key_check.removeprefix("NO: ")] * untrusted
+            + [v.message for v in preview.policy.violations]
+            + [f"{d.target}: {d.error}" for d in preview.dry_run if not d.admitted]
+        )
         return Confirmation(
             change_set_id=change_set_id,
             op=op,

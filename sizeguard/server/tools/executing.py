@@ -12,7 +12,7 @@ from mcp_types import InputRequiredResult
 from pydantic import BaseModel, ConfigDict, Field
 
 from sizeguard.server import executor
-from sizeguard.server.confirm import client_name
+from sizeguard.server.auth import requester
 from sizeguard.server.models import ChangeSetId, Confirmation, Edit, Execution, Name, Preview
 from sizeguard.server.service import ServiceError
 from sizeguard.server.tools.common import run, runtime, thread
@@ -59,7 +59,7 @@ async def _confirm_and_apply(
         return confirmation
     execution = None
     if confirmation.status == "approved":
-        execution = await _applying(ctx, change_set_id, client_name(ctx))()
+        execution = await _applying(ctx, change_set_id, requester(ctx))()
     return Outcome(
         change_set_id=change_set_id,
         preview=preview,
@@ -73,7 +73,7 @@ async def apply_changes(ctx: Context, change_set_id: ChangeSetId) -> Execution:
     """Apply a change set a human approved: single-use approval, policy checked again,
     live objects re-read (drift refuses), originals snapshotted, each object patched with
     its signed approval and verified; on a partial failure the originals are restored."""
-    actor = client_name(ctx)
+    actor = requester(ctx)
     return await run(
         ctx,
         "apply_changes",
@@ -94,7 +94,7 @@ async def scale_workload(
     by the human and applied like any other. Workloads with an HPA are refused (change
     the HPA's min/max with preview_changes instead)."""
     service = runtime(ctx).service
-    actor = client_name(ctx)
+    actor = requester(ctx)
 
     async def work() -> Outcome | InputRequiredResult:
         state = await thread(service.cluster_state, [namespace])
@@ -130,7 +130,7 @@ async def rollback_changes(
     """Restore the objects of an applied change set to their snapshots. Creates a
     rollback change set, which needs its own human confirmation, then applies it."""
     service = runtime(ctx).service
-    actor = client_name(ctx)
+    actor = requester(ctx)
 
     async def work() -> Outcome | InputRequiredResult:
         rollback = await thread(

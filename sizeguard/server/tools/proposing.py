@@ -11,7 +11,7 @@ from pydantic import Field
 
 from sizeguard.changes import ChangeSet
 from sizeguard.report_formats import to_krr
-from sizeguard.server.confirm import client_name
+from sizeguard.server.auth import requester
 from sizeguard.server.models import Edit, Preview, RecommendationFilter
 from sizeguard.server.service import ServiceError
 from sizeguard.server.tools.common import run, runtime, thread
@@ -59,7 +59,7 @@ async def preview_changes(
     (`scale_target`, bounds, `target_cpu_utilization`); `action: "delete"` removes
     one (not before it is 2 minutes old)."""
     service = runtime(ctx).service
-    actor = client_name(ctx)
+    actor = requester(ctx)
 
     async def work() -> Preview:
         if bool(edits) == (from_recommendations is not None):

@@ -14,7 +14,7 @@ from sizeguard.prometheus import PrometheusClient
 from sizeguard.recommend import ReplicaRecommendation, scan, settings_for
 from sizeguard.report_formats import to_krr
 from sizeguard.server import report
-from sizeguard.server.confirm import client_name
+from sizeguard.server.auth import requester
 from sizeguard.server.models import (
     ChangeSetId,
     History,
@@ -227,10 +227,12 @@ async def recommend_scaling(
 
 async def get_safety_report(ctx: Context, change_set_id: ChangeSetId | None = None) -> SafetyReport:
     """Whether every safety check is in place now (policy engine, signing key, webhook
-    registration, audit log) and, for a change set, its current policy decision and
-    approvals."""
+    registration, whether the webhook trusts the signing key, audit log) and, for a change
+    set, its current policy decision and approvals. The webhook names the keys it trusts in
+    its answer to a server-side dry run (the change set's, else of a replicas change of a
+    Deployment); nothing changes in the cluster."""
     service = runtime(ctx).service
-    actor = client_name(ctx)
+    actor = requester(ctx)
     return await run(
         ctx,
         "get_safety_report",
