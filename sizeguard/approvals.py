@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -142,7 +143,6 @@ _HEADER_KEYS: Final = frozenset({"alg", "typ", "kid"})
 _JWK_KEYS: Final = frozenset({"kty", "crv", "x", "kid", "use", "alg"})
 _MAX_KEY_FILE: Final = 64 * 1024
 _MAX_JWKS_FILE: Final = 1024 * 1024
-_JWS: Final = jwt.PyJWS(algorithms=[ALGORITHM])
 
 
 # --- encoding helpers --------------------------------------------------------------------------
@@ -820,9 +820,10 @@ def _check_states(
     claims: ApprovalClaims,
     old_object: Mapping[str, Any] | None,
     new_object: Mapping[str, Any] | None,
+    states: tuple[GuardedState | None, GuardedState | None] | None,
 ) -> VerifyResult | None:
     try:
-        old_state = _state(old_object)
+        old_state = _state(old_object) if states is None else states[0]
     except ValueError as exc:
         return _fail("from_mismatch", f"cannot read the current object: {exc}", claims)
     if claims.from_ != old_state:
@@ -833,7 +834,7 @@ def _check_states(
             claims,
         )
     try:
-        new_state = _state(new_object)
+        new_state = _state(new_object) if states is None else states[1]
     except ValueError as exc:
         return _fail("to_mismatch", f"cannot read the updated object: {exc}", claims)
     if claims.to != new_state:
@@ -853,6 +854,7 @@ def _check_object(
     name: str,
     old_object: Mapping[str, Any] | None,
     new_object: Mapping[str, Any] | None,
+    states: tuple[GuardedState | None, GuardedState | None] | None,
 ) -> VerifyResult:
     operation = "CREATE" if old_object is None else "DELETE" if new_object is None else "UPDATE"
     if claims.op not in _OPERATION_OPS[operation]:
@@ -867,7 +869,7 @@ def _check_object(
     failure = (
         _check_identity(claims, kind=kind, namespace=namespace, name=name, obj=obj)
         or _check_binding(claims, old_object)
-        or _check_states(claims, old_object, new_object)
+        or _check_states(claims, old_object, new_object, states)
     )
     if failure is not None:
         return failure
@@ -903,16 +905,23 @@ def _verified_claims(token: object, trusted: TrustedKeys) -> ApprovalClaims | Ve
             f"the approval was signed with key {kid}, which this cluster does not trust "
             "(not in its JWKS; retired, or from another installation)",
         )
+    # The compact JWS is checked here rather than by a JWT library: the header is exactly
+    # {alg: EdDSA, typ, kid} (above), each part is canonical base64url, and the Ed25519
+    # signature covers the ASCII "header.payload" (RFC 7515 section 5.2, RFC 8037).
+    signed, _, signature_part = token.rpartition(".")
     try:
-        payload = _JWS.decode_complete(token, key=public_key, algorithms=[ALGORITHM])["payload"]
-    except jwt.InvalidSignatureError:
+        signature = _b64url_decode(signature_part)
+        payload = _b64url_decode(signed.partition(".")[2])
+    except ValueError as exc:
+        return _malformed(str(exc))
+    try:
+        public_key.verify(signature, signed.encode("ascii"))
+    except InvalidSignature:
         return _fail(
             "bad_signature",
             f"the approval's signature does not verify under key {kid}: it was altered or "
             "not signed by sizeguard",
         )
-    except jwt.PyJWTError as exc:
-        return _malformed(str(exc))
     try:
         return ApprovalClaims.model_validate(
             _json_object(payload, "claims"), by_alias=True, by_name=False
@@ -937,6 +946,7 @@ def verify_transition(
     new_object: Mapping[str, Any] | None,
     jwks: TrustedKeys | Mapping[str, Any],
     now: float | None = None,
+    states: tuple[GuardedState | None, GuardedState | None] | None = None,
 ) -> VerifyResult:
     """Check that ``token`` approves exactly this write of this object, now.
 
@@ -944,7 +954,9 @@ def verify_transition(
     objects (the uid, resourceVersion and ``from`` state come from ``old_object``, the ``to``
     state from ``new_object``); a create passes ``old_object=None`` and a delete
     ``new_object=None``. A ``jwks`` given as a mapping is parsed first (``ValueError`` if it
-    is not a valid JWKS: a configuration error).
+    is not a valid JWKS: a configuration error). ``states`` may give ``(guarded_state(old_object),
+    guarded_state(new_object))`` already computed by the caller (None for a missing object), so
+    that the webhook computes each footprint once; they must be exactly those.
     """
     trusted = jwks if isinstance(jwks, TrustedKeys) else TrustedKeys.from_jwks(jwks)
     if old_object is None and new_object is None:
@@ -974,4 +986,5 @@ def verify_transition(
         name=name,
         old_object=old_object,
         new_object=new_object,
+        states=states,
     )

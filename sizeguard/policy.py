@@ -35,8 +35,11 @@ pyproject.toml, but sizeguard does not use it):
 - Failures surface as three exception families (its own, requests', aiohttp's) that a
   fail-closed wrapper would all have to catch.
 
-httpx gives one implementation for both sync and async, per-request timeouts, pooled
-keep-alive connections, and one exception hierarchy.
+httpx gives the sync client per-request timeouts, pooled keep-alive connections and one
+exception hierarchy. The async client (the webhook's, one question per guarded admission
+request on loopback) sends through :mod:`sizeguard.http_pool` instead: httpx's own cost per
+request (about 1.2 ms of Python on the project's 2-core machine) was four times OPA's
+round trip.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ import anyio
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+
+from sizeguard.http_pool import HttpPool, HttpProtocolError
 
 DEFAULT_OPA_URL = "http://127.0.0.1:8181"
 """Where OPA listens when neither an argument nor ``OPA_URL`` says otherwise."""
@@ -217,14 +222,13 @@ class _Base:
         )
         return json.dumps({"input": document}, separators=(",", ":"), allow_nan=False).encode()
 
-    def _interpret(self, kind: _Kind[D], response: httpx.Response) -> tuple[D, str | None]:
+    def _interpret(self, kind: _Kind[D], status: int, content: bytes) -> tuple[D, str | None]:
         """The decision in a response; raises :class:`_UnusableAnswerError` if there is none."""
-        if response.status_code != 200:
-            raise _UnusableAnswerError(
-                f"HTTP {response.status_code} from {self.display_url}{_opa_error(response)}"
-            )
+        if status != 200:
+            detail = _opa_error(content)
+            raise _UnusableAnswerError(f"HTTP {status} from {self.display_url}{detail}")
         try:
-            answer = kind.answer.model_validate_json(response.content)
+            answer = kind.answer.model_validate_json(content)
         except ValidationError as exc:
             raise _UnusableAnswerError(
                 f"malformed answer from {self.display_url}: {_first_error(exc)}"
@@ -236,9 +240,10 @@ class _Base:
             )
         return answer.result, answer.decision_id
 
-    def _describe_transport_error(self, exc: Exception) -> str:
+    def _describe_transport_error(self, exc: Exception, limit: float | None = None) -> str:
         if isinstance(exc, httpx.TimeoutException | TimeoutError):
-            return f"no answer from {self.display_url} within {self.timeout:g}s"
+            seconds = self.timeout if limit is None else limit
+            return f"no answer from {self.display_url} within {seconds:.3g}s"
         return f"cannot reach {self.display_url}: {type(exc).__name__}: {exc}".rstrip(": ")
 
     def _finish(
@@ -286,9 +291,9 @@ class _UnusableAnswerError(Exception):
     """OPA answered, but not with a usable decision."""
 
 
-def _opa_error(response: httpx.Response) -> str:
+def _opa_error(content: bytes) -> str:
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         return ""
     if isinstance(body, dict) and isinstance(body.get("message"), str):
@@ -347,7 +352,7 @@ class PolicyClient(_Base):
         except httpx.HTTPError as exc:
             return self._finish(kind, started, error=self._describe_transport_error(exc))
         try:
-            decision, decision_id = self._interpret(kind, response)
+            decision, decision_id = self._interpret(kind, response.status_code, response.content)
         except _UnusableAnswerError as exc:
             return self._finish(kind, started, error=str(exc))
         return self._finish(kind, started, decision, decision_id)
@@ -362,8 +367,19 @@ class PolicyClient(_Base):
         self.close()
 
 
+DEFAULT_POOL_SIZE = 32
+"""Keep-alive connections the async client keeps to OPA (the webhook's decisions in flight)."""
+
+
 class AsyncPolicyClient(_Base):
     """Asynchronous client for the ASGI webhook; the timeout also bounds each call's total.
+
+    Its connections to OPA are pooled and kept alive (:class:`sizeguard.http_pool.HttpPool`,
+    ``pool_size`` connections, one write per question: about 0.3 ms per decision on loopback
+    where ``httpx`` took 1.5 ms); a decision never waits for a new TCP connection once the pool
+    is warm. A call may shorten the timeout (``timeout=``: the webhook gives what is left of
+    the API server's deadline), never lengthen it. ``transport`` (an httpx transport, e.g.
+    ``httpx.MockTransport`` in tests) sends through httpx instead.
 
     Create it inside the running event loop and close it there (``await client.aclose()``
     or ``async with``).
@@ -376,42 +392,64 @@ class AsyncPolicyClient(_Base):
         timeout: float = DEFAULT_TIMEOUT,
         token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         super().__init__(url, timeout, token)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            headers=self._headers,
-            transport=transport,
-            trust_env=False,
-        )
+        self._client: httpx.AsyncClient | None = None
+        self._pool: HttpPool | None = None
+        if transport is not None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout),
+                headers=self._headers,
+                transport=transport,
+                trust_env=False,
+            )
+        else:
+            self._pool = HttpPool(self.url, size=pool_size, headers=self._headers)
 
-    async def changeset_decision(self, policy_input: PolicyInput) -> ChangesetDecision:
+    async def changeset_decision(
+        self, policy_input: PolicyInput, *, timeout: float | None = None
+    ) -> ChangesetDecision:
         """``data.sizeguard.changeset.decision`` for a change set plus its context."""
-        return await self._decide(_CHANGESET, policy_input)
+        return await self._decide(_CHANGESET, policy_input, timeout)
 
-    async def admission_decision(self, policy_input: PolicyInput) -> AdmissionDecision:
+    async def admission_decision(
+        self, policy_input: PolicyInput, *, timeout: float | None = None
+    ) -> AdmissionDecision:
         """``data.sizeguard.admission.decision`` for one admission request."""
-        return await self._decide(_ADMISSION, policy_input)
+        return await self._decide(_ADMISSION, policy_input, timeout)
 
-    async def _decide(self, kind: _Kind[D], policy_input: PolicyInput) -> D:
+    async def _post(self, kind: _Kind[D], body: bytes) -> tuple[int, bytes]:
+        if self._pool is not None:
+            answer = await self._pool.post(f"/v1/data/{kind.path}", body)
+            return answer.status, answer.body
+        assert self._client is not None
+        response = await self._client.post(self._endpoint(kind), content=body)
+        return response.status_code, response.content
+
+    async def _decide(self, kind: _Kind[D], policy_input: PolicyInput, timeout: float | None) -> D:
         started = time.perf_counter()
+        limit = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
         try:
             body = self._encode(policy_input)
         except (TypeError, ValueError) as exc:
             return self._finish(kind, started, error=f"the policy input is not JSON: {exc}")
         try:
-            with anyio.fail_after(self.timeout):
-                response = await self._client.post(self._endpoint(kind), content=body)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            return self._finish(kind, started, error=self._describe_transport_error(exc))
+            with anyio.fail_after(limit):
+                status, content = await self._post(kind, body)
+        except (httpx.HTTPError, TimeoutError, OSError, HttpProtocolError, EOFError) as exc:
+            return self._finish(kind, started, error=self._describe_transport_error(exc, limit))
         try:
-            decision, decision_id = self._interpret(kind, response)
+            decision, decision_id = self._interpret(kind, status, content)
         except _UnusableAnswerError as exc:
             return self._finish(kind, started, error=str(exc))
         return self._finish(kind, started, decision, decision_id)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def __aenter__(self) -> AsyncPolicyClient:
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ssl
 from pathlib import Path
@@ -14,6 +13,7 @@ import structlog
 from sizeguard.errors import CommandError
 from sizeguard.logs import configure_logging
 from sizeguard.policy import DEFAULT_TIMEOUT, AsyncPolicyClient, default_opa_url
+from sizeguard.webhook.overload import DEFAULT_MAX_IN_FLIGHT
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +55,33 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help=f"time allowed for one OPA decision before denying ({DEFAULT_TIMEOUT:g})",
     )
+    webhook.add_argument(
+        "--max-in-flight",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="admission decisions one worker works on at once; more are denied at once as "
+        f"overloaded ({DEFAULT_MAX_IN_FLIGHT})",
+    )
+    webhook.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (1); each has its own OPA connections and "
+        "Namespace watch",
+    )
     webhook.set_defaults(func=_run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if not 0 < value <= 1024:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 1024")
+    return value
 
 
 def _port(text: str) -> int:
@@ -77,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         NamespaceWatch,
         client_configuration,
     )
-    from sizeguard.webhook.server import ReloadingTLS, ServeOptions, serve
+    from sizeguard.webhook.server import ReloadingTLS, ServeOptions, run
 
     if not 0 < args.opa_timeout <= 10:
         raise CommandError("--opa-timeout must be between 0 and 10 seconds")
@@ -95,18 +121,25 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     configure_logging(cache=True)
-    metrics = Metrics()
+    max_in_flight = args.max_in_flight or DEFAULT_MAX_IN_FLIGHT
 
-    def reloaded(ok: bool) -> None:
-        metrics.jwks_reloads.labels("ok" if ok else "failed").inc()
+    def make_app() -> WebhookApp:
+        # Called in each worker process (after the fork): its own keys, watch and OPA pool.
+        metrics = Metrics()
 
-    jwks = JwksFile(args.jwks, on_reload=reloaded)
-    app = WebhookApp(
-        jwks=jwks,
-        namespaces=NamespaceWatch(namespace_api, metrics=metrics),
-        policy_factory=lambda: AsyncPolicyClient(opa_url, timeout=args.opa_timeout),
-        metrics=metrics,
-    )
+        def reloaded(ok: bool) -> None:
+            metrics.jwks_reloads.labels("ok" if ok else "failed").inc()
+
+        return WebhookApp(
+            jwks=JwksFile(args.jwks, on_reload=reloaded),
+            namespaces=NamespaceWatch(namespace_api, metrics=metrics),
+            policy_factory=lambda: AsyncPolicyClient(
+                opa_url, timeout=args.opa_timeout, pool_size=max_in_flight
+            ),
+            metrics=metrics,
+            max_in_flight=max_in_flight,
+        )
+
     structlog.get_logger("sizeguard.webhook").info(
         "webhook.starting",
         host=args.host,
@@ -115,7 +148,10 @@ def _run(args: argparse.Namespace) -> int:
         opa_url=opa_url,
         opa_timeout=args.opa_timeout,
         kubernetes=namespace_api.server,
+        workers=args.workers,
+        max_in_flight=max_in_flight,
     )
+    options = ServeOptions(args.host, args.port, args.tls_cert, args.tls_key, workers=args.workers)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(app, ServeOptions(args.host, args.port, args.tls_cert, args.tls_key)))
+        return run(make_app, options)
     return 0

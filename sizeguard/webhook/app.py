@@ -32,6 +32,12 @@ Decision flow for ``/validate`` (docs/webhook.md):
    (:mod:`sizeguard.key_trust`): the MCP server dry-runs every change set before a human is
    asked, and so learns whether the webhook trusts its signing key before anyone approves.
 
+Before step 1, overload control (:mod:`.overload`): at most ``max_in_flight`` decisions are
+worked on at once; a request arriving while that many are in flight is denied at once as
+``overloaded`` (its body read only as far as its uid). A decision whose deadline (its arrival
+plus the API server's ``?timeout=``) has passed before step 7 is denied as
+``deadline_exceeded``; OPA is given only what is left of it.
+
 Every failure denies: a malformed review, an exception anywhere in the decision, OPA down,
 slow or undefined (the policy client's fail-closed deny). The HTTP status of ``/validate`` is
 always 200 with a valid AdmissionReview, so the API server reads the denial message.
@@ -49,11 +55,22 @@ import anyio
 import structlog
 
 from sizeguard.approvals import APPROVAL_ANNOTATION, VerifyResult, approval_of, verify_transition
+from sizeguard.changes import GuardedState
 from sizeguard.key_trust import trusted_keys_warning
 from sizeguard.policy import AdmissionDecision
 from sizeguard.webhook.keys import JwksFile
 from sizeguard.webhook.metrics import CONTENT_TYPE_LATEST, Metrics
 from sizeguard.webhook.namespaces import NamespaceSource
+from sizeguard.webhook.overload import (
+    DEADLINE_MARGIN_SECONDS,
+    DEFAULT_MAX_IN_FLIGHT,
+    UID_SCAN_BYTES,
+    Gate,
+    deadline_message,
+    overloaded_message,
+    request_timeout,
+    uid_of_prefix,
+)
 from sizeguard.webhook.review import (
     MAX_BODY_BYTES,
     AdmissionRequest,
@@ -95,7 +112,11 @@ _log = structlog.get_logger("sizeguard.webhook")
 
 
 class PolicyDecider(Protocol):
-    async def admission_decision(self, policy_input: Mapping[str, Any]) -> AdmissionDecision: ...
+    async def admission_decision(
+        self, policy_input: Mapping[str, Any], *, timeout: float | None = None
+    ) -> AdmissionDecision:
+        """The decision; ``timeout`` (seconds) shortens the client's own when given."""
+        ...
 
 
 class _DisconnectedError(Exception):
@@ -192,14 +213,18 @@ class WebhookApp:
         policy_factory: Callable[[], PolicyDecider] | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if policy is None and policy_factory is None:
             raise ValueError("give a policy client or a factory for one")
+        self.gate = Gate(max_in_flight)
         self.jwks = jwks
         self.namespaces = namespaces
         self._policy = policy
         self._policy_factory = policy_factory
         self.metrics = metrics or Metrics()
+        self.metrics.in_flight.set_function(lambda: self.gate.in_flight)
+        self.metrics.max_in_flight.set(max_in_flight)
         self.clock = clock
         self._ready: tuple[float, bool, str] | None = None
 
@@ -315,6 +340,7 @@ class WebhookApp:
 
     async def _validate(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        timeout = request_timeout(scope)
         request: AdmissionRequest | None = None
         try:
             body = await self._read_body(scope, receive)
@@ -322,35 +348,64 @@ class WebhookApp:
             body = b""
         except _DisconnectedError:
             return  # the client went away: nobody to answer
+        if not self.gate.try_enter():
+            await self._shed(send, body, started)
+            return
         try:
-            if body is None:
-                raise ReviewError(f"the body is larger than {MAX_BODY_BYTES} bytes")
-            request = parse_review(body)
-            outcome = await self.decide(request)
-            if request.dry_run:
-                keys = self.jwks.current()
-                kids = () if keys is None else keys.kids
-                outcome.warnings.insert(0, trusted_keys_warning(kids))
-        except ReviewError as exc:
-            outcome = Outcome(
-                uid=exc.uid,
-                allowed=False,
-                decision="error",
-                reason="malformed_review",
-                message=f"sizeguard: the admission webhook received a malformed AdmissionReview "
-                f"({exc}); the request is denied",
-            )
-        except Exception as exc:
-            _log.exception("admission.internal_error", error_type=type(exc).__name__)
-            outcome = Outcome(
-                uid=request.uid if request is not None else "",
-                allowed=False,
-                decision="error",
-                reason="internal_error",
-                message="sizeguard: internal error in the admission webhook "
-                f"({type(exc).__name__}); the change is denied, check the webhook's logs",
-            )
-        elapsed = time.perf_counter() - started
+            try:
+                if body is None:
+                    raise ReviewError(f"the body is larger than {MAX_BODY_BYTES} bytes")
+                request = parse_review(body)
+                del body  # the parsed request is all that is kept
+                outcome = await self.decide(request, deadline=started + timeout, timeout=timeout)
+                if request.dry_run:
+                    keys = self.jwks.current()
+                    kids = () if keys is None else keys.kids
+                    outcome.warnings.insert(0, trusted_keys_warning(kids))
+            except ReviewError as exc:
+                outcome = Outcome(
+                    uid=exc.uid,
+                    allowed=False,
+                    decision="error",
+                    reason="malformed_review",
+                    message="sizeguard: the admission webhook received a malformed "
+                    f"AdmissionReview ({exc}); the request is denied",
+                )
+            except Exception as exc:
+                _log.exception("admission.internal_error", error_type=type(exc).__name__)
+                outcome = Outcome(
+                    uid=request.uid if request is not None else "",
+                    allowed=False,
+                    decision="error",
+                    reason="internal_error",
+                    message="sizeguard: internal error in the admission webhook "
+                    f"({type(exc).__name__}); the change is denied, check the webhook's logs",
+                )
+            elapsed = time.perf_counter() - started
+            outcome = await self._answer(send, outcome)
+        finally:
+            self.gate.leave()
+        try:
+            self._record(request, outcome, elapsed)
+        except Exception as exc:  # pragma: no cover - logging must not break serving
+            _log.error("admission.record_error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _shed(self, send: Send, body: bytes | None, started: float) -> None:
+        """Deny a request at once, unread, because the gate is full: only the start of its
+        body is looked at, for the uid."""
+        outcome = Outcome(
+            uid=uid_of_prefix((body or b"")[:UID_SCAN_BYTES]),
+            allowed=False,
+            decision="error",
+            reason="overloaded",
+            message=overloaded_message(self.gate),
+        )
+        await self._answer(send, outcome)
+        # Counted, not logged one by one (the gate logs sheds once a second).
+        self.metrics.observe(outcome.decision, outcome.reason, False, time.perf_counter() - started)
+
+    async def _answer(self, send: Send, outcome: Outcome) -> Outcome:
+        """Send the AdmissionReview of ``outcome`` (the outcome actually answered)."""
         try:
             payload = review_response(
                 outcome.uid,
@@ -368,10 +423,7 @@ class WebhookApp:
                 review_response("", allowed=False, message="sizeguard: internal error; denied")
             ).encode()
         await _respond(send, 200, body_out, b"application/json")
-        try:
-            self._record(request, outcome, elapsed)
-        except Exception as exc:  # pragma: no cover - logging must not break serving
-            _log.error("admission.record_error", error=f"{type(exc).__name__}: {exc}")
+        return outcome
 
     def _record(self, request: AdmissionRequest | None, outcome: Outcome, elapsed: float) -> None:
         dry_run = request.dry_run if request is not None else False
@@ -415,8 +467,16 @@ class WebhookApp:
         else:
             _log.warning("admission.decision", **fields)
 
-    async def decide(self, request: AdmissionRequest) -> Outcome:
-        """The outcome for one parsed request (exceptions are the caller's: they deny)."""
+    async def decide(
+        self,
+        request: AdmissionRequest,
+        *,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> Outcome:
+        """The outcome for one parsed request (exceptions are the caller's: they deny).
+        ``deadline`` (``time.perf_counter()`` seconds) is when the API server stops waiting,
+        ``timeout`` how long it waits in all."""
         uid, operation = request.uid, request.operation
         name = _name(request)
         try:
@@ -472,7 +532,7 @@ class WebhookApp:
             )
         approval: VerifyResult | None = None
         if operation in route.verified:
-            approval = self._verify(route, name, request)
+            approval = self._verify(route, name, request, before, after)
         stored = new if operation == "CREATE" else old
         policy_input = {
             "request": {
@@ -502,7 +562,19 @@ class WebhookApp:
                 "labels_changed": owners.labels_changed,
             },
         }
-        decision = await self.policy().admission_decision(policy_input)
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left < DEADLINE_MARGIN_SECONDS:
+            return Outcome(
+                uid,
+                False,
+                "error",
+                "deadline_exceeded",
+                message=deadline_message(timeout or 0.0),
+                approval=approval,
+                changes=changes,
+                namespace_source=lookup.source,
+            )
+        decision = await self.policy().admission_decision(policy_input, timeout=left)
         label, reason = _reason_code(route, operation, decision, approval)
         message = "" if decision.allowed else _deny_message(decision, approval, changes)
         return Outcome(
@@ -517,8 +589,16 @@ class WebhookApp:
             namespace_source=lookup.source,
         )
 
-    def _verify(self, route: Route, name: str, request: AdmissionRequest) -> VerifyResult:
-        """The approval check: the token on the new object (on the old one for a DELETE)."""
+    def _verify(
+        self,
+        route: Route,
+        name: str,
+        request: AdmissionRequest,
+        before: State | None,
+        after: State | None,
+    ) -> VerifyResult:
+        """The approval check: the token on the new object (on the old one for a DELETE).
+        ``before``/``after`` are the footprints already computed from the same objects."""
         old = request.old_object if request.operation != "CREATE" else None
         new = request.object if request.operation != "DELETE" else None
         carrier = new if new is not None else old
@@ -548,7 +628,15 @@ class WebhookApp:
             new_object=new,
             jwks=keys,
             now=self.clock(),
+            states=(_guarded(before), _guarded(after)),
         )
+
+
+def _guarded(state: State | None) -> GuardedState | None:
+    """A verified route's footprint (a GuardedState: only LimitRanges have other states)."""
+    if state is not None and not isinstance(state, GuardedState):
+        raise TypeError("an approval is verified only for a GuardedState footprint")
+    return state
 
 
 async def _respond(

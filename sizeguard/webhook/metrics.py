@@ -85,6 +85,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.in_flight = Gauge(
+            "sizeguard_webhook_in_flight",
+            "Admission decisions being worked on now (at most sizeguard_webhook_max_in_flight; "
+            'more are shed at once, as reason="overloaded").',
+            registry=self.registry,
+        )
+        self.max_in_flight = Gauge(
+            "sizeguard_webhook_max_in_flight",
+            "The bound on admission decisions in flight (--max-in-flight).",
+            registry=self.registry,
+        )
+
     def observe(self, decision: str, reason: str, dry_run: bool, seconds: float) -> None:
         self.requests.labels(decision, reason, "true" if dry_run else "false").inc()
         self.latency.labels(decision).observe(seconds)

@@ -1,23 +1,42 @@
-"""Serve the webhook over TLS with uvicorn, reloading the certificate when its files change.
+"""Serve the webhook over TLS with uvicorn (httptools on uvloop), reloading the certificate
+when its files change.
 
 uvicorn is given our own :class:`ssl.SSLContext` (``ssl_context_factory``). A background task
 stats the certificate and key files about once a second; when either changed, the pair is
 first loaded into a scratch context (so a half-written or mismatched pair is refused and the
 old certificate keeps serving), then into the live context, which every new TLS handshake
 uses. Rotation (e.g. cert-manager renewing the Secret) needs no restart.
+
+With ``workers`` > 1 (:func:`run`), the process binds the listening socket, then forks that
+many workers, each with its own event loop, app, OPA connections and Namespace watch, all
+accepting on the one socket (the kernel hands each new connection to one of them). The parent
+only supervises: it forwards SIGTERM/SIGINT, and starts a worker again when one dies (it
+stops everything when a worker fails within seconds of its start: a broken configuration).
+Nothing a decision needs is shared between workers, so none of them needs another's memory:
+an approval is bound to the object's resourceVersion (docs/webhook.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import os
+import signal
+import socket
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import structlog
 import uvicorn
+import uvloop
 from cryptography import x509
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sizeguard.webhook.app import WebhookApp
 
@@ -85,6 +104,20 @@ class ReloadingTLS:
         return True
 
 
+class _BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, dropping a new connection at once (after the TLS
+    handshake, before anything is read) while ``limit_concurrency`` connections are open. So
+    the memory connections take is bounded whatever the clients do (uvicorn alone checks the
+    limit only when a request arrives: a flood of new connections would pile up first)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limit = self.limit_concurrency
+        if limit is not None and len(self.connections) > limit:
+            self.connections.discard(self)
+            transport.abort()
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     host: str
@@ -93,9 +126,11 @@ class ServeOptions:
     key: Path
     reload_interval: float = 1.0
     limit_concurrency: int = 1000
+    workers: int = 1
 
 
-async def serve(app: WebhookApp, options: ServeOptions) -> None:
+async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` in this process (on ``sock`` when given, else on host:port)."""
     tls = ReloadingTLS(options.cert, options.key)
     app.metrics.tls_reloads.labels("ok").inc()
     if tls.not_after is not None:
@@ -113,9 +148,13 @@ async def serve(app: WebhookApp, options: ServeOptions) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
-        limit_concurrency=options.limit_concurrency,
+        # connections (and requests) per worker: the whole webhook keeps the one bound
+        limit_concurrency=max(64, options.limit_concurrency // max(1, options.workers)),
         timeout_keep_alive=30,
-        http="h11",
+        # httptools (llhttp, C) parses HTTP/1.1; with uvloop's TLS transport (50 KiB per
+        # connection where asyncio's holds a 256 KiB buffer) the fast path costs about half
+        # the CPU of h11 on asyncio (docs/operations.md, sizing).
+        http=_BoundedHttpTools,
         ws="none",
     )
     server = uvicorn.Server(config)
@@ -136,6 +175,109 @@ async def serve(app: WebhookApp, options: ServeOptions) -> None:
 
     watcher = asyncio.create_task(watch())
     try:
-        await server.serve()
+        await server.serve(sockets=None if sock is None else [sock])
     finally:
         watcher.cancel()
+
+
+def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A bound, listening TCP socket (shared by the worker processes)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+QUICK_FAILURE_SECONDS = 5.0
+"""A worker that exits with an error this soon after its start stops the whole webhook."""
+
+
+def run(make_app: Callable[[], WebhookApp], options: ServeOptions) -> int:
+    """Serve until SIGTERM/SIGINT: in this process, or in ``options.workers`` forked worker
+    processes sharing one listening socket. Returns the exit status."""
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if options.workers <= 1:
+        asyncio.run(serve(make_app(), options))
+        return 0
+    sock = listening_socket(options.host, options.port)
+    return _Supervisor(make_app, options, sock).run()
+
+
+class _Supervisor:
+    def __init__(
+        self, make_app: Callable[[], WebhookApp], options: ServeOptions, sock: socket.socket
+    ) -> None:
+        self.make_app = make_app
+        self.options = options
+        self.sock = sock
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started)
+        self.stopping = False
+        self.status = 0
+
+    def _worker(self, index: int) -> None:  # pragma: no cover - runs in the forked child
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        code = 0
+        try:
+            asyncio.run(serve(self.make_app(), self.options, self.sock))
+        except KeyboardInterrupt:
+            pass
+        except SystemExit as exc:  # uvicorn's startup failure
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:
+            code = 1
+            _log.error("webhook.worker_failed", worker=index, error=f"{exc!r}"[:500])
+        finally:
+            os._exit(code)
+
+    def _spawn(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            self._worker(index)
+        self.children[pid] = (index, time.monotonic())
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        gc.collect()
+        gc.freeze()  # the objects imported so far stay shared with the workers (copy on write)
+        previous = {
+            sig: signal.signal(sig, self._signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            for index in range(self.options.workers):
+                self._spawn(index)
+            _log.info("webhook.workers_started", workers=self.options.workers)
+            while self.children:
+                try:
+                    pid, wait_status = os.wait()
+                except ChildProcessError:
+                    break
+                if pid not in self.children:
+                    continue
+                index, started = self.children.pop(pid)
+                code = os.waitstatus_to_exitcode(wait_status)
+                if self.stopping:
+                    continue
+                _log.error("webhook.worker_exited", worker=index, pid=pid, status=code)
+                if code != 0 and time.monotonic() - started < QUICK_FAILURE_SECONDS:
+                    self.status = 1
+                    self._signal(signal.SIGTERM, None)
+                    continue
+                time.sleep(0.5)
+                if not self.stopping:
+                    self._spawn(index)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.sock.close()
+        return self.status

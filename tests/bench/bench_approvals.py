@@ -2,9 +2,10 @@
 
 Run: ``python tests/bench/bench_approvals.py [--seconds S] [--containers N]``
 
-``verify`` is :func:`sizeguard.approvals.verify_transition` end to end, as the webhook calls it:
-size and header checks, kid lookup, EdDSA signature, strict claims model, time window, target,
-and ``guarded_state`` of both the old and the new object.
+``verify`` is :func:`sizeguard.approvals.verify_transition` end to end: size and header
+checks, kid lookup, EdDSA signature, strict claims model, time window, target, binding, and
+``guarded_state`` of both the old and the new object. ``verify*`` is the same with both
+footprints given, as the webhook calls it (it has computed them already to route the request).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def workload(containers: int, replicas: int, cpu: str) -> dict[str, Any]:
             "name": "web",
             "namespace": "shop",
             "uid": "2b4d6f80-0000-4000-8000-000000000001",
+            "resourceVersion": "7",
         },
         "spec": {
             "replicas": replicas,
@@ -87,6 +89,7 @@ def main() -> None:
             before=before,
             after=after,
             subject="alice@example.com",
+            resource_version="7",
             now=now,
         )
 
@@ -94,7 +97,7 @@ def main() -> None:
     annotated = copy.deepcopy(new)
     annotated["metadata"]["annotations"] = {"sizeguard.io/approval": token}
 
-    def verify() -> object:
+    def verify(states: tuple[Any, Any] | None = None) -> object:
         result = verify_transition(
             token,
             kind="Deployment",
@@ -104,6 +107,7 @@ def main() -> None:
             new_object=annotated,
             jwks=trusted,
             now=now,
+            states=states,
         )
         if not result.ok:
             raise SystemExit(f"verification failed: {result.code}: {result.message}")
@@ -115,6 +119,7 @@ def main() -> None:
     )
     rate("mint", args.seconds, mint)
     rate("verify", args.seconds, verify)
+    rate("verify*", args.seconds, lambda: verify((before, after)))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ then measures, through :class:`sizeguard.policy.PolicyClient` (one pooled connec
 
 - the changeset decision for a 1-target and a 1,000-target change set (p50, p99, mean);
 - the admission decision for one change (what the webhook asks on every guarded UPDATE);
-- decisions per second, sequentially and with concurrent requests (AsyncPolicyClient).
+- decisions per second, sequentially and with concurrent requests (AsyncPolicyClient);
+- where the time of each decision goes inside OPA (``?metrics=true``, asked directly, not
+  through the client): parsing the input, evaluating the policy, the whole handler.
 
-Run:  .venv/bin/python tests/bench/bench_policy.py [--rounds N] [--big-rounds N]
+Run:  .venv/bin/python tests/bench/bench_policy.py [--rounds N] [--big-rounds N] [--policies DIR]
+(``--policies`` serves another copy of the policies, e.g. an older commit's, to compare.)
 Tools come from ${SIZEGUARD_TOOLS:-~/.cache/sizeguard/tools}/bin (scripts/install-tools).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import platform
@@ -27,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,10 +153,10 @@ def admission_request() -> dict[str, Any]:
 
 
 @contextmanager
-def private_opa() -> Iterator[str]:
+def private_opa(policies: Path) -> Iterator[str]:
     with (
         tempfile.TemporaryDirectory(prefix="sg-bench-opa-") as work,
-        running_opa(REPO / "policies", Path(work)) as opa,
+        running_opa(policies, Path(work)) as opa,
     ):
         yield opa.url
 
@@ -180,6 +185,31 @@ def measure(label: str, rounds: int, call: Callable[[], bool], expect: bool) -> 
     return samples
 
 
+def inside_opa(
+    label: str, url: str, decision: str, policy_input: dict[str, Any], rounds: int
+) -> None:
+    """OPA's own timers for a decision (median of ``rounds``): input parsing, evaluation and
+    the whole handler; the rest of a client's latency is HTTP, JSON and Python."""
+    body = json.dumps({"input": policy_input}, separators=(",", ":")).encode()
+    timers: dict[str, list[float]] = {}
+    with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as http:
+        for _ in range(rounds):
+            answer = http.post(
+                f"{url}/v1/data/sizeguard/{decision}/decision?metrics=true", content=body
+            )
+            answer.raise_for_status()
+            for name, value in answer.json()["metrics"].items():
+                timers.setdefault(name, []).append(value / 1e6)
+    parse, evaluate, handler = (
+        statistics.median(timers[f"timer_{name}_ns"])
+        for name in ("rego_input_parse", "rego_query_eval", "server_handler")
+    )
+    print(
+        f"{label + ', in OPA':<34} n={rounds:<5} parse={parse:8.2f} ms  "
+        f"eval={evaluate:8.2f} ms  handler={handler:8.2f} ms  (medians)"
+    )
+
+
 async def concurrent_rate(url: str, policy_input: dict[str, Any], total: int, width: int) -> float:
     async with AsyncPolicyClient(url, timeout=10) as client:
         queue = iter(range(total))
@@ -200,7 +230,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=500, help="1-target / admission rounds")
     parser.add_argument("--big-rounds", type=int, default=30, help="1,000-target rounds")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--policies", type=Path, default=REPO / "policies", help="policy directory")
     args = parser.parse_args()
+    args.policies = args.policies.resolve()  # OPA runs in a scratch directory
 
     # One log event per decision is the client's contract; keep it out of the timings.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -211,7 +243,7 @@ def main() -> None:
         f"opa {tools.require('opa')['opa'].resolve().parent.parent.name}; "
         f"loopback HTTP, one pooled connection"
     )
-    with private_opa() as url, PolicyClient(url, timeout=30) as client:
+    with private_opa(args.policies) as url, PolicyClient(url, timeout=30) as client:
         measure(
             "changeset, 1 target",
             args.rounds,
@@ -236,6 +268,9 @@ def main() -> None:
             f"{'changeset, 1 target, concurrent':<34} n={args.rounds:<5} "
             f"{args.concurrency} in flight (AsyncPolicyClient) -> {rate:7.1f} decisions/s"
         )
+        inside_opa("changeset, 1 target", url, "changeset", one, args.rounds)
+        inside_opa("changeset, 1,000 targets", url, "changeset", big, args.big_rounds)
+        inside_opa("admission, 1 change", url, "admission", admission, args.rounds)
 
 
 if __name__ == "__main__":

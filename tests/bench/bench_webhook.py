@@ -1,7 +1,9 @@
 """Latency and throughput of sizeguard's admission webhook, and what it adds to the API server.
 
 0. In process: the ASGI app called directly (no TLS, no HTTP), with the real OPA: the
-   webhook's own cost per request (namespace labels from a fixed map, no API server).
+   webhook's own cost per request (namespace labels from a fixed map, no API server); also
+   the verify path with OPA's answer stubbed (the webhook's part alone), and a request shed
+   because the bound on decisions in flight is reached (the cost of the overload deny).
 1. Straight to the webhook over TLS (its own process, keys and CA; OPA from the sandbox):
    N concurrent clients (one keep-alive connection each) send AdmissionReviews for
    - the fast path: an UPDATE that leaves the guarded state alone (no verification, no OPA);
@@ -18,7 +20,8 @@ Run:  .venv/bin/python tests/bench/bench_webhook.py [--sandbox DIR] [--seconds S
       [--clients 1,8,32] [--apiserver-rounds N] [--in-process-rounds N]
 Without --sandbox a temporary sandbox (with the webhook, 1 day of history) is started and
 stopped. The load generator runs in this process and competes with the webhook for the CPU:
-on a 2-core machine the numbers are a floor, not a ceiling.
+on a 2-core machine the numbers are a floor, not a ceiling. The open-loop load test, from a
+load generator in its own process, is ``bench_webhook_load.py``.
 """
 
 from __future__ import annotations
@@ -205,7 +208,7 @@ def bench_direct(box: SandboxState, seconds: float, levels: list[int], work: Pat
 
 def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
     """The app's own cost: ASGI calls in this process, no TLS, real OPA, sequential."""
-    from sizeguard.policy import AsyncPolicyClient
+    from sizeguard.policy import AdmissionDecision, AsyncPolicyClient
     from sizeguard.webhook.app import WebhookApp
     from sizeguard.webhook.keys import JwksFile
     from sizeguard.webhook.namespaces import StaticNamespaces
@@ -231,15 +234,30 @@ def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
         "verify + OPA": review(old, approved),
     }
 
+    class Stubbed:
+        """OPA's answer without OPA: the input is encoded as for OPA, the decision is fixed."""
+
+        async def admission_decision(
+            self, policy_input: Any, *, timeout: float | None = None
+        ) -> AdmissionDecision:
+            json.dumps({"input": policy_input}, separators=(",", ":")).encode()
+            return AdmissionDecision(allowed=True, reasons=[], warnings=[])
+
     async def run() -> dict[str, list[float]]:
         policy = AsyncPolicyClient(box.urls["opa"])
-        app = WebhookApp(
-            jwks=JwksFile(keys / "jwks.json"),
-            namespaces=StaticNamespaces({"bench": {"kubernetes.io/metadata.name": "bench"}}),
-            policy=policy,
+        namespaces = StaticNamespaces({"bench": {"kubernetes.io/metadata.name": "bench"}})
+        app = WebhookApp(jwks=JwksFile(keys / "jwks.json"), namespaces=namespaces, policy=policy)
+        stubbed = WebhookApp(
+            jwks=JwksFile(keys / "jwks.json"), namespaces=namespaces, policy=Stubbed()
         )
+        full = WebhookApp(jwks=JwksFile(keys / "jwks.json"), namespaces=namespaces, policy=policy)
+        full.gate.in_flight = full.gate.max_in_flight  # every request is shed
+        cases = [(name, app, body) for name, body in bodies.items()] + [
+            ("verify, OPA stubbed", stubbed, bodies["verify + OPA"]),
+            ("shed (gate full)", full, bodies["verify + OPA"]),
+        ]
         out: dict[str, list[float]] = {}
-        for name, body in bodies.items():
+        for name, target, body in cases:
             times: list[float] = []
             for _ in range(rounds + 20):
                 message = {"type": "http.request", "body": body, "more_body": False}
@@ -252,7 +270,7 @@ def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
 
                 scope = {"type": "http", "method": "POST", "path": "/validate", "headers": []}
                 start = time.perf_counter()
-                await app(scope, receive, send)
+                await target(scope, receive, send)
                 times.append(time.perf_counter() - start)
             out[name] = times[20:]
         await policy.aclose()
@@ -260,9 +278,9 @@ def bench_in_process(box: SandboxState, work: Path, rounds: int) -> None:
 
     results = asyncio.run(run())
     print(f"\n0. in process (ASGI call, no TLS), {rounds} sequential requests")
-    print(f"   {'path':<14} {'p50':>10} {'p99':>10}")
+    print(f"   {'path':<20} {'p50':>10} {'p99':>10}")
     for name, times in results.items():
-        print(f"   {name:<14} {fmt_ms(pct(times, 0.5))} {fmt_ms(pct(times, 0.99))}")
+        print(f"   {name:<20} {fmt_ms(pct(times, 0.5))} {fmt_ms(pct(times, 0.99))}")
 
 
 def _timed_patch(kube: KubeClient, path: str, body: dict[str, Any]) -> tuple[float, httpx.Response]:

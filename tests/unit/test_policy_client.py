@@ -596,3 +596,32 @@ def server() -> Iterator[LocalServer]:
 def slow_server(server: LocalServer) -> str:
     server.delay = 1.5
     return server.url
+
+
+def test_async_call_timeout_shortens_the_clients_never_lengthens(slow_server: str) -> None:
+    async def main() -> list[tuple[AdmissionDecision, float]]:
+        out = []
+        async with AsyncPolicyClient(slow_server, timeout=0.6) as client:
+            for given in (0.2, 5.0):
+                started = time.monotonic()
+                decision = await client.admission_decision(SECRET_INPUT, timeout=given)
+                out.append((decision, time.monotonic() - started))
+        return out
+
+    (short, short_took), (capped, capped_took) = anyio.run(main)
+    assert_unavailable_admission(short, "within 0.2s")
+    assert short_took < 0.5
+    assert_unavailable_admission(capped, "within 0.6s")
+    assert capped_took < 1.5
+
+
+def test_async_client_keeps_one_connection_alive(server: LocalServer) -> None:
+    server.respond(200, json.dumps({"result": DENIED_ADMISSION}).encode())
+
+    async def main() -> list[AdmissionDecision]:
+        async with AsyncPolicyClient(server.url) as client:
+            return [await client.admission_decision(SECRET_INPUT) for _ in range(5)]
+
+    decisions = anyio.run(main)
+    assert all(d.engine_error is None and not d.allowed for d in decisions)
+    assert len(server.peers) == 1

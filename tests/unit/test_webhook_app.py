@@ -267,11 +267,15 @@ class FakePolicy:
 
     def __init__(self, *, error: str | None = None, raises: bool = False) -> None:
         self.inputs: list[Mapping[str, Any]] = []
+        self.timeouts: list[float | None] = []
         self.error = error
         self.raises = raises
 
-    async def admission_decision(self, policy_input: Mapping[str, Any]) -> AdmissionDecision:
+    async def admission_decision(
+        self, policy_input: Mapping[str, Any], *, timeout: float | None = None
+    ) -> AdmissionDecision:
         self.inputs.append(policy_input)
+        self.timeouts.append(timeout)
         if self.raises:
             raise RuntimeError("boom")
         if self.error is not None:
@@ -293,7 +297,9 @@ class FakePolicy:
 
 
 class AllowAll:
-    async def admission_decision(self, policy_input: Mapping[str, Any]) -> AdmissionDecision:
+    async def admission_decision(
+        self, policy_input: Mapping[str, Any], *, timeout: float | None = None
+    ) -> AdmissionDecision:
         return AdmissionDecision(allowed=True, reasons=[], warnings=[])
 
 

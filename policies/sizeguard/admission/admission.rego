@@ -454,6 +454,5 @@ warnings contains warning if {
 
 warnings contains warning if {
 	some finding in changeset.change_warnings(change, change_context)
-	not finding.code in {"production_namespace", "critical_workload"}
 	warning := sprintf("sizeguard: %s", [finding.message])
 }

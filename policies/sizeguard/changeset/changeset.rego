@@ -70,16 +70,28 @@ states_well_formed(change) if {
 # METADATA
 # description: |
 #   The facts the per-change rules need about a change's target: its key and short name,
-#   whether it is production or critical, and the namespace's thresholds, bounds and freeze.
-change_context(target, workload_labels, namespace_labels) := {
-	"key": lib.target_key(target),
-	"short": lib.target_short(target),
-	"namespace": target.namespace,
-	"production": lib.is_production(target.namespace, namespace_labels),
-	"critical": lib.is_critical(target.name, workload_labels),
-	"thresholds": lib.thresholds_for(target.namespace),
-	"bounds": lib.replica_bounds(target.namespace),
-	"frozen": lib.is_frozen(target.namespace),
+#   whether it is production or critical, and the namespace's thresholds, bounds and freeze
+#   (see namespace_context).
+change_context(target, workload_labels, namespace_labels) := object.union(
+	namespace_context(target.namespace, namespace_labels),
+	{
+		"key": lib.target_key(target),
+		"short": lib.target_short(target),
+		"critical": lib.is_critical(target.name, workload_labels),
+	},
+)
+
+# METADATA
+# description: |
+#   The facts of a namespace the per-change rules need: whether it is production, its
+#   thresholds, replica bounds and freeze. Computed once per namespace (and its labels) in an
+#   evaluation, however many changes it has.
+namespace_context(namespace, namespace_labels) := {
+	"namespace": namespace,
+	"production": lib.is_production(namespace, namespace_labels),
+	"thresholds": lib.thresholds_for(namespace),
+	"bounds": lib.replica_bounds(namespace),
+	"frozen": lib.is_frozen(namespace),
 }
 
 # METADATA
@@ -129,6 +141,7 @@ violations contains finding("too_many_targets", "", message) if {
 }
 
 violations contains finding("duplicate_target", key, message) if {
+	count({cctx.key | some cctx in contexts}) < count(contexts)
 	keys := sort([cctx.key | some cctx in contexts])
 	some i in numbers.range(1, count(keys) - 1)
 	key := keys[i]
@@ -168,10 +181,18 @@ violations contains finding("capacity_unknown", "", message) if {
 }
 
 # METADATA
-# description: Every warning of the change set.
+# scope: document
+# description: |
+#   Every warning of the change set: each change's (change_warnings) and whether its target is
+#   production or critical (target_warnings, which only the change set asks for).
 warnings contains w if {
 	some i, cctx in contexts
 	some w in change_warnings(changes[i], cctx)
+}
+
+warnings contains w if {
+	some cctx in contexts
+	some w in target_warnings(cctx)
 }
 
 # METADATA
@@ -209,9 +230,22 @@ capacity_known if {
 # description: |
 #   How much the whole change set adds to the cluster's requested CPU (millicores) and
 #   memory (bytes): per change, pods after x per-pod request after, minus the same before.
-requested_delta[resource] := sum([lib.request_delta(changes[i], resource, nodes) | some i, _ in contexts]) if {
+#   A change that alters none of pod_fields[resource] adds nothing and is skipped.
+requested_delta[resource] := sum([lib.request_delta(changes[i], resource, nodes) |
+	some i, _ in contexts
+	count(value_facts(values_of(changes[i])).fields & pod_fields[resource]) > 0
+]) if {
 	some resource in ["cpu", "memory"]
 	nodes := object.get(capacity, "nodes", 1)
+}
+
+# METADATA
+# description: |
+#   The fields (of lib.changed_values) that decide how many pods run (lib.pod_count) and what
+#   each requests of a resource (lib.pod_request): replicas, sidecars, the resource's requests.
+pod_fields := {
+	"cpu": {"replicas", "restart_policy", "cpu_request"},
+	"memory": {"replicas", "restart_policy", "memory_request"},
 }
 
 # METADATA
@@ -242,24 +276,57 @@ weight_if(_, false) := 0
 
 # METADATA
 # description: The size part of a change's risk score.
-size_score(change, cctx) := max(measured | unmeasured) if {
-	measured := {0} | {weight |
-		some value in lib.sized_values(values_of(change))
-		level := size_level(lib.percent_change(value.before, value.after), cctx.thresholds)
-		weight := size_weights[level]
-	}
-	unmeasured := {size_weights.warn | unmeasured_change(change)}
+size_score(change, cctx) := values_score(values_of(change), operation(change), cctx.thresholds)
+
+# METADATA
+# description: |
+#   The size part of the risk score (see size_score) of a change's values, operation and
+#   thresholds: computed once for all the changes that share them.
+values_score(values, op, thresholds) := max(measured | unmeasured) if {
+	measured := {0} | {size_weights[size.level] | some size in size_changes(values, thresholds)}
+	unmeasured := {size_weights.warn | unmeasured_change(values, op)}
 }
 
 # METADATA
 # scope: document
-# description: True when a change alters the footprint in a way the size rules do not measure.
-unmeasured_change(change) if operation(change) in {"create", "delete"}
+# description: |
+#   True when a change (its values and operation) alters the footprint in a way the size rules
+#   do not measure.
+unmeasured_change(_, op) if op in {"create", "delete"}
 
-unmeasured_change(change) if {
-	some value in values_of(change)
-	footprint_codes[value.field]
+unmeasured_change(values, _) if count(value_facts(values).footprint) > 0
+
+# METADATA
+# description: |
+#   What the rules look up in a change's values, computed once per set of values (changes
+#   with the same before and after share it): the fields that change, the values set before
+#   and unset after (removed), and the changed footprint fields the size rules do not
+#   measure, with their warning code (footprint, see footprint_codes).
+value_facts(values) := {
+	"fields": {value.field | some value in values},
+	"removed": [value |
+		some value in values
+		value.after == null
+		is_number(value.before)
+	],
+	"footprint": [[code, value] |
+		some value in values
+		code := footprint_codes[value.field]
+	],
 }
+
+# METADATA
+# description: |
+#   The sized values of a change (requests, limits, replica counts; lib.sized_resources) that
+#   go beyond a threshold, each with its percentage (pct) and level ("deny" or "warn", see
+#   size_level): computed once per values and thresholds, for the size rules and the risk.
+size_changes(values, thresholds) := [{"value": value, "pct": pct, "level": level} |
+	some value in values
+	value.resource in lib.sized_resources
+	pct := lib.percent_change(value.before, value.after)
+	level := size_level(pct, thresholds)
+	level != "ok"
+]
 
 # METADATA
 # description: What a change does, "create", "delete" or "update" (see lib.state_operation).
@@ -311,55 +378,71 @@ change_violations(change, cctx) := union({
 }
 
 # METADATA
-# description: Every warning of one change, given its context.
+# description: |
+#   Every warning of one change, given its context (the admission policy applies it too).
+#   Whether the target is production or critical is the change set's own warning
+#   (target_warnings): the cluster does not ask for a typed confirmation.
 change_warnings(change, cctx) := union({
 	size_warnings(change, values, cctx),
 	removed_warnings(change, values, cctx),
 	footprint_warnings(change, values, cctx),
 	lifecycle_warnings(change, cctx),
-	target_warnings(cctx),
 }) if {
 	values := values_of(change)
 }
 
 # METADATA
-# description: A message about the size of a change to one guarded value.
-size_message(value, cctx, pct, tail) := sprintf("%s of %s%s %s %s (%s → %s); %s", [
-	value.label, value.where, cctx.short,
-	direction(pct), lib.format_percent(pct),
-	lib.format_value(value.resource, value.before), lib.format_value(value.resource, value.after),
+# description: |
+#   A message about the size of a change to one guarded value (a size_changes entry), e.g.
+#   "CPU request of container web in shop/web rises 150% (100m → 250m); <tail>".
+size_message(size, cctx, tail) := sprintf("%s of %s%s %s %s (%s → %s); %s", [
+	size.value.label, size.value.where, cctx.short,
+	size_words[size.pct > 0].verb, lib.format_percent(size.pct),
+	lib.format_value(size.value.resource, size.value.before), lib.format_value(size.value.resource, size.value.after),
 	tail,
 ])
 
 # METADATA
-# description: The verb for the direction of a change.
-direction(pct) := "rises" if pct > 0
-
-else := "falls"
+# description: |
+#   What a size finding says, by whether the value rises (true) or falls (false): its verb,
+#   its codes (by level) and the thresholds it refers to (by level).
+size_words := {
+	true: {
+		"verb": "rises",
+		"code": {"deny": "increase_too_large", "warn": "increase_large"},
+		"limit": {"deny": "deny_increase_percent", "warn": "warn_increase_percent"},
+	},
+	false: {
+		"verb": "falls",
+		"code": {"deny": "decrease_too_large", "warn": "decrease_large"},
+		"limit": {"deny": "deny_decrease_percent", "warn": "warn_decrease_percent"},
+	},
+}
 
 # METADATA
 # description: |
 #   Increases and decreases beyond the deny thresholds, of every sized value: requests and
 #   limits of every resource (per container and pod-level), replicas and HPA bounds.
-size_violations(change, values, cctx) := {finding(code, cctx.key, message) |
+size_violations(change, values, cctx) := {finding(words.code.deny, cctx.key, message) |
+	some size in size_changes(values, cctx.thresholds)
+	size.level == "deny"
 	not restores(change)
-	some value in lib.sized_values(values)
-	pct := lib.percent_change(value.before, value.after)
-	size_level(pct, cctx.thresholds) == "deny"
-	code := size_code(pct, "too_large")
-	limit := size_limit(pct, "deny", cctx.thresholds)
-	message := size_message(value, cctx, pct, sprintf("the limit is %v%%", [limit]))
+	words := size_words[size.pct > 0]
+	message := size_message(size, cctx, sprintf("the limit is %v%%", [cctx.thresholds[words.limit.deny]]))
 }
 
 # METADATA
-# description: Increases and decreases beyond the warning thresholds but within the deny ones.
-size_warnings(change, values, cctx) := {finding(code, cctx.key, message) |
-	some value in lib.sized_values(values)
-	pct := lib.percent_change(value.before, value.after)
-	level := warning_level(change, pct, cctx.thresholds)
-	code := size_code(pct, "large")
-	limit := size_limit(pct, level, cctx.thresholds)
-	message := size_message(value, cctx, pct, sprintf("changes beyond %v%% deserve a careful review", [limit]))
+# description: |
+#   Increases and decreases beyond the warning thresholds but within the deny ones (and, for a
+#   rollback, beyond the deny ones: see restores), at the threshold they go beyond.
+size_warnings(change, values, cctx) := {finding(words.code.warn, cctx.key, message) |
+	some size in size_changes(values, cctx.thresholds)
+	level := warning_level(change, size.level)
+	words := size_words[size.pct > 0]
+	message := size_message(size, cctx, sprintf(
+		"changes beyond %v%% deserve a careful review",
+		[cctx.thresholds[words.limit[level]]],
+	))
 }
 
 # METADATA
@@ -371,25 +454,10 @@ restores(change) if change.op == "rollback"
 
 # METADATA
 # scope: document
-# description: The threshold level a size change is warned at, if any.
-warning_level(_, pct, thresholds) := "warn" if size_level(pct, thresholds) == "warn"
+# description: The threshold level a size change (of a size level, see size_level) is warned at, if any.
+warning_level(_, "warn") := "warn"
 
-warning_level(change, pct, thresholds) := "deny" if {
-	restores(change)
-	size_level(pct, thresholds) == "deny"
-}
-
-# METADATA
-# description: The code of a size finding, e.g. increase_too_large or decrease_large.
-size_code(pct, suffix) := concat("_", ["increase", suffix]) if pct > 0
-
-else := concat("_", ["decrease", suffix])
-
-# METADATA
-# description: The threshold a size finding refers to.
-size_limit(pct, level, thresholds) := thresholds[sprintf("%s_increase_percent", [level])] if pct > 0
-
-else := thresholds[sprintf("%s_decrease_percent", [level])]
+warning_level(change, "deny") := "deny" if restores(change)
 
 # METADATA
 # description: A frozen namespace (config.namespaces[ns].frozen) admits no change at all.
@@ -404,10 +472,9 @@ frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
 # METADATA
 # description: A sized value (a request, a limit, a replica count) that was set and becomes unset.
 removed_warnings(change, values, cctx) := {finding("value_removed", cctx.key, message) |
+	some value in value_facts(values).removed
+	value.resource in lib.sized_resources
 	operation(change) == "update"
-	some value in lib.sized_values(values)
-	is_number(value.before)
-	value.after == null
 	message := sprintf(
 		"%s of %s%s is removed (%s → unset)",
 		[value.label, value.where, cctx.short, lib.format_value(value.resource, value.before)],

@@ -30,8 +30,7 @@ footprint_codes := {
 #   what it does to the pods (how many a rollout may run at once and for how long, what each
 #   requests or gets).
 footprint_warnings(change, values, cctx) := {finding(code, cctx.key, message) |
-	some value in values
-	code := footprint_codes[value.field]
+	some [code, value] in value_facts(values).footprint
 	message := sprintf("%s of %s%s: %s → %s; %s", [
 		value.label, value.where, cctx.short,
 		lib.format_value(value.resource, value.before), lib.format_value(value.resource, value.after),
@@ -205,11 +204,10 @@ peak_pods(kind, state) := replicas if {
 #   rollback only warns (as for sizes). Only a change of the rollout strategy or maxSurge that
 #   raises the peak is checked (the replicas have rules of their own).
 peak_violations(change, cctx) := {finding(code, cctx.key, message) |
+	count(value_facts(values_of(change)).fields & {"strategy", "max_surge"}) > 0
 	kind := change.target.kind
 	old := lib.object_or_empty(object.get(change, "before", null))
 	new := lib.object_or_empty(object.get(change, "after", null))
-	some field in ["strategy", "max_surge"]
-	object.get(old, field, null) != object.get(new, field, null)
 	before := peak_pods(kind, old)
 	after := peak_pods(kind, new)
 	after > before

@@ -7,8 +7,13 @@ package sizeguard.changeset
 import data.sizeguard.lib
 
 # METADATA
-# description: Replica counts are never 0 in production, stay within bounds, HPA min <= max.
-replica_violations(change, cctx) := union({
+# description: |
+#   Replica counts are never 0 in production, stay within bounds, HPA min <= max. The zero and
+#   bound rules look only at changed replica counts, so they are skipped when none changes.
+replica_violations(change, cctx) := hpa_violations(after, cctx) if {
+	count(value_facts(values_of(change)).fields & object.keys(lib.replica_fields)) == 0
+	after := lib.object_or_empty(object.get(change, "after", null))
+} else := union({
 	zero_replica_violations(before, after, cctx),
 	bound_violations(before, after, cctx),
 	hpa_violations(after, cctx),
@@ -73,10 +78,11 @@ hpa_violations(after, cctx) := {finding("hpa_min_above_max", cctx.key, message) 
 #   changes that workload's replicas without touching it; sizeguard never approves it.
 #   Creating or deleting an HPA is not a retarget.
 retarget_violations(change, cctx) := {finding("hpa_retarget", cctx.key, message) |
-	operation(change) == "update"
+	"scale_target" in value_facts(values_of(change)).fields
 	old := object.get(change.before, "scale_target", null)
 	new := object.get(change.after, "scale_target", null)
 	old != new
+	operation(change) == "update"
 	message := sprintf(
 		"the HPA %s would be retargeted from %v to %v; sizeguard does not approve retargeting an HPA",
 		[cctx.short, old, new],

@@ -12,55 +12,88 @@ import data.sizeguard.lib
 #   Requests that are set must be greater than zero, per container, init container and the
 #   pod-level resources, for cpu, memory and every other resource.
 request_violations(after, cctx) := {finding("request_not_positive", cctx.key, message) |
-	some where, holder in lib.resource_holders(after)
-	some resource, meta in lib.named_resources
-	request := holder[meta.request]
-	is_number(request)
-	request <= 0
-	message := request_message(resource, where, request, cctx)
-} | {finding("request_not_positive", cctx.key, message) |
-	some where, holder in lib.resource_holders(after)
-	some resource, request in holder.other_requests
-	is_number(request)
-	request <= 0
-	message := request_message(resource, where, request, cctx)
+	some problem in request_problems(after)
+	message := sprintf(
+		"%s request of %s%s is %s; a request must be greater than zero when set",
+		[
+			lib.resource_label(problem.resource), lib.holder_where(problem.holder), cctx.short,
+			lib.format_value(lib.value_resource(problem.resource), problem.request),
+		],
+	)
 }
 
 # METADATA
-# description: The message of a request that is not greater than zero.
-request_message(resource, where, request, cctx) := sprintf(
-	"%s request of %s%s is %s; a request must be greater than zero when set",
-	[lib.resource_label(resource), where, cctx.short, lib.format_value(lib.value_resource(resource), request)],
+# description: |
+#   The requests of a state that are set but not greater than zero, as {holder, resource,
+#   request}: computed once per state, however many changes share it. cpu and memory are
+#   checked field by field, the other resources entry by entry.
+request_problems(state) := array.concat(
+	array.concat(
+		[{"holder": holder, "resource": "cpu", "request": request} |
+			some holder in lib.resource_holders(state)
+			request := holder.resources.cpu_request
+			is_number(request)
+			request <= 0
+		],
+		[{"holder": holder, "resource": "memory", "request": request} |
+			some holder in lib.resource_holders(state)
+			request := holder.resources.memory_request
+			is_number(request)
+			request <= 0
+		],
+	),
+	[{"holder": holder, "resource": resource, "request": request} |
+		some holder in lib.resource_holders(state)
+		some resource, request in holder.resources.other_requests
+		is_number(request)
+		request <= 0
+	],
 )
 
 # METADATA
 # description: Limits must be at least the requests, per holder and resource (see request_violations).
 limit_violations(after, cctx) := {finding("limit_below_request", cctx.key, message) |
-	some where, holder in lib.resource_holders(after)
-	some resource, meta in lib.named_resources
-	limit := holder[meta.limit]
-	request := holder[meta.request]
-	is_number(limit)
-	is_number(request)
-	limit < request
-	message := limit_message(resource, where, limit, request, cctx)
-} | {finding("limit_below_request", cctx.key, message) |
-	some where, holder in lib.resource_holders(after)
-	some resource, limit in holder.other_limits
-	request := holder.other_requests[resource]
-	is_number(limit)
-	is_number(request)
-	limit < request
-	message := limit_message(resource, where, limit, request, cctx)
+	some problem in limit_problems(after)
+	resource := lib.value_resource(problem.resource)
+	message := sprintf(
+		"%s limit of %s%s (%s) is below its request (%s); a limit must be at least the request",
+		[
+			lib.resource_label(problem.resource), lib.holder_where(problem.holder), cctx.short,
+			lib.format_value(resource, problem.limit), lib.format_value(resource, problem.request),
+		],
+	)
 }
 
 # METADATA
-# description: The message of a limit below its request.
-limit_message(resource, where, limit, request, cctx) := sprintf(
-	"%s limit of %s%s (%s) is below its request (%s); a limit must be at least the request",
-	[
-		lib.resource_label(resource), where, cctx.short,
-		lib.format_value(lib.value_resource(resource), limit), lib.format_value(lib.value_resource(resource), request),
+# description: |
+#   The limits of a state that are below their requests, as {holder, resource, limit,
+#   request}: computed once per state, however many changes share it (see request_problems).
+limit_problems(state) := array.concat(
+	array.concat(
+		[{"holder": holder, "resource": "cpu", "limit": limit, "request": request} |
+			some holder in lib.resource_holders(state)
+			limit := holder.resources.cpu_limit
+			is_number(limit)
+			request := holder.resources.cpu_request
+			is_number(request)
+			limit < request
+		],
+		[{"holder": holder, "resource": "memory", "limit": limit, "request": request} |
+			some holder in lib.resource_holders(state)
+			limit := holder.resources.memory_limit
+			is_number(limit)
+			request := holder.resources.memory_request
+			is_number(request)
+			limit < request
+		],
+	),
+	[{"holder": holder, "resource": resource, "limit": limit, "request": request} |
+		some holder in lib.resource_holders(state)
+		some resource, limit in holder.resources.other_limits
+		is_number(limit)
+		request := holder.resources.other_requests[resource]
+		is_number(request)
+		limit < request
 	],
 )
 

@@ -2,8 +2,9 @@
 # title: sizeguard shared helpers
 # description: |
 #   Helpers shared by the change set and admission policies: which namespaces are
-#   production, which workloads are critical, percentage changes, per-pod request totals,
-#   per-namespace overrides and human-readable formatting of guarded values.
+#   production, which workloads are critical, the guarded values that differ between two
+#   states and what holds resources (values.rego), percentage changes, per-pod request
+#   totals, per-namespace overrides and human-readable formatting of guarded values.
 #   Every threshold, pattern and principal comes from data.sizeguard.config
 #   (policies/data.json); nothing here is hard-coded policy.
 package sizeguard.lib
@@ -15,25 +16,6 @@ package sizeguard.lib
 config := data.sizeguard.config # regal ignore:unresolved-reference
 
 # METADATA
-# description: |
-#   The guarded fields of a GuardedState outside its containers (and its resource claims, see
-#   changed_claims): the resource each measures (how its values read; only cpu, memory, bytes
-#   and count values have size limits) and the label people read.
-state_fields := {
-	"replicas": {"resource": "count", "label": "replicas"},
-	"min_replicas": {"resource": "count", "label": "HPA minReplicas"},
-	"max_replicas": {"resource": "count", "label": "HPA maxReplicas"},
-	"scale_target": {"resource": "word", "label": "HPA scaleTargetRef"},
-	"runtime_class": {"resource": "word", "label": "runtimeClassName"},
-	"strategy": {"resource": "word", "label": "rollout strategy"},
-	"max_surge": {"resource": "word", "label": "rollout maxSurge"},
-	"max_unavailable": {"resource": "word", "label": "rollout maxUnavailable"},
-	"min_ready_seconds": {"resource": "seconds", "label": "minReadySeconds"},
-	"progress_deadline_seconds": {"resource": "seconds", "label": "progressDeadlineSeconds"},
-	"termination_grace_period_seconds": {"resource": "seconds", "label": "terminationGracePeriodSeconds"},
-}
-
-# METADATA
 # description: The replica counts of a GuardedState (workload replicas, HPA bounds) and their labels.
 replica_fields := {"replicas": "replicas", "min_replicas": "HPA minReplicas", "max_replicas": "HPA maxReplicas"}
 
@@ -42,27 +24,8 @@ replica_fields := {"replicas": "replicas", "min_replicas": "HPA minReplicas", "m
 sized_resources := {"cpu", "memory", "bytes", "count"}
 
 # METADATA
-# description: The values (of changed_values) with size limits, i.e. requests, limits and replica counts.
-sized_values(values) := {value |
-	some value in values
-	value.resource in sized_resources
-}
-
-# METADATA
-# description: The guarded cpu and memory fields of a container (or the pod), the resource each measures and its label.
-resource_fields := {
-	"cpu_request": {"resource": "cpu", "label": "CPU request"},
-	"cpu_limit": {"resource": "cpu", "label": "CPU limit"},
-	"memory_request": {"resource": "memory", "label": "memory request"},
-	"memory_limit": {"resource": "memory", "label": "memory limit"},
-}
-
-# METADATA
-# description: cpu and memory, how messages name them, and the fields of their request and limit.
-named_resources := {
-	"cpu": {"label": "CPU", "request": "cpu_request", "limit": "cpu_limit"},
-	"memory": {"label": "memory", "request": "memory_request", "limit": "memory_limit"},
-}
+# description: cpu and memory, and how messages name them.
+named_resources := {"cpu": "CPU", "memory": "memory"}
 
 # METADATA
 # description: The maps of other resources (ephemeral-storage, nvidia.com/gpu, ...) and what each holds.
@@ -117,8 +80,8 @@ else := 0
 #   True when a namespace is production: its name matches one of
 #   config.production.namespace_patterns, or one of its labels has a value listed in
 #   config.production.namespace_labels. Each pattern is matched on its own, as data.json
-#   spells it: OPA compiles a pattern once and caches it, where a pattern assembled from the
-#   list would be rebuilt on every evaluation.
+#   spells it (OPA compiles a pattern once and caches it): there are few, and an evaluation
+#   asks about few namespaces (see critical_pattern for the workload names).
 is_production(namespace, namespace_labels) if {
 	some pattern in config.production.namespace_patterns
 	regex.match(pattern, namespace)
@@ -135,24 +98,53 @@ else := false
 # description: |
 #   True when a workload is critical (databases, queues, brokers, controllers): its name or
 #   the value of one of config.critical.name_label_keys matches one of
-#   config.critical.name_patterns (each matched on its own, see is_production), or one of
-#   its labels has a value listed in config.critical.labels.
+#   config.critical.name_patterns (as one alternation, see matches_any), or one of its labels
+#   has a value listed in config.critical.labels.
 is_critical(name, workload_labels) if {
-	some pattern in config.critical.name_patterns
-	regex.match(pattern, name)
-}
+	matches_any(critical_pattern, config.critical.name_patterns, name)
+} else := critical_by_labels(object_or_empty(workload_labels))
 
-else if {
+# METADATA
+# description: |
+#   True when a workload's labels (an object) make it critical (see is_critical): one of them
+#   has a value listed in config.critical.labels, or the value of one of
+#   config.critical.name_label_keys matches config.critical.name_patterns. Computed once per
+#   set of labels.
+critical_by_labels(labels) if {
 	some key, values in config.critical.labels
-	object_or_empty(workload_labels)[key] in values
-}
+	labels[key] in values
+} else if {
+	some key in config.critical.name_label_keys
+	matches_any(critical_pattern, config.critical.name_patterns, labels[key])
+} else := false
+
+# METADATA
+# description: |
+#   config.critical.name_patterns as one alternation (see alternation): every workload name
+#   and label value of a change set is matched against it once, instead of once per pattern.
+critical_pattern := alternation(config.critical.name_patterns)
+
+# METADATA
+# description: |
+#   A list of regular expressions as one, "(?:p1)|(?:p2)|...", which matches a string exactly
+#   when one of them does (each keeps its own flags inside its group); "" for no patterns.
+#   Built once per evaluation; OPA compiles a pattern once per process and caches it by its
+#   text, so the alternation costs one match per value instead of one per pattern.
+alternation(patterns) := concat("", ["(?:", concat(")|(?:", patterns), ")"]) if count(patterns) > 0
+
+else := ""
+
+# METADATA
+# description: |
+#   True when a value matches one of patterns, given with their alternation: one match. When
+#   there is no alternation (no patterns) or it does not compile (a pattern is not a valid
+#   regular expression), each pattern is matched on its own, so that a bad pattern disables
+#   only itself; a value that is not a string matches nothing.
+matches_any(pattern, patterns, value) := regex.match(pattern, value) if pattern != ""
 
 else if {
-	labels := object_or_empty(workload_labels)
-	some key in config.critical.name_label_keys
-	value := labels[key]
-	some pattern in config.critical.name_patterns
-	regex.match(pattern, value)
+	some each in patterns
+	regex.match(each, value)
 }
 
 else := false
@@ -195,122 +187,6 @@ else := false
 
 # METADATA
 # description: |
-#   Every guarded value that differs between two GuardedStates (either may be null: a state
-#   that does not exist): one entry per changed field outside the containers, per changed
-#   DRA resource claim of the pod, per changed resource of a container, init container or the
-#   pod-level resources (cpu, memory and every other resource), per changed init-container
-#   restartPolicy and per container whose resource claims change. Each entry has both values
-#   (null if unset), the resource it measures (cpu, memory, bytes, count, seconds, word, claim
-#   or claims) and the words a message uses for it. Unchanged groups and holders are skipped
-#   early.
-changed_values(before, after) := union({
-	changed_scalars(old, new),
-	changed_claims(old, new),
-	changed_resources(old, new),
-}) if {
-	old := object_or_empty(before)
-	new := object_or_empty(after)
-}
-
-# METADATA
-# description: The changed values of two states (objects) outside the containers.
-changed_scalars(old, new) := {value |
-	some field, meta in state_fields
-	before := object.get(old, field, null)
-	after := object.get(new, field, null)
-	before != after
-	value := {
-		"field": field, "resource": meta.resource, "label": meta.label,
-		"where": "", "before": before, "after": after,
-	}
-}
-
-# METADATA
-# description: |
-#   The changed DRA resource claims of two states (objects): one entry per claim name whose
-#   ResourceClaim or ResourceClaimTemplate ("claim:<name>", "template:<name>") changes.
-changed_claims(old, new) := {value |
-	old_claims := object_or_empty(object.get(old, "resource_claims", {}))
-	new_claims := object_or_empty(object.get(new, "resource_claims", {}))
-	old_claims != new_claims
-	some name in (object.keys(old_claims) | object.keys(new_claims))
-	before := object.get(old_claims, name, null)
-	after := object.get(new_claims, name, null)
-	before != after
-	value := {
-		"field": "resource_claim", "resource": "claim", "label": concat(" ", ["resource claim", name]),
-		"where": "", "before": before, "after": after,
-	}
-}
-
-# METADATA
-# description: The changed values of the containers, init containers and pod-level resources of two states (objects).
-changed_resources(old, new) := {value |
-	some group, noun in container_groups
-	old_group := object_or_empty(object.get(old, group, {}))
-	new_group := object_or_empty(object.get(new, group, {}))
-	old_group != new_group
-	some name in (object.keys(old_group) | object.keys(new_group))
-	old_holder := object_or_empty(object.get(old_group, name, {}))
-	new_holder := object_or_empty(object.get(new_group, name, {}))
-	old_holder != new_holder
-	some value in holder_changes(old_holder, new_holder, concat("", [noun, " ", name, " in "]))
-} | {value |
-	old_pod := object_or_empty(object.get(old, "pod_resources", {}))
-	new_pod := object_or_empty(object.get(new, "pod_resources", {}))
-	old_pod != new_pod
-	some value in holder_changes(old_pod, new_pod, pod_level_where)
-}
-
-# METADATA
-# description: The changed values of one holder of resources (a container or the pod).
-holder_changes(old, new, where) := union({
-	{value |
-		some field, meta in resource_fields
-		before := object.get(old, field, null)
-		after := object.get(new, field, null)
-		before != after
-		value := {
-			"field": field, "resource": meta.resource, "label": meta.label,
-			"where": where, "before": before, "after": after,
-		}
-	},
-	{value |
-		some field, noun in other_fields
-		old_map := object_or_empty(object.get(old, field, {}))
-		new_map := object_or_empty(object.get(new, field, {}))
-		old_map != new_map
-		some name in (object.keys(old_map) | object.keys(new_map))
-		before := object.get(old_map, name, null)
-		after := object.get(new_map, name, null)
-		before != after
-		value := {
-			"field": concat("_", [name, noun]), "resource": other_resource(name),
-			"label": concat(" ", [name, noun]), "where": where, "before": before, "after": after,
-		}
-	},
-	{value |
-		before := object.get(old, "restart_policy", null)
-		after := object.get(new, "restart_policy", null)
-		before != after
-		value := {
-			"field": "restart_policy", "resource": "word", "label": "restartPolicy",
-			"where": where, "before": before, "after": after,
-		}
-	},
-	{value |
-		before := object.get(old, "claims", [])
-		after := object.get(new, "claims", [])
-		before != after
-		value := {
-			"field": "claims", "resource": "claims", "label": "resource claims",
-			"where": where, "before": before, "after": after,
-		}
-	},
-})
-
-# METADATA
-# description: |
 #   How the values of a resource read: "cpu" and "memory" for themselves, "bytes" for other
 #   storage (ephemeral-storage, hugepages-*), else "count" (extended resources such as
 #   nvidia.com/gpu).
@@ -333,35 +209,11 @@ storage_resource(name) if startswith(name, "hugepages-")
 
 # METADATA
 # description: How a message names a resource ("CPU", "memory", "ephemeral-storage", "nvidia.com/gpu").
-resource_label(name) := object.get(named_resources, [name, "label"], name)
-
-# METADATA
-# description: |
-#   What holds resources in a GuardedState, keyed by how a message names it ("container web
-#   in ", "init container migrate in ", "the pod-level resources in "): each container's
-#   object, and the pod-level resources when set. {} for null.
-resource_holders(state) := object.union(
-	{where: object_or_empty(container) |
-		some group, noun in container_groups
-		some name, container in containers_of(state, group)
-		where := concat("", [noun, " ", name, " in "])
-	},
-	pod_holder(object.get(object_or_empty(state), "pod_resources", null)),
-)
-
-# METADATA
-# description: The pod-level resources as a holder ({} when unset).
-pod_holder(pod) := {pod_level_where: pod} if is_object(pod)
-
-else := {}
+resource_label(name) := object.get(named_resources, name, name)
 
 # METADATA
 # description: The containers (or init containers) object of a GuardedState, {} when absent.
 containers_of(state, group) := object_or_empty(object.get(object_or_empty(state), group, {}))
-
-# METADATA
-# description: True for an init container that is a sidecar (restartPolicy Always).
-is_sidecar(container) if object.get(object_or_empty(container), "restart_policy", null) == "Always"
 
 # METADATA
 # description: |
@@ -370,22 +222,29 @@ is_sidecar(container) if object.get(object_or_empty(container), "restart_policy"
 #   restartPolicy Always, which run for the pod's life) plus the larger of the containers'
 #   sum and the largest other init container. Kubernetes adds to an init container only the
 #   sidecars started before it; the order is not part of the GuardedState, so all are added
-#   (an upper bound). Unset counts as 0; RuntimeClass overhead is not known here.
+#   (an upper bound). Unset (or not a number) counts as 0; RuntimeClass overhead is not known
+#   here.
 pod_request(state, resource) := pod_level if {
 	pod_level := object.get(object_or_empty(state), ["pod_resources", concat("_", [resource, "request"])], null)
 	is_number(pod_level)
 } else := sidecars + max([total, init_peak]) if {
 	field := concat("_", [resource, "request"])
-	total := sum([number_or_zero(object.get(c, field, null)) |
+	total := sum([request |
 		some c in containers_of(state, "containers")
+		request := c[field]
+		is_number(request)
 	])
-	sidecars := sum([number_or_zero(object.get(c, field, null)) |
+	sidecars := sum([request |
 		some c in containers_of(state, "init_containers")
-		is_sidecar(c)
+		c.restart_policy == "Always"
+		request := c[field]
+		is_number(request)
 	])
-	init_peak := max({0} | {number_or_zero(object.get(c, field, null)) |
+	init_peak := max({0} | {request |
 		some c in containers_of(state, "init_containers")
-		not is_sidecar(c)
+		not c.restart_policy == "Always"
+		request := c[field]
+		is_number(request)
 	})
 }
 
@@ -402,10 +261,19 @@ else := number_or_zero(object.get(object_or_empty(state), "replicas", null))
 #   How much a change adds to the cluster's total requests of a resource: pods after the
 #   change times the per-pod request after, minus the same before. Negative when it frees.
 #   A state that does not exist (null: an HPA created or deleted) runs no pods.
-request_delta(change, resource, nodes) := after_total - before_total if {
-	kind := change.target.kind
-	before := object.get(change, "before", null)
-	after := object.get(change, "after", null)
+request_delta(change, resource, nodes) := pods_delta(
+	change.target.kind,
+	object.get(change, "before", null),
+	object.get(change, "after", null),
+	resource,
+	nodes,
+)
+
+# METADATA
+# description: |
+#   What request_delta computes, from the kind and the two states: computed once for all the
+#   changes of the same kind with the same before and after.
+pods_delta(kind, before, after, resource, nodes) := after_total - before_total if {
 	before_total := pod_count(kind, before, nodes) * pod_request(before, resource)
 	after_total := pod_count(kind, after, nodes) * pod_request(after, resource)
 }

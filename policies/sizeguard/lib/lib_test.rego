@@ -84,6 +84,20 @@ test_empty_pattern_lists_match_nothing if {
 	lib.is_critical("postgres", {"sizeguard.io/critical": "true"}) with lib.config as no_patterns
 }
 
+# Each pattern is matched on its own when one of them is not a valid regular expression (the
+# alternation of all of them then does not compile): a bad pattern disables only itself.
+test_a_bad_pattern_disables_only_itself if {
+	bad := object.union(fixture, {
+		"production": {"namespace_patterns": ["(", "-prod$"]},
+		"critical": {"name_patterns": ["[", "(^|-)redis(-|$)"]},
+	})
+	lib.is_production("shop-prod", {}) with lib.config as bad
+	not lib.is_production("shop", {}) with lib.config as bad
+	lib.is_critical("redis-cache", {}) with lib.config as bad
+	lib.is_critical("orders", {"app": "redis"}) with lib.config as bad
+	not lib.is_critical("orders", {"app": 7}) with lib.config as bad
+}
+
 test_percent_change if {
 	lib.percent_change(100, 250) == 150
 	lib.percent_change(100, 700) == 600
@@ -252,13 +266,16 @@ test_resource_holders if {
 		state(1, {"web": {"cpu_request": 100}}, {"setup": null}),
 		{"pod_resources": {"memory_limit": gib}},
 	)
-	lib.resource_holders(s) == {
-		"container web in ": {"cpu_request": 100},
-		"init container setup in ": {},
-		"the pod-level resources in ": {"memory_limit": gib},
-	}
-	lib.resource_holders(null) == {}
-	lib.resource_holders({"containers": {"web": {}}, "pod_resources": "none"}) == {"container web in ": {}}
+	holders := lib.resource_holders(s)
+	holders == [
+		{"noun": "container", "name": "web", "resources": {"cpu_request": 100}},
+		{"noun": null, "name": null, "resources": {"memory_limit": gib}},
+	]
+	[lib.holder_where(holder) | some holder in holders] == ["container web in ", "the pod-level resources in "]
+	lib.holder_where({"noun": "init container", "name": "setup"}) == "init container setup in "
+	lib.resource_holders(null) == []
+	odd := {"containers": {"web": {}}, "init_containers": [{}], "pod_resources": "none"}
+	lib.resource_holders(odd) == [{"noun": "container", "name": "web", "resources": {}}]
 }
 
 test_resource_names_and_units if {
