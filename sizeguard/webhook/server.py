@@ -125,8 +125,9 @@ class ServeOptions:
     cert: Path
     key: Path
     reload_interval: float = 1.0
-    limit_concurrency: int = 1000
+    limit_concurrency: int = 512
     workers: int = 1
+    backlog: int = 256
 
 
 async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | None = None) -> None:
@@ -151,6 +152,10 @@ async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | No
         # connections (and requests) per worker: the whole webhook keeps the one bound
         limit_concurrency=max(64, options.limit_concurrency // max(1, options.workers)),
         timeout_keep_alive=30,
+        # a short accept queue: under a connection storm the kernel holds back new
+        # connections instead of queueing thousands whose callers give up before they are
+        # read (each would still cost a TLS handshake once the storm ends)
+        backlog=options.backlog,
         # httptools (llhttp, C) parses HTTP/1.1; with uvloop's TLS transport (50 KiB per
         # connection where asyncio's holds a 256 KiB buffer) the fast path costs about half
         # the CPU of h11 on asyncio (docs/operations.md, sizing).
@@ -180,7 +185,7 @@ async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | No
         watcher.cancel()
 
 
-def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+def listening_socket(host: str, port: int, backlog: int = 256) -> socket.socket:
     """A bound, listening TCP socket (shared by the worker processes)."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -204,7 +209,7 @@ def run(make_app: Callable[[], WebhookApp], options: ServeOptions) -> int:
     if options.workers <= 1:
         asyncio.run(serve(make_app(), options))
         return 0
-    sock = listening_socket(options.host, options.port)
+    sock = listening_socket(options.host, options.port, options.backlog)
     return _Supervisor(make_app, options, sock).run()
 
 

@@ -6,8 +6,9 @@ and the admission policy admits it for the exempt principal
 ``system:serviceaccount:kube-system:horizontal-pod-autoscaler`` (``policies/data.json``). When
 load on a cluster turns, every HPA scales at once: this is that moment. The benchmark creates
 ``--deployments`` Deployments (default 1,000) in a namespace of its own, then vegeta (its own
-process) sends one scale PATCH per Deployment through the sandbox's API server, as the HPA
-controller's user (the admin kubeconfig impersonates it), open loop at ``--rate`` per second
+process) sends one scale update per Deployment (a PUT of the Scale, as the HPA controller
+writes it) through the sandbox's API server, as the HPA controller's user (the admin
+kubeconfig impersonates it), open loop at ``--rate`` per second
 (default 1,000 per 15 s, the HPA controller's sync period: every HPA scaling within one sync;
 the controller's own client is limited to 20 requests/s by default, so this is an upper bound).
 It reports the latency percentiles and errors of each round (``--rounds``: up, down, up ...),
@@ -77,12 +78,20 @@ def deployment(name: str) -> dict[str, Any]:
     }
 
 
+def namespace_phase(kube: KubeClient) -> str | None:
+    """The phase of the benchmark's namespace, None when there is none (a 404's body is a
+    Status object, whose ``status`` is a string)."""
+    response = kube.http.get(f"/api/v1/namespaces/{NAMESPACE}")
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    phase = response.json().get("status", {}).get("phase")
+    return phase if isinstance(phase, str) else None
+
+
 def create_estate(kube: KubeClient, count: int) -> list[str]:
     deadline = time.monotonic() + 180
-    while (
-        kube.http.get(f"/api/v1/namespaces/{NAMESPACE}").json().get("status", {}).get("phase")
-        == "Terminating"
-    ):  # the previous run's, being deleted
+    while namespace_phase(kube) == "Terminating":  # the previous run's, being deleted
         assert time.monotonic() < deadline, f"namespace {NAMESPACE} is still terminating"
         time.sleep(1)
     response = kube.http.post(
@@ -100,6 +109,18 @@ def create_estate(kube: KubeClient, count: int) -> list[str]:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(create, names))
     return names
+
+
+def scale_body(name: str, replicas: int) -> str:
+    """A Scale written with PUT, base64 for vegeta's JSON targets: what the HPA controller
+    sends (it updates the scale subresource; its RBAC role grants update, not patch)."""
+    scale = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"replicas": replicas},
+    }
+    return base64.b64encode(json.dumps(scale).encode()).decode()
 
 
 def webhook_answers(box: SandboxState) -> Counter[str]:
@@ -123,9 +144,8 @@ def storm(
     config = yaml.safe_load(Path(box.info["kubeconfig"]).read_text())
     server = config["clusters"][0]["cluster"]["server"]
     user = config["users"][0]["user"]
-    body = base64.b64encode(json.dumps({"spec": {"replicas": replicas}}).encode()).decode()
     header = {
-        "Content-Type": ["application/merge-patch+json"],
+        "Content-Type": ["application/json"],
         "Impersonate-User": [HPA_USER],
         "Impersonate-Group": HPA_GROUPS,
     }
@@ -134,9 +154,9 @@ def storm(
         "".join(
             json.dumps(
                 {
-                    "method": "PATCH",
+                    "method": "PUT",
                     "url": f"{server}/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/scale",
-                    "body": body,
+                    "body": scale_body(name, replicas),
                     "header": header,
                 }
             )
@@ -153,7 +173,7 @@ def storm(
                 "attack",
                 "-format=json",
                 f"-targets={targets}",
-                f"-rate={rate:g}/1s",
+                f"-rate={round(rate * 100)}/100s",  # vegeta takes an integer count per period
                 f"-duration={seconds:.3f}s",
                 "-timeout=30s",
                 f"-root-certs={config['clusters'][0]['cluster']['certificate-authority']}",

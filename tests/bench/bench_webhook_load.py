@@ -285,6 +285,7 @@ def attack(
     seconds: float,
     pid: int,
     work: Path,
+    idle_connections: int = 25,
 ) -> RunResult:
     result = RunResult(path, rate, seconds)
     (work / "targets.json").write_text(targets(url, path, b))
@@ -308,6 +309,7 @@ def attack(
                 f"-root-certs={ca}",
                 "-http2=false",
                 "-keepalive=true",
+                f"-connections={idle_connections}",
                 "-max-body=-1",
             ],
             stdout=out,
@@ -440,6 +442,13 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     parser.add_argument("--policies", type=Path, default=REPO / "policies")
     parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=25,
+        help="idle keep-alive connections vegeta keeps (25, as the API server's client-go "
+        "transport keeps per webhook host; vegeta's own default is 10,000)",
+    )
+    parser.add_argument(
         "--webhook-arg",
         action="append",
         default=[],
@@ -504,6 +513,7 @@ def main() -> int:
                             seconds=args.duration,
                             pid=hook.pid,
                             work=work,
+                            idle_connections=args.idle_connections,
                         )
                         print_result(result)
                         time.sleep(args.pause)

@@ -402,9 +402,30 @@ _ALERT_TESTS: dict[str, Any] = {
                 for name in (
                     "SizeguardWebhookDown",
                     "SizeguardWebhookErrors",
+                    "SizeguardWebhookOverloaded",
                     "SizeguardWebhookNoTrustedKeys",
                     "SizeguardCertificateExpiresSoon",
                 )
+            ],
+        },
+        {
+            "name": "an overloaded webhook is not an erroring one",
+            "interval": "1m",
+            "input_series": [
+                {"series": f"up{{{_JOB}}}", "values": "1x30"},
+                {
+                    "series": "sizeguard_webhook_requests_total"
+                    f'{{{_JOB}, decision="error", reason="overloaded", dry_run="false"}}',
+                    "values": "0+40x30",
+                },
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "30m",
+                    "alertname": "SizeguardWebhookOverloaded",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                },
+                {"eval_time": "30m", "alertname": "SizeguardWebhookErrors", "exp_alerts": []},
             ],
         },
         {
@@ -472,7 +493,7 @@ def test_the_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path)
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
     # promtool compares annotations too: expect each alert's own (rendered) annotations.
     annotations = {r["alert"]: r["annotations"] for r in rule["spec"]["groups"][0]["rules"]}
     tests = copy.deepcopy(_ALERT_TESTS)
