@@ -100,9 +100,10 @@ well_formed if {
 	is_string(subresource)
 	states_fit_operation
 	ownership_well_formed
-	every field in ["user", "kind", "namespace", "name"] {
-		is_string(request[field])
-	}
+	is_string(request.user)
+	is_string(request.kind)
+	is_string(request.namespace)
+	is_string(request.name)
 }
 
 # METADATA

@@ -40,10 +40,13 @@ context := lib.object_or_empty(object.get(input, "context", {}))
 risk_levels := ["low", "medium", "high", "critical"]
 
 # METADATA
-# description: A finding, the shape of every violation and warning.
+# description: |
+#   A finding, the shape of every violation and warning. The per-change rules, evaluated for
+#   every change, write it as an object literal: a function call per finding costs more.
 finding(code, target, message) := {"code": code, "target": target, "message": message}
 
 # METADATA
+# scope: document
 # description: |
 #   True when a change has the shape the rules need: a target with kind, namespace and name,
 #   and before/after objects; before may be null (create) or after null (delete) for an HPA.
@@ -51,18 +54,13 @@ well_formed(change) if {
 	is_string(change.target.kind)
 	is_string(change.target.namespace)
 	is_string(change.target.name)
-	states_well_formed(change)
-}
-
-# METADATA
-# scope: document
-# description: True when a change's states fit its kind (see well_formed).
-states_well_formed(change) if {
 	is_object(change.before)
 	is_object(change.after)
 }
 
-states_well_formed(change) if {
+well_formed(change) if {
+	is_string(change.target.namespace)
+	is_string(change.target.name)
 	change.target.kind == lib.hpa_kind
 	lib.state_operation(change.before, change.after) in {"create", "delete"}
 }
@@ -89,9 +87,11 @@ change_context(target, workload_labels, namespace_labels) := object.union(
 namespace_context(namespace, namespace_labels) := {
 	"namespace": namespace,
 	"production": lib.is_production(namespace, namespace_labels),
-	"thresholds": lib.thresholds_for(namespace),
-	"bounds": lib.replica_bounds(namespace),
-	"frozen": lib.is_frozen(namespace),
+	"thresholds": settings.thresholds,
+	"bounds": settings.bounds,
+	"frozen": settings.frozen,
+} if {
+	settings := lib.namespace_settings(namespace)
 }
 
 # METADATA
@@ -231,9 +231,10 @@ capacity_known if {
 #   How much the whole change set adds to the cluster's requested CPU (millicores) and
 #   memory (bytes): per change, pods after x per-pod request after, minus the same before.
 #   A change that alters none of pod_fields[resource] adds nothing and is skipped.
-requested_delta[resource] := sum([lib.request_delta(changes[i], resource, nodes) |
+requested_delta[resource] := sum([lib.pods_delta(change.target.kind, change.before, change.after, resource, nodes) |
 	some i, _ in contexts
 	count(value_facts(values_of(changes[i])).fields & pod_fields[resource]) > 0
+	change := changes[i]
 ]) if {
 	some resource in ["cpu", "memory"]
 	nodes := object.get(capacity, "nodes", 1)
@@ -249,23 +250,22 @@ pod_fields := {
 }
 
 # METADATA
-# description: The highest risk score of any change (0 for an empty change set).
-risk_score := max({0} | {change_score(changes[i], cctx) | some i, cctx in contexts})
+# description: |
+#   The highest risk score of any change (0 for an empty change set). The risk score of one
+#   change: the size of its largest change (values_score: deny_size above the deny
+#   thresholds, warn_size above the warning thresholds or for a change the size rules cannot
+#   measure: an HPA created or deleted, a rollout, RuntimeClass or sidecar change) plus the
+#   production and critical workload weights when they apply. Weights live in config.risk.weights.
+risk_score := max({0} | {score |
+	some i, cctx in contexts
+	change := changes[i]
+	size := values_score(values_of(change), lib.state_operation(change.before, change.after), cctx.thresholds)
+	score := (size + weight_if("production", cctx.production)) + weight_if("critical_workload", cctx.critical)
+})
 
 # METADATA
 # description: The risk level of the change set.
 risk := risk_levels[min([risk_score, count(risk_levels) - 1])]
-
-# METADATA
-# description: |
-#   The risk score of one change: the size of its largest change (deny_size above the deny
-#   thresholds, warn_size above the warning thresholds or for a change the size rules cannot
-#   measure: an HPA created or deleted, a rollout, RuntimeClass or sidecar change) plus the
-#   production and critical workload weights when they apply. Weights live in config.risk.weights.
-change_score(change, cctx) := (size_score(change, cctx) + weight_if("production", cctx.production)) + weight_if(
-	"critical_workload",
-	cctx.critical,
-)
 
 # METADATA
 # scope: document
@@ -275,12 +275,8 @@ weight_if(name, true) := lib.config.risk.weights[name]
 weight_if(_, false) := 0
 
 # METADATA
-# description: The size part of a change's risk score.
-size_score(change, cctx) := values_score(values_of(change), operation(change), cctx.thresholds)
-
-# METADATA
 # description: |
-#   The size part of the risk score (see size_score) of a change's values, operation and
+#   The size part of the risk score (see risk_score) of a change's values, operation and
 #   thresholds: computed once for all the changes that share them.
 values_score(values, op, thresholds) := max(measured | unmeasured) if {
 	measured := {0} | {size_weights[size.level] | some size in size_changes(values, thresholds)}
@@ -363,19 +359,29 @@ else := "ok"
 #   Every violation of one change, given its context (see change_context). The admission
 #   policy applies this same function to the change it is asked to admit. before or after
 #   may be null (an HPA created or deleted): every rule reads them null-safely.
+#   Each rule is asked only when what it looks at is there (a size beyond a threshold, a
+#   request or limit problem, a changed field it checks, a frozen or production namespace):
+#   a function call costs far more in OPA than the check that skips it.
 change_violations(change, cctx) := union({
-	size_violations(change, values, cctx),
-	request_violations(after, cctx),
-	limit_violations(after, cctx),
-	replica_violations(change, cctx),
-	frozen_violations(cctx),
-	kept_limit_violations(values, cctx),
-	retarget_violations(change, cctx),
-	peak_violations(change, cctx),
+	{v | count(sizes) > 0; some v in size_violations(change, values, cctx)},
+	{v | count(request_problems(after)) > 0; some v in request_violations(after, cctx)},
+	{v | count(limit_problems(after)) > 0; some v in limit_violations(after, cctx)},
+	{v | count(facts.fields & replica_field_names) > 0; some v in replica_violations(change, cctx)},
+	{v | is_number(after.min_replicas); some v in replica_violations(change, cctx)},
+	{v | cctx.frozen; some v in frozen_violations(cctx)},
+	{v | cctx.production; count(facts.removed) > 0; some v in kept_limit_violations(values, cctx)},
+	{v | "scale_target" in facts.fields; some v in retarget_violations(change, cctx)},
+	{v | count(facts.fields & {"strategy", "max_surge"}) > 0; some v in peak_violations(change, cctx)},
 }) if {
 	values := values_of(change)
+	facts := value_facts(values)
+	sizes := size_changes(values, cctx.thresholds)
 	after := object.get(change, "after", null)
 }
+
+# METADATA
+# description: The fields of lib.replica_fields (the replica counts), as a set.
+replica_field_names := object.keys(lib.replica_fields)
 
 # METADATA
 # description: |
@@ -383,85 +389,21 @@ change_violations(change, cctx) := union({
 #   Whether the target is production or critical is the change set's own warning
 #   (target_warnings): the cluster does not ask for a typed confirmation.
 change_warnings(change, cctx) := union({
-	size_warnings(change, values, cctx),
-	removed_warnings(change, values, cctx),
-	footprint_warnings(change, values, cctx),
-	lifecycle_warnings(change, cctx),
+	{w | count(size_changes(values, cctx.thresholds)) > 0; some w in size_warnings(change, values, cctx)},
+	{w | count(facts.removed) > 0; some w in removed_warnings(change, values, cctx)},
+	{w | count(facts.footprint) > 0; some w in footprint_warnings(change, values, cctx)},
+	{w |
+		null in {object.get(change, "before", null), object.get(change, "after", null)}
+		some w in lifecycle_warnings(change, cctx)
+	},
 }) if {
 	values := values_of(change)
+	facts := value_facts(values)
 }
-
-# METADATA
-# description: |
-#   A message about the size of a change to one guarded value (a size_changes entry), e.g.
-#   "CPU request of container web in shop/web rises 150% (100m → 250m); <tail>".
-size_message(size, cctx, tail) := sprintf("%s of %s%s %s %s (%s → %s); %s", [
-	size.value.label, size.value.where, cctx.short,
-	size_words[size.pct > 0].verb, lib.format_percent(size.pct),
-	lib.format_value(size.value.resource, size.value.before), lib.format_value(size.value.resource, size.value.after),
-	tail,
-])
-
-# METADATA
-# description: |
-#   What a size finding says, by whether the value rises (true) or falls (false): its verb,
-#   its codes (by level) and the thresholds it refers to (by level).
-size_words := {
-	true: {
-		"verb": "rises",
-		"code": {"deny": "increase_too_large", "warn": "increase_large"},
-		"limit": {"deny": "deny_increase_percent", "warn": "warn_increase_percent"},
-	},
-	false: {
-		"verb": "falls",
-		"code": {"deny": "decrease_too_large", "warn": "decrease_large"},
-		"limit": {"deny": "deny_decrease_percent", "warn": "warn_decrease_percent"},
-	},
-}
-
-# METADATA
-# description: |
-#   Increases and decreases beyond the deny thresholds, of every sized value: requests and
-#   limits of every resource (per container and pod-level), replicas and HPA bounds.
-size_violations(change, values, cctx) := {finding(words.code.deny, cctx.key, message) |
-	some size in size_changes(values, cctx.thresholds)
-	size.level == "deny"
-	not restores(change)
-	words := size_words[size.pct > 0]
-	message := size_message(size, cctx, sprintf("the limit is %v%%", [cctx.thresholds[words.limit.deny]]))
-}
-
-# METADATA
-# description: |
-#   Increases and decreases beyond the warning thresholds but within the deny ones (and, for a
-#   rollback, beyond the deny ones: see restores), at the threshold they go beyond.
-size_warnings(change, values, cctx) := {finding(words.code.warn, cctx.key, message) |
-	some size in size_changes(values, cctx.thresholds)
-	level := warning_level(change, size.level)
-	words := size_words[size.pct > 0]
-	message := size_message(size, cctx, sprintf(
-		"changes beyond %v%% deserve a careful review",
-		[cctx.thresholds[words.limit[level]]],
-	))
-}
-
-# METADATA
-# description: |
-#   A rollback puts back values a human approved before (the server builds it from its
-#   snapshots; at admission the op comes from a verified approval), so the size limits only
-#   warn about it. Every other rule still applies.
-restores(change) if change.op == "rollback"
-
-# METADATA
-# scope: document
-# description: The threshold level a size change (of a size level, see size_level) is warned at, if any.
-warning_level(_, "warn") := "warn"
-
-warning_level(change, "deny") := "deny" if restores(change)
 
 # METADATA
 # description: A frozen namespace (config.namespaces[ns].frozen) admits no change at all.
-frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
+frozen_violations(cctx) := {{"code": "namespace_frozen", "target": cctx.key, "message": message} |
 	cctx.frozen
 	message := sprintf(
 		"namespace %s is frozen by policy; no change to %s is allowed until the freeze is lifted",
@@ -471,7 +413,7 @@ frozen_violations(cctx) := {finding("namespace_frozen", cctx.key, message) |
 
 # METADATA
 # description: A sized value (a request, a limit, a replica count) that was set and becomes unset.
-removed_warnings(change, values, cctx) := {finding("value_removed", cctx.key, message) |
+removed_warnings(change, values, cctx) := {{"code": "value_removed", "target": cctx.key, "message": message} |
 	some value in value_facts(values).removed
 	value.resource in lib.sized_resources
 	operation(change) == "update"

@@ -29,7 +29,7 @@ footprint_codes := {
 #   Rollout, grace period, RuntimeClass, sidecar and resource claim changes: what changes, and
 #   what it does to the pods (how many a rollout may run at once and for how long, what each
 #   requests or gets).
-footprint_warnings(change, values, cctx) := {finding(code, cctx.key, message) |
+footprint_warnings(change, values, cctx) := {{"code": code, "target": cctx.key, "message": message} |
 	some [code, value] in value_facts(values).footprint
 	message := sprintf("%s of %s%s: %s → %s; %s", [
 		value.label, value.where, cctx.short,
@@ -203,7 +203,7 @@ peak_pods(kind, state) := replicas if {
 #   maxSurge of 100000% on 3 replicas is 3003 pods at once, as long as a rollout lasts. A
 #   rollback only warns (as for sizes). Only a change of the rollout strategy or maxSurge that
 #   raises the peak is checked (the replicas have rules of their own).
-peak_violations(change, cctx) := {finding(code, cctx.key, message) |
+peak_violations(change, cctx) := {{"code": code, "target": cctx.key, "message": message} |
 	count(value_facts(values_of(change)).fields & {"strategy", "max_surge"}) > 0
 	kind := change.target.kind
 	old := lib.object_or_empty(object.get(change, "before", null))
@@ -287,7 +287,7 @@ runtime_class_effect(value) := sprintf(
 #   Creating an HPA hands the workload's replicas to the HPA controller, which moves them
 #   between the HPA's bounds within seconds; deleting one in production leaves the workload
 #   at the replicas it runs at that moment.
-lifecycle_warnings(change, cctx) := {finding("hpa_created", cctx.key, message) |
+lifecycle_warnings(change, cctx) := {{"code": "hpa_created", "target": cctx.key, "message": message} |
 	operation(change) == "create"
 	after := change.after
 	message := sprintf(
@@ -298,7 +298,7 @@ lifecycle_warnings(change, cctx) := {finding("hpa_created", cctx.key, message) |
 			lib.format_value("count", object.get(after, "max_replicas", null)),
 		],
 	)
-} | {finding("hpa_deleted", cctx.key, message) |
+} | {{"code": "hpa_deleted", "target": cctx.key, "message": message} |
 	operation(change) == "delete"
 	cctx.production
 	before := change.before

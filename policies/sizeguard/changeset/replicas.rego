@@ -11,7 +11,7 @@ import data.sizeguard.lib
 #   Replica counts are never 0 in production, stay within bounds, HPA min <= max. The zero and
 #   bound rules look only at changed replica counts, so they are skipped when none changes.
 replica_violations(change, cctx) := hpa_violations(after, cctx) if {
-	count(value_facts(values_of(change)).fields & object.keys(lib.replica_fields)) == 0
+	count(value_facts(values_of(change)).fields & replica_field_names) == 0
 	after := lib.object_or_empty(object.get(change, "after", null))
 } else := union({
 	zero_replica_violations(before, after, cctx),
@@ -26,7 +26,7 @@ replica_violations(change, cctx) := hpa_violations(after, cctx) if {
 # description: |
 #   Replicas (or HPA minReplicas, also of a new HPA) never go to 0 in a production namespace.
 #   before and after are objects ({} for a state that does not exist).
-zero_replica_violations(before, after, cctx) := {finding("replicas_zero_in_production", cctx.key, message) |
+zero_replica_violations(before, after, cctx) := {violation |
 	cctx.production
 	some field in ["replicas", "min_replicas"]
 	after[field] == 0
@@ -35,13 +35,14 @@ zero_replica_violations(before, after, cctx) := {finding("replicas_zero_in_produ
 		"%s of %s would go to 0 in production namespace %s; keep at least one",
 		[lib.replica_fields[field], cctx.short, cctx.namespace],
 	)
+	violation := {"code": "replicas_zero_in_production", "target": cctx.key, "message": message}
 }
 
 # METADATA
 # description: |
 #   A changed replica count (or HPA min/max, also of a new HPA) stays within the namespace's
 #   bounds. before and after are objects ({} for a state that does not exist).
-bound_violations(before, after, cctx) := {finding("replicas_out_of_bounds", cctx.key, message) |
+bound_violations(before, after, cctx) := {{"code": "replicas_out_of_bounds", "target": cctx.key, "message": message} |
 	some field, label in lib.replica_fields
 	value := after[field]
 	is_number(value)
@@ -62,7 +63,7 @@ out_of_bounds(value, bounds) if value > bounds.max
 
 # METADATA
 # description: An HPA's minReplicas must not exceed its maxReplicas (after is an object, {} when deleted).
-hpa_violations(after, cctx) := {finding("hpa_min_above_max", cctx.key, message) |
+hpa_violations(after, cctx) := {{"code": "hpa_min_above_max", "target": cctx.key, "message": message} |
 	is_number(after.min_replicas)
 	is_number(after.max_replicas)
 	after.min_replicas > after.max_replicas
@@ -77,7 +78,7 @@ hpa_violations(after, cctx) := {finding("hpa_min_above_max", cctx.key, message) 
 #   Pointing an existing HPA at another workload (scaleTargetRef, "apiVersion/kind/name")
 #   changes that workload's replicas without touching it; sizeguard never approves it.
 #   Creating or deleting an HPA is not a retarget.
-retarget_violations(change, cctx) := {finding("hpa_retarget", cctx.key, message) |
+retarget_violations(change, cctx) := {{"code": "hpa_retarget", "target": cctx.key, "message": message} |
 	"scale_target" in value_facts(values_of(change)).fields
 	old := object.get(change.before, "scale_target", null)
 	new := object.get(change.after, "scale_target", null)

@@ -11,7 +11,7 @@ import data.sizeguard.lib
 # description: |
 #   Requests that are set must be greater than zero, per container, init container and the
 #   pod-level resources, for cpu, memory and every other resource.
-request_violations(after, cctx) := {finding("request_not_positive", cctx.key, message) |
+request_violations(after, cctx) := {{"code": "request_not_positive", "target": cctx.key, "message": message} |
 	some problem in request_problems(after)
 	message := sprintf(
 		"%s request of %s%s is %s; a request must be greater than zero when set",
@@ -32,27 +32,27 @@ request_problems(state) := array.concat(
 		[{"holder": holder, "resource": "cpu", "request": request} |
 			some holder in lib.resource_holders(state)
 			request := holder.resources.cpu_request
-			is_number(request)
 			request <= 0
+			is_number(request)
 		],
 		[{"holder": holder, "resource": "memory", "request": request} |
 			some holder in lib.resource_holders(state)
 			request := holder.resources.memory_request
-			is_number(request)
 			request <= 0
+			is_number(request)
 		],
 	),
 	[{"holder": holder, "resource": resource, "request": request} |
 		some holder in lib.resource_holders(state)
 		some resource, request in holder.resources.other_requests
-		is_number(request)
 		request <= 0
+		is_number(request)
 	],
 )
 
 # METADATA
 # description: Limits must be at least the requests, per holder and resource (see request_violations).
-limit_violations(after, cctx) := {finding("limit_below_request", cctx.key, message) |
+limit_violations(after, cctx) := {{"code": "limit_below_request", "target": cctx.key, "message": message} |
 	some problem in limit_problems(after)
 	resource := lib.value_resource(problem.resource)
 	message := sprintf(
@@ -73,33 +73,33 @@ limit_problems(state) := array.concat(
 		[{"holder": holder, "resource": "cpu", "limit": limit, "request": request} |
 			some holder in lib.resource_holders(state)
 			limit := holder.resources.cpu_limit
-			is_number(limit)
 			request := holder.resources.cpu_request
-			is_number(request)
 			limit < request
+			is_number(limit)
+			is_number(request)
 		],
 		[{"holder": holder, "resource": "memory", "limit": limit, "request": request} |
 			some holder in lib.resource_holders(state)
 			limit := holder.resources.memory_limit
-			is_number(limit)
 			request := holder.resources.memory_request
-			is_number(request)
 			limit < request
+			is_number(limit)
+			is_number(request)
 		],
 	),
 	[{"holder": holder, "resource": resource, "limit": limit, "request": request} |
 		some holder in lib.resource_holders(state)
 		some resource, limit in holder.resources.other_limits
-		is_number(limit)
 		request := holder.resources.other_requests[resource]
-		is_number(request)
 		limit < request
+		is_number(limit)
+		is_number(request)
 	],
 )
 
 # METADATA
 # description: In production, the limits in config.production.keep_limits stay set.
-kept_limit_violations(values, cctx) := {finding("limit_removed_in_production", cctx.key, message) |
+kept_limit_violations(values, cctx) := {violation |
 	cctx.production
 	some value in values
 	value.field in lib.config.production.keep_limits
@@ -109,4 +109,5 @@ kept_limit_violations(values, cctx) := {finding("limit_removed_in_production", c
 		"%s of %s%s would be removed (%s → unset); keep it set in production",
 		[value.label, value.where, cctx.short, lib.format_value(value.resource, value.before)],
 	)
+	violation := {"code": "limit_removed_in_production", "target": cctx.key, "message": message}
 }

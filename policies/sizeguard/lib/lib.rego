@@ -178,6 +178,23 @@ replica_bounds(namespace) := object.union(
 )
 
 # METADATA
+# description: |
+#   The thresholds, replica bounds and freeze of a namespace (thresholds_for, replica_bounds,
+#   is_frozen) in one object: for a namespace without an override in config.namespaces, the
+#   configured thresholds and bounds, not frozen, without merging anything.
+namespace_settings(namespace) := configured_settings if {
+	not config.namespaces[namespace]
+} else := {
+	"thresholds": thresholds_for(namespace),
+	"bounds": replica_bounds(namespace),
+	"frozen": is_frozen(namespace),
+}
+
+# METADATA
+# description: The settings of a namespace without an override (see namespace_settings).
+configured_settings := {"thresholds": config.thresholds, "bounds": config.replicas, "frozen": false}
+
+# METADATA
 # description: True when config.namespaces[namespace].frozen is true.
 is_frozen(namespace) if {
 	namespace_override(namespace).frozen == true
