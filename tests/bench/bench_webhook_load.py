@@ -7,8 +7,9 @@ and TLS verified against the webhook's CA, with the API server's ``?timeout=5s``
 client timeout, opening connections as it needs them (as the API server does). Per path and
 rate it reports the latency percentiles, the errors (no answer within 5 s, or not HTTP 200),
 every answer by kind, the webhook's memory (PSS of its process tree, what the container's
-memory limit counts) during and after the run, its CPU time per request, and how soon after
-the run a request is answered normally again.
+memory limit counts) during and after the run, its CPU time per request (and its OPA's, when
+the benchmark started that OPA), and how soon after the run a request is answered normally
+again.
 
 Paths (one request kind per line, the bodies of ``bench_webhook.py``):
 
@@ -232,6 +233,7 @@ class RunResult:
     rss_after: float = 0.0
     recovery_s: float | None = None
     cpu_ms: float = 0.0  # the webhook's CPU time per request sent
+    opa_cpu_ms: float | None = None  # its OPA's, when the benchmark started that OPA
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
@@ -286,6 +288,7 @@ def attack(
     pid: int,
     work: Path,
     idle_connections: int = 25,
+    opa_pid: int | None = None,
 ) -> RunResult:
     result = RunResult(path, rate, seconds)
     (work / "targets.json").write_text(targets(url, path, b))
@@ -293,6 +296,7 @@ def attack(
     sampler = RssSampler(pid)
     sampler.start()
     cpu_before = tree_cpu_seconds(pid)
+    opa_before = tree_cpu_seconds(opa_pid) if opa_pid else 0.0
     started = time.monotonic()
     prober = Prober(url, ca, b.approved if path == "verify" else b.fast, started + seconds)
     prober.start()
@@ -318,6 +322,7 @@ def attack(
     prober.join()
     time.sleep(max(0.0, started + seconds + 4.0 - time.monotonic()))
     cpu = tree_cpu_seconds(pid) - cpu_before
+    opa_cpu = tree_cpu_seconds(opa_pid) - opa_before if opa_pid else None
     result.rss_peak = sampler.stop()
     result.rss_after = tree_rss_mib(pid)
     result.recovery_s = prober.recovery()
@@ -331,6 +336,8 @@ def attack(
     )
     result.requests = report["requests"]
     result.cpu_ms = 1000 * cpu / max(1, result.requests)
+    if opa_cpu is not None:
+        result.opa_cpu_ms = 1000 * opa_cpu / max(1, result.requests)
     result.latency_ms = {
         key: report["latencies"][name] / 1e6
         for key, name in (("p50", "50th"), ("p90", "90th"), ("p99", "99th"), ("max", "max"))
@@ -360,7 +367,8 @@ def print_header() -> None:
     print(
         f"   {'path':<7} {'req/s':>6} {'secs':>5} {'sent':>7} {'p50':>9} {'p90':>9} {'p99':>9} "
         f"{'max':>9} {'normal':>7} {'shed':>7} {'shed p99':>9} {'deny':>5} {'WRONG':>5} "
-        f"{'errors':>7} {'mem max':>8} {'after':>6} {'recovery':>9} {'CPU/req':>8}  load"
+        f"{'errors':>7} {'mem max':>8} {'after':>6} {'recovery':>9} {'CPU/req':>8} "
+        f"{'OPA CPU':>8}  load"
     )
 
 
@@ -368,12 +376,13 @@ def print_result(r: RunResult) -> None:
     lat = r.latency_ms
     shed99 = "-" if r.shed_latency_ms is None else f"{r.shed_latency_ms:.1f}ms"
     recovery = "never" if r.recovery_s is None else f"{r.recovery_s:.2f}s"
+    opa_cpu = "-" if r.opa_cpu_ms is None else f"{r.opa_cpu_ms:.2f}ms"
     print(
         f"   {r.path:<7} {r.rate:>6} {r.seconds:>5g} {r.requests:>7} {lat['p50']:>7.2f}ms "
         f"{lat['p90']:>7.2f}ms {lat['p99']:>7.2f}ms {lat['max']:>7.0f}ms "
         f"{r.kinds['normal']:>7} {r.kinds['shed']:>7} {shed99:>9} {r.kinds['other_deny']:>5} "
         f"{r.kinds['WRONG']:>5} {r.kinds['error']:>7} {r.rss_peak:>6.0f}Mi {r.rss_after:>4.0f}Mi "
-        f"{recovery:>9} {r.cpu_ms:>6.2f}ms  {r.load[0]:.2f}",
+        f"{recovery:>9} {r.cpu_ms:>6.2f}ms {opa_cpu:>8}  {r.load[0]:.2f}",
         flush=True,
     )
     if r.errors:
@@ -484,11 +493,13 @@ def main() -> int:
             assert box is not None, f"no sandbox in {directory}"
             ensure_namespace(box)
             with contextlib.ExitStack() as stack:
+                opa_pid: int | None = None
                 if args.use_sandbox_webhook:
                     hook = sandbox_webhook(box)
                     what = f"the sandbox's webhook ({hook.url}) and OPA"
                 else:
                     opa = stack.enter_context(running_opa(args.policies.resolve(), work))
+                    opa_pid = opa.pid
                     hook = stack.enter_context(
                         own_webhook(box, opa.url, work, args.webhook_arg, args.webhook_src)
                     )
@@ -514,6 +525,7 @@ def main() -> int:
                             pid=hook.pid,
                             work=work,
                             idle_connections=args.idle_connections,
+                            opa_pid=opa_pid,
                         )
                         print_result(result)
                         time.sleep(args.pause)
