@@ -13,7 +13,7 @@ import structlog
 from sizeguard.errors import CommandError
 from sizeguard.logs import configure_logging
 from sizeguard.policy import DEFAULT_TIMEOUT, AsyncPolicyClient, default_opa_url
-from sizeguard.webhook.overload import DEFAULT_MAX_IN_FLIGHT
+from sizeguard.webhook.overload import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +62,14 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="admission decisions one worker works on at once; more are denied at once as "
         f"overloaded ({DEFAULT_MAX_IN_FLIGHT})",
+    )
+    webhook.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="connections the pod holds open or in their TLS handshake at once, shared by "
+        f"its workers; more wait in the kernel's accept queue ({DEFAULT_MAX_CONNECTIONS})",
     )
     webhook.add_argument(
         "--workers",
@@ -151,7 +159,14 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_in_flight=max_in_flight,
     )
-    options = ServeOptions(args.host, args.port, args.tls_cert, args.tls_key, workers=args.workers)
+    options = ServeOptions(
+        args.host,
+        args.port,
+        args.tls_cert,
+        args.tls_key,
+        workers=args.workers,
+        limit_concurrency=args.max_connections,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         return run(make_app, options)
     return 0

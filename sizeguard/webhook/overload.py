@@ -33,6 +33,10 @@ DEFAULT_MAX_IN_FLIGHT: Final = 32
 (a decision takes milliseconds), few enough that the ones admitted under overload are answered
 well within the API server's timeout."""
 
+DEFAULT_MAX_CONNECTIONS: Final = 512
+"""Connections a pod holds open or in their TLS handshake at once, shared by its workers
+(``sizeguard webhook --max-connections``); more wait in the kernel's accept queue."""
+
 DEFAULT_TIMEOUT_SECONDS: Final = 10.0
 """The deadline of a request whose URL names none (the API server always sends one)."""
 

@@ -39,6 +39,7 @@ from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sizeguard.webhook.app import WebhookApp
+from sizeguard.webhook.overload import DEFAULT_MAX_CONNECTIONS
 
 _log = structlog.get_logger("sizeguard.webhook.server")
 
@@ -104,18 +105,93 @@ class ReloadingTLS:
         return True
 
 
-class _BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol, dropping a new connection at once (after the TLS
-    handshake, before anything is read) while ``limit_concurrency`` connections are open. So
-    the memory connections take is bounded whatever the clients do (uvicorn alone checks the
-    limit only when a request arrives: a flood of new connections would pile up first)."""
+HANDSHAKE_TIMEOUT_SECONDS = 5.0
+"""A TLS handshake that takes longer gives its connection slot back (the API server's own
+timeout for a webhook call is at most 30 s, and 5 s in the chart)."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        limit = self.limit_concurrency
-        if limit is not None and len(self.connections) > limit:
-            self.connections.discard(self)
-            transport.abort()
+
+class _GatedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol that gives its connection slot back when it ends."""
+
+    release: Callable[[], None] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.release is not None:
+            self.release()
+            self.release = None
+
+
+class _GatedServer(uvicorn.Server):
+    """uvicorn's server, accepting connections itself: at most ``max_connections`` are open
+    or in their TLS handshake at once. While all slots are taken, nothing more is accepted:
+    new connections wait in the kernel's accept queue (``backlog``) and beyond it are not
+    taken, so a storm of new connections (a caller that opens one per request once its pool
+    of idle ones is used up, as the API server's HTTP/1.1 client does) costs neither a TLS
+    handshake nor memory for each. (uvicorn alone accepts every connection and only then
+    compares the count with ``limit_concurrency``: the handshakes and buffers come first.)"""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, max_connections: int):
+        super().__init__(config)
+        self.sock = sock
+        self.slots = asyncio.Semaphore(max_connections)
+        self.pending: set[asyncio.Task[None]] = set()
+        self.accepting: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
+        self.servers = []
+        self.sock.setblocking(False)
+        self.accepting = asyncio.create_task(self._accept())
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.accepting is not None:
+            self.accepting.cancel()
+        for task in list(self.pending):
+            task.cancel()
+        await super().shutdown(sockets=None)
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.slots.acquire()
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:  # e.g. out of file descriptors: try again shortly
+                self.slots.release()
+                _log.warning("webhook.accept_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._connect(conn))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        config = self.config
+        protocol = config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        assert isinstance(protocol, _GatedHttpTools)
+        protocol.release = self.slots.release
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=config.ssl,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, asyncio.CancelledError):
+            # the handshake failed or timed out, or we are stopping: connection_made never
+            # ran, so the slot is given back here
+            conn.close()
+            if protocol.release is not None:
+                protocol.release = None
+                self.slots.release()
 
 
 @dataclass(frozen=True)
@@ -125,7 +201,7 @@ class ServeOptions:
     cert: Path
     key: Path
     reload_interval: float = 1.0
-    limit_concurrency: int = 512
+    limit_concurrency: int = DEFAULT_MAX_CONNECTIONS  # per pod, shared by the workers
     workers: int = 1
     backlog: int = 256
 
@@ -140,6 +216,7 @@ async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | No
     def factory(config: uvicorn.Config, default: Any) -> ssl.SSLContext:
         return tls.context
 
+    per_worker = max(16, options.limit_concurrency // max(1, options.workers))
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -149,8 +226,11 @@ async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | No
         access_log=False,
         log_config=None,
         server_header=False,
-        # connections (and requests) per worker: the whole webhook keeps the one bound
-        limit_concurrency=max(64, options.limit_concurrency // max(1, options.workers)),
+        # The connections a worker holds are bounded by _GatedServer (it stops accepting),
+        # the decisions in flight by the app's Gate (the rest are denied at once). uvicorn's
+        # own check, on connections or on request tasks (which can outlive a connection its
+        # caller closed), answers 503 instead of an AdmissionReview: a backstop only.
+        limit_concurrency=2 * per_worker + 1,
         timeout_keep_alive=30,
         # a short accept queue: under a connection storm the kernel holds back new
         # connections instead of queueing thousands whose callers give up before they are
@@ -159,10 +239,12 @@ async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | No
         # httptools (llhttp, C) parses HTTP/1.1; with uvloop's TLS transport (50 KiB per
         # connection where asyncio's holds a 256 KiB buffer) the fast path costs about half
         # the CPU of h11 on asyncio (docs/operations.md, sizing).
-        http=_BoundedHttpTools,
+        http=_GatedHttpTools,
         ws="none",
     )
-    server = uvicorn.Server(config)
+    if sock is None:
+        sock = listening_socket(options.host, options.port, options.backlog)
+    server = _GatedServer(config, sock, max_connections=per_worker)
 
     async def watch() -> None:
         while True:
@@ -180,7 +262,7 @@ async def serve(app: WebhookApp, options: ServeOptions, sock: socket.socket | No
 
     watcher = asyncio.create_task(watch())
     try:
-        await server.serve(sockets=None if sock is None else [sock])
+        await server.serve()
     finally:
         watcher.cancel()
 

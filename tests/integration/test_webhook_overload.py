@@ -3,13 +3,16 @@ sandbox webhook's own command line (certificate, keys, OPA, kubeconfig) and a ti
 decisions in flight is flooded over TLS with approved and unapproved changes at once. Some
 answers must be the fast overload deny, none may admit an unapproved change, every request
 gets a valid AdmissionReview, and right after the flood the webhook answers normally again.
-With two worker processes the same holds. These assert behaviour, not timings."""
+With two worker processes the same holds. Connections past the webhook's bound wait, and a
+stalled TLS handshake gives its slot back. These assert behaviour, not timings."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +206,54 @@ def test_sheds_are_counted_in_the_metrics(
                 seen = float(line.rsplit(" ", 1)[1])
         assert "sizeguard_webhook_max_in_flight 2.0" in text
     assert seen > 0
+
+
+@pytest.fixture(scope="module")
+def gated(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """The sandbox's webhook command line with room for 16 connections."""
+    component = sandbox.state.component("webhook")
+    assert component is not None
+    argv = list(component.argv)
+    port = processes.free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    argv += ["--max-connections", "16"]
+    log = tmp_path_factory.mktemp("gated") / "webhook.log"
+    proc = processes.start("webhook-gated", argv, log, cwd=log.parent)
+    base = f"https://127.0.0.1:{port}"
+    try:
+        webhook_setup.wait_ready(proc, base, Path(sandbox.state.info["ca"]))
+        yield port, base
+    finally:
+        processes.stop(proc)
+
+
+def test_connections_past_the_bound_wait_and_a_stalled_handshake_gives_its_slot_back(
+    gated: tuple[int, str], sandbox: Sandbox
+) -> None:
+    """16 connections that never start their TLS handshake take every slot: a 17th is not
+    served (it waits in the accept queue, costing the webhook nothing) until the stalled
+    handshakes time out (5 s) and the webhook closes them."""
+    port, base = gated
+    context = webhook_setup.ca_context(Path(sandbox.state.info["ca"]))
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+    try:
+        time.sleep(0.5)
+        with (
+            httpx.Client(verify=context, timeout=1.5) as http,
+            pytest.raises(httpx.TimeoutException),
+        ):
+            http.get(f"{base}/readyz")
+        deadline = time.monotonic() + 15
+        served = False
+        while not served and time.monotonic() < deadline:
+            with (
+                httpx.Client(verify=context, timeout=2) as http,
+                contextlib.suppress(httpx.TimeoutException),
+            ):
+                served = http.get(f"{base}/readyz").status_code == 200
+        assert served, "the slots of stalled handshakes were never given back"
+        for conn in stalled:  # the webhook gave up on each of them
+            assert conn.recv(1) == b""
+    finally:
+        for conn in stalled:
+            conn.close()
