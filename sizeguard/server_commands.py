@@ -20,6 +20,7 @@ from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger, LedgerError, default_ledger_path
 from sizeguard.logs import configure_logging
 from sizeguard.policy import PolicyClient, default_opa_url
+from sizeguard.server.page.options import add_page_flags, page_options, serve_page
 from sizeguard.server.service import (
     Service,
     ServiceError,
@@ -168,6 +169,7 @@ def register(subparsers: Any) -> None:
         help="signing key directory from `sizeguard keys init` (default: $SIZEGUARD_KEY_DIR)",
     )
     _http_flags(serve)
+    add_page_flags(serve)
     serve.set_defaults(func=_serve)
 
     approve = subparsers.add_parser(
@@ -413,8 +415,11 @@ def _serve(args: argparse.Namespace) -> int:
     from sizeguard.server.auth import LocalTokenVerifier
 
     mode = check_http_flags(args)
+    page = page_options(args)
     configure_logging()  # one JSON event per tool call on stderr; stdout may be the protocol
     service = build_service(args, read_only=args.read_only, need_key=not args.read_only)
+    if page is not None:  # its own loopback port over stdio too: the client owns stdout
+        serve_page(page, service)
     if mode == "stdio":
         build_app(service).run(transport="stdio", show_banner=False)
         return 0

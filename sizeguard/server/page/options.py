@@ -1,0 +1,132 @@
+"""`sizeguard serve`'s approval-page flags, and starting the page for it.
+
+--approval-url URL      the address people reach the page by (default
+                        http://localhost:PORT); its host is the passkeys' relying party
+--approval-host ADDR    where the page listens (default 127.0.0.1)
+--approval-port PORT    its port (default 8765; 0 picks a free one)
+--no-approval-page      do not serve it (changes that need an authenticated approver
+                        are then approved on the page of another server on this ledger)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import structlog
+from starlette.types import ASGIApp
+
+from sizeguard.errors import CommandError
+from sizeguard.server.page.security import ApprovalOrigin, parse_approval_url
+
+if TYPE_CHECKING:
+    from sizeguard.server.page.runner import PageServer
+    from sizeguard.server.service import Service
+
+__all__ = [
+    "DEFAULT_APPROVAL_PORT",
+    "PageOptions",
+    "add_page_flags",
+    "default_approval_url",
+    "page_options",
+    "serve_page",
+    "start_page",
+]
+
+DEFAULT_APPROVAL_PORT: Final = 8765
+
+_log = structlog.get_logger("sizeguard.page")
+
+
+def default_approval_url(port: int = DEFAULT_APPROVAL_PORT) -> str:
+    return f"http://localhost:{port}"
+
+
+def add_page_flags(parser: argparse.ArgumentParser) -> None:
+    page = parser.add_argument_group(
+        "approval page",
+        "People enrolled with `sizeguard approvers invite` approve the changes the policy "
+        "gives to an authenticated approver on this page, with a passkey. It is served "
+        "whatever the MCP transport, on its own port.",
+    )
+    page.add_argument(
+        "--approval-url",
+        metavar="URL",
+        help="the address people open the page by; its host is the passkeys' relying party "
+        "(default http://localhost:APPROVAL-PORT; https and a DNS name behind an Ingress, or "
+        "a port-forward to localhost, in a cluster)",
+    )
+    page.add_argument(
+        "--approval-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="the address the page listens on (default 127.0.0.1; 0.0.0.0 in a pod)",
+    )
+    page.add_argument(
+        "--approval-port",
+        type=int,
+        default=DEFAULT_APPROVAL_PORT,
+        metavar="PORT",
+        help=f"the page's port (default {DEFAULT_APPROVAL_PORT}; 0: a free port)",
+    )
+    page.add_argument(
+        "--no-approval-page",
+        action="store_true",
+        help="do not serve the page (another `sizeguard serve` on the same ledger may)",
+    )
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    host: str
+    port: int
+    approval: ApprovalOrigin
+
+
+def page_options(args: argparse.Namespace) -> PageOptions | None:
+    """The page's settings from the flags, None with ``--no-approval-page`` or
+    ``--read-only``, or a :class:`CommandError` naming the flag that does not fit."""
+    if args.no_approval_page or getattr(args, "read_only", False):
+        return None
+    if not 0 <= args.approval_port <= 65535:
+        raise CommandError(f"--approval-port {args.approval_port}: 0-65535")
+    url = args.approval_url or default_approval_url(args.approval_port or DEFAULT_APPROVAL_PORT)
+    try:
+        approval = parse_approval_url(url)
+    except ValueError as exc:
+        raise CommandError(f"--approval-url {exc}") from None
+    return PageOptions(args.approval_host, args.approval_port, approval)
+
+
+def start_page(
+    options: PageOptions, build: Callable[[ApprovalOrigin, int], ASGIApp]
+) -> PageServer | None:
+    """Listen first (the bound port decides which loopback names redirect to the approval
+    URL), then serve the app ``build(approval, port)`` makes. A taken port is a warning, not
+    the end of the MCP server: the changes that need the page wait until one is served."""
+    from sizeguard.server.page.runner import PageStartError, listen, start_page_server
+
+    try:
+        sock = listen(options.host, options.port)
+        server = start_page_server(build(options.approval, int(sock.getsockname()[1])), sock)
+    except PageStartError as exc:
+        _log.warning("page.not_started", detail=str(exc))
+        print(f"warning: {exc}; approvals that need a passkey wait for a page", file=sys.stderr)
+        return None
+    print(
+        f"approval page on {options.approval.url} (listening on {options.host}:{server.port})",
+        file=sys.stderr,
+    )
+    return server
+
+
+def serve_page(options: PageOptions, service: Service) -> PageServer | None:
+    """The approval page over ``service``'s ledger, for `sizeguard serve`."""
+    from sizeguard.server.page.app import build_page_app
+
+    return start_page(
+        options, lambda approval, port: build_page_app(service, approval, bound_port=port)
+    )
