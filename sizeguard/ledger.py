@@ -67,7 +67,7 @@ __all__ = [
     "scrub_details",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPROVAL_TTL_SECONDS: Final = 300
 GENESIS_HASH: Final = "0" * 64
 LEDGER_ENV: Final = "SIZEGUARD_LEDGER"
@@ -177,6 +177,9 @@ class Approval(BaseModel):
     used_at: float | None
     typed_namespaces: tuple[str, ...] = ()
     """The namespaces the human typed (production or critical targets), checked again at apply."""
+    approvers: tuple[str, ...] = ()
+    """The enrolled approvers (names) who approved on the approval page with a passkey; empty
+    for a confirmation answered in the MCP client or a terminal."""
 
 
 class Snapshot(BaseModel):
@@ -376,8 +379,85 @@ _CREATED_TABLE: Final = """
         PRIMARY KEY (change_set_id, uid)
     );
     """
+# Version 3: the approvers registry (sizeguard.approvers) — people enrolled with a passkey,
+# their credentials, one-time invites (hashed), server-issued WebAuthn challenges — the
+# requests for approval on the page, the page's decisions, and the approvers of an approval.
+_APPROVER_TABLES: Final = (
+    """
+    CREATE TABLE approvers (
+        name       TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
+    """
+    CREATE TABLE approver_credentials (
+        credential_id TEXT PRIMARY KEY,
+        approver      TEXT NOT NULL REFERENCES approvers(name),
+        public_key    BLOB NOT NULL,
+        sign_count    INTEGER NOT NULL,
+        created_at    REAL NOT NULL,
+        last_used_at  REAL,
+        revoked_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE approver_invites (
+        token_hash TEXT PRIMARY KEY,
+        approver   TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE webauthn_challenges (
+        challenge  TEXT PRIMARY KEY,
+        purpose    TEXT NOT NULL CHECK (purpose IN ('register', 'approve', 'decline')),
+        subject    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE approval_requests (
+        change_set_id TEXT PRIMARY KEY REFERENCES change_sets(id),
+        op            TEXT NOT NULL CHECK (op IN ('apply', 'rollback')),
+        requester     TEXT NOT NULL,
+        requires_json TEXT NOT NULL,
+        preview_json  TEXT NOT NULL,
+        requested_at  REAL NOT NULL,
+        expires_at    REAL NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'declined')),
+        decided_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE page_decisions (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        change_set_id TEXT NOT NULL REFERENCES change_sets(id),
+        op            TEXT NOT NULL CHECK (op IN ('apply', 'rollback')),
+        approver      TEXT NOT NULL,
+        action        TEXT NOT NULL CHECK (action IN ('approve', 'decline')),
+        credential_id TEXT NOT NULL,
+        at            REAL NOT NULL
+    );
+    """,
+    """
+    CREATE INDEX page_decisions_by_change_set ON page_decisions (change_set_id, at);
+    """,
+)
 # from version -> the statements that bring a ledger of that version to the next one
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: (_CREATED_TABLE,)}
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (_CREATED_TABLE,),
+    2: (
+        "ALTER TABLE approvals ADD COLUMN approvers_json TEXT NOT NULL DEFAULT '[]'",
+        *_APPROVER_TABLES,
+    ),
+}
 
 _SCHEMA: Final = (
     """
@@ -401,7 +481,8 @@ _SCHEMA: Final = (
         expires_at    REAL NOT NULL,
         state         TEXT NOT NULL CHECK (state IN ('pending', 'used', 'expired', 'cancelled')),
         used_at       REAL,
-        typed_json    TEXT NOT NULL DEFAULT '[]'
+        typed_json    TEXT NOT NULL DEFAULT '[]',
+        approvers_json TEXT NOT NULL DEFAULT '[]'
     );
     """,
     """
@@ -421,6 +502,7 @@ _SCHEMA: Final = (
     );
     """,
     _CREATED_TABLE,
+    *_APPROVER_TABLES,
     """
     CREATE TABLE IF NOT EXISTS audit (
         seq           INTEGER PRIMARY KEY,
@@ -584,6 +666,34 @@ class Ledger:
                 raise
             self._db.execute("COMMIT")
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``) for the modules that keep their own tables
+        in this file (:mod:`sizeguard.approvers`); append audit entries inside it with
+        :meth:`audit_in`, so that a change and its audit entry commit together."""
+        return self._write()
+
+    def snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A read transaction: one consistent view of the file."""
+        return self._read()
+
+    def audit_in(
+        self,
+        db: sqlite3.Connection,
+        *,
+        actor: str,
+        event: str,
+        result: str,
+        change_set_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> AuditEntry:
+        """Append an audit entry inside a :meth:`transaction` (same checks as
+        :meth:`append_audit`)."""
+        return self._append(
+            db, actor=actor, event=event, result=result, cs_id=change_set_id, target=None,
+            details=details or {}, at=_now(now),
+        )  # fmt: skip
+
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot of the WAL."""
@@ -662,11 +772,15 @@ class Ledger:
         now: float | None = None,
         ttl: float = APPROVAL_TTL_SECONDS,
         typed_namespaces: tuple[str, ...] = (),
+        approvers: tuple[str, ...] = (),
     ) -> Approval:
         """Record a human's approval of a stored change set; pending for ``ttl`` seconds.
         ``typed_namespaces``: the namespaces the human typed to confirm, which apply checks
-        against what the policy requires then."""
+        against what the policy requires then; ``approvers``: the enrolled approvers who
+        approved it on the approval page (their names go into the signed approval)."""
         _check_text(approver, "approver")
+        for name in approvers:
+            _check_text(name, "approver name", 64)
         typed = sorted(set(typed_namespaces))
         for namespace in typed:
             _check_text(namespace, "typed namespace", 63)
@@ -680,20 +794,22 @@ class Ledger:
                 raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
             cursor = db.execute(
                 "INSERT INTO approvals (change_set_id, op, approver, created_at, expires_at, "
-                "state, typed_json) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (cs_id, op, approver, created, created + ttl, json.dumps(typed)),
-            )
+                "state, typed_json, approvers_json) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (cs_id, op, approver, created, created + ttl, json.dumps(typed),
+                 json.dumps(list(approvers))),
+            )  # fmt: skip
             assert cursor.lastrowid is not None
             approval = Approval(
                 id=cursor.lastrowid, change_set_id=cs_id, op=op, approver=approver,
                 created_at=created, expires_at=created + ttl, state="pending", used_at=None,
-                typed_namespaces=tuple(typed),
+                typed_namespaces=tuple(typed), approvers=tuple(approvers),
             )  # fmt: skip
             self._append(
                 db, actor=approver, event="approval.recorded", result="ok", cs_id=cs_id,
                 target=None, details={"approval_id": approval.id, "op": op,
                                       "expires_at": _iso(approval.expires_at),
-                                      "typed_namespaces": typed},
+                                      "typed_namespaces": typed,
+                                      "approvers": list(approvers)},
                 at=created,
             )  # fmt: skip
         _log.info("ledger.approval_recorded", approval_id=approval.id, change_set_id=cs_id, op=op)
@@ -704,11 +820,12 @@ class Ledger:
         return Approval(
             id=row[0], change_set_id=row[1], op=row[2], approver=row[3], created_at=row[4],
             expires_at=row[5], state=row[6], used_at=row[7],
-            typed_namespaces=tuple(json.loads(row[8])),
+            typed_namespaces=tuple(json.loads(row[8])), approvers=tuple(json.loads(row[9])),
         )  # fmt: skip
 
     _APPROVAL_COLUMNS: Final = (
-        "id, change_set_id, op, approver, created_at, expires_at, state, used_at, typed_json"
+        "id, change_set_id, op, approver, created_at, expires_at, state, used_at, typed_json, "
+        "approvers_json"
     )
 
     def approvals(self, cs_id: str | None = None) -> list[Approval]:

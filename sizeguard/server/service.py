@@ -60,6 +60,7 @@ from sizeguard.server.models import (
 )
 
 __all__ = [
+    "DEFAULT_APPROVAL_URL",
     "DEFAULT_CPU_UTILIZATION",
     "MAX_TARGETS",
     "Service",
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 MAX_TARGETS: Final = 1000
+DEFAULT_APPROVAL_URL: Final = "http://localhost:8765"
 DEFAULT_CPU_UTILIZATION: Final = 80
 ROLLBACK_SOURCE: Final = "rollback:"
 _TYPED_CODES: Final = frozenset({"production_namespace", "critical_workload"})
@@ -466,6 +468,10 @@ class Service:
     context: str | None = None
     prometheus_url: str | None = None
     workers: int = 8
+    approval_url: str | None = DEFAULT_APPROVAL_URL
+    """Where people reach the approval page (``sizeguard serve --approval-url``); None when
+    this server serves no page (then changes that need a passkey approval cannot be approved
+    through it)."""
 
     # --- reading ----------------------------------------------------------------------------
 

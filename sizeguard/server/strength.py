@@ -1,0 +1,151 @@
+"""How strongly a person must prove they approved, and whether what was recorded is enough.
+
+The changeset policy names the requirements in ``requires`` (``policies/sizeguard/changeset/
+approval.rego``); the levels, weakest first:
+
+- ``confirmation``: the MCP client's elicitation answer (or ``sizeguard approve``);
+- ``typed_confirmation``: the same, with the namespace names typed;
+- ``authenticated_approver``: an enrolled approver's passkey on the approval page;
+- ``two_approvers``: two different enrolled approvers, neither of them the requester.
+
+A stronger proof meets the weaker requirements (a passkey approval after reading the summary
+on the page is more than a typed namespace). An unknown level cannot be met (fail closed).
+
+The requester rule: an approver whose name equals the requester's identity — the part after
+the first colon of ``token:NAME``, ``jwt:SUBJECT`` or ``stdio:USER``, compared without case —
+does not count for ``two_approvers``; the same person twice counts once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "AUTHENTICATED",
+    "CONFIRMATION",
+    "LEVELS",
+    "TWO_APPROVERS",
+    "TYPED",
+    "Evidence",
+    "Strength",
+    "assess",
+    "needs_page",
+    "requester_identity",
+    "strongest",
+]
+
+CONFIRMATION: Final = "confirmation"
+TYPED: Final = "typed_confirmation"
+AUTHENTICATED: Final = "authenticated_approver"
+TWO_APPROVERS: Final = "two_approvers"
+LEVELS: Final = (CONFIRMATION, TYPED, AUTHENTICATED, TWO_APPROVERS)
+_RANK: Final = {level: rank for rank, level in enumerate(LEVELS)}
+
+
+def requester_identity(requester: str) -> str:
+    """``token:alice`` -> ``alice`` (lower case); an identity without a colon as it is."""
+    _, colon, rest = requester.partition(":")
+    return (rest if colon else requester).strip().lower()
+
+
+def strongest(requires: Iterable[str]) -> str:
+    """The strongest level named (``confirmation`` when none); an unknown level is stronger
+    than every known one (it can never be met)."""
+    best = CONFIRMATION
+    for level in requires:
+        if level not in _RANK:
+            return level
+        if _RANK[level] > _RANK.get(best, -1):
+            best = level
+    return best
+
+
+def needs_page(requires: Iterable[str]) -> bool:
+    """True when no answer in the MCP client or a terminal can satisfy ``requires``."""
+    level = strongest(requires)
+    return level not in _RANK or _RANK[level] >= _RANK[AUTHENTICATED]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What was recorded for a change set: a confirmation answer (``confirmed``), whether the
+    namespaces were typed as required (``typed``), and the approvers (names, as enrolled) whose
+    passkey approvals on the page are recorded, in order."""
+
+    confirmed: bool = False
+    typed: bool = False
+    approvers: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Strength:
+    """The verdict: ``met`` when every required level is met; ``missing`` names the levels
+    not met, ``counted`` the approvers that count, ``not_counted`` the others and why."""
+
+    required: tuple[str, ...]
+    met: bool
+    missing: tuple[str, ...]
+    counted: tuple[str, ...]
+    not_counted: tuple[str, ...] = field(default=())
+
+    def describe(self) -> str:
+        """One sentence for people (and the assistant)."""
+        if self.met:
+            who = f" by {', '.join(self.counted)}" if self.counted else ""
+            return f"approved{who}: {', '.join(self.required)} met"
+        text = "still needed: " + ", ".join(_words(level) for level in self.missing)
+        if self.not_counted:
+            text += " (" + "; ".join(self.not_counted) + ")"
+        return text
+
+
+def _words(level: str) -> str:
+    return {
+        CONFIRMATION: "a person's confirmation",
+        TYPED: "the namespace typed by a person",
+        AUTHENTICATED: "an enrolled approver's passkey approval on the approval page",
+        TWO_APPROVERS: "passkey approvals from two different enrolled approvers, neither of "
+        "them the requester",
+    }.get(level, f"{level!r}, a requirement this sizeguard does not know (it cannot be met)")
+
+
+def assess(requires: Iterable[str], requester: str | Iterable[str], evidence: Evidence) -> Strength:
+    """Whether ``evidence`` meets ``requires`` for a change set requested by ``requester``
+    (one identity, or several: e.g. who requested it and who applies it)."""
+    required = tuple(sorted(set(requires), key=lambda level: (_RANK.get(level, 99), level)))
+    requesters = (
+        {requester_identity(requester)}
+        if isinstance(requester, str)
+        else {requester_identity(r) for r in requester}
+    )
+    distinct: list[str] = []
+    for name in evidence.approvers:
+        if name.lower() not in distinct:
+            distinct.append(name.lower())
+    counted = tuple(name for name in distinct if name not in requesters)
+    not_counted = tuple(
+        f"{name} requested the change and cannot be one of the two approvers"
+        for name in distinct
+        if name in requesters
+    )
+    if len(evidence.approvers) > len(distinct):
+        not_counted += ("the same person approving twice counts once",)
+    met_levels = {
+        CONFIRMATION: evidence.confirmed or bool(distinct),
+        TYPED: evidence.typed or bool(distinct),
+        AUTHENTICATED: bool(distinct),
+        TWO_APPROVERS: len(counted) >= 2,
+    }
+    missing = tuple(level for level in required if not met_levels.get(level, False))
+    if not required and not met_levels[CONFIRMATION]:
+        missing = (CONFIRMATION,)
+    two = TWO_APPROVERS in required
+    return Strength(
+        required=required or (CONFIRMATION,),
+        met=not missing,
+        missing=missing,
+        counted=counted if two else tuple(distinct),
+        not_counted=not_counted if two else (),
+    )
