@@ -418,8 +418,10 @@ def _serve(args: argparse.Namespace) -> int:
     page = page_options(args)
     configure_logging()  # one JSON event per tool call on stderr; stdout may be the protocol
     service = build_service(args, read_only=args.read_only, need_key=not args.read_only)
-    if page is not None:  # its own loopback port over stdio too: the client owns stdout
+    if page is not None:  # its own port over stdio too: the client owns stdin and stdout
         serve_page(page, service)
+    else:  # a page another server serves on this ledger, or none
+        service.approval_url = args.approval_url
     if mode == "stdio":
         build_app(service).run(transport="stdio", show_banner=False)
         return 0

@@ -43,6 +43,7 @@ from sizeguard.server.page.security import (
     ApprovalOrigin,
     CsrfGuard,
 )
+from sizeguard.server.service import Service
 
 __all__ = ["build_page_app"]
 
@@ -274,7 +275,7 @@ def _safe_path(request: Request) -> str:
 
 
 def build_page_app(
-    service: Any,
+    service: Service,
     approval: ApprovalOrigin,
     *,
     bound_port: int = 0,

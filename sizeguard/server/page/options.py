@@ -83,7 +83,11 @@ def add_page_flags(parser: argparse.ArgumentParser) -> None:
 class PageOptions:
     host: str
     port: int
-    approval: ApprovalOrigin
+    approval: ApprovalOrigin | None
+    """None: http://localhost:<the port bound> (``--approval-port 0`` picks a free one)."""
+
+    def origin_for(self, bound_port: int) -> ApprovalOrigin:
+        return self.approval or parse_approval_url(default_approval_url(bound_port))
 
 
 def page_options(args: argparse.Namespace) -> PageOptions | None:
@@ -93,9 +97,11 @@ def page_options(args: argparse.Namespace) -> PageOptions | None:
         return None
     if not 0 <= args.approval_port <= 65535:
         raise CommandError(f"--approval-port {args.approval_port}: 0-65535")
-    url = args.approval_url or default_approval_url(args.approval_port or DEFAULT_APPROVAL_PORT)
+    url = args.approval_url
+    if url is None and args.approval_port:
+        url = default_approval_url(args.approval_port)
     try:
-        approval = parse_approval_url(url)
+        approval = None if url is None else parse_approval_url(url)
     except ValueError as exc:
         raise CommandError(f"--approval-url {exc}") from None
     return PageOptions(args.approval_host, args.approval_port, approval)
@@ -103,30 +109,33 @@ def page_options(args: argparse.Namespace) -> PageOptions | None:
 
 def start_page(
     options: PageOptions, build: Callable[[ApprovalOrigin, int], ASGIApp]
-) -> PageServer | None:
+) -> tuple[PageServer | None, ApprovalOrigin]:
     """Listen first (the bound port decides which loopback names redirect to the approval
     URL), then serve the app ``build(approval, port)`` makes. A taken port is a warning, not
-    the end of the MCP server: the changes that need the page wait until one is served."""
+    the end of the MCP server: the changes that need the page wait until one is served (by
+    another server on the same ledger, say)."""
     from sizeguard.server.page.runner import PageStartError, listen, start_page_server
 
     try:
         sock = listen(options.host, options.port)
-        server = start_page_server(build(options.approval, int(sock.getsockname()[1])), sock)
     except PageStartError as exc:
         _log.warning("page.not_started", detail=str(exc))
         print(f"warning: {exc}; approvals that need a passkey wait for a page", file=sys.stderr)
-        return None
-    print(
-        f"approval page on {options.approval.url} (listening on {options.host}:{server.port})",
-        file=sys.stderr,
-    )
-    return server
+        return None, options.origin_for(options.port)
+    port = int(sock.getsockname()[1])
+    approval = options.origin_for(port)
+    server = start_page_server(build(approval, port), sock)
+    print(f"approval page on {approval.url} (listening on {options.host}:{port})", file=sys.stderr)
+    return server, approval
 
 
 def serve_page(options: PageOptions, service: Service) -> PageServer | None:
-    """The approval page over ``service``'s ledger, for `sizeguard serve`."""
+    """The approval page over ``service``'s ledger, for `sizeguard serve`; the service learns
+    its address (the URL ``request_confirmation`` gives and invites link to)."""
     from sizeguard.server.page.app import build_page_app
 
-    return start_page(
-        options, lambda approval, port: build_page_app(service, approval, bound_port=port)
+    server, approval = start_page(
+        options, lambda origin, port: build_page_app(service, origin, bound_port=port)
     )
+    service.approval_url = approval.url
+    return server
