@@ -196,19 +196,6 @@ warnings contains w if {
 }
 
 # METADATA
-# scope: document
-# description: What approving this change set requires of the human, beyond a confirmation.
-requires contains "typed_confirmation" if {
-	some cctx in contexts
-	cctx.production
-}
-
-requires contains "typed_confirmation" if {
-	some cctx in contexts
-	cctx.critical
-}
-
-# METADATA
 # description: The cluster capacity from the context ({} when absent).
 capacity := lib.object_or_empty(object.get(context, "capacity", {}))
 

@@ -424,7 +424,7 @@ test_hpa_delete_in_production_warns_that_the_workload_stays if {
 		with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "high"
-	d.requires == ["typed_confirmation"]
+	d.requires == ["authenticated_approver", "typed_confirmation"]
 	codes(d.warnings) == {"hpa_deleted", "production_namespace"}
 	concat("", [
 		"deleting the HPA shop-prod/web leaves apps/v1/Deployment/web at the replicas it runs at that moment ",
