@@ -112,6 +112,7 @@ class _Page:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.templates.filters["when"] = _when
 
     # -- rendering ---------------------------------------------------------------------------
     def render(
@@ -268,6 +269,23 @@ class _Page:
         )
 
 
+def _when(iso: str) -> str:
+    """``2026-12-06T22:17:52Z`` -> ``2026-12-06 22:17:52 UTC``."""
+    return iso.replace("T", " ").replace("Z", " UTC") if iso else "—"
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A failure of the page or behind it (OPA, the apiserver): logged, answered in one
+    sentence; nothing was recorded unless the ledger says so."""
+    _log.error(
+        "page.error", path=_safe_path(request), error=type(exc).__name__, detail=str(exc)[:300]
+    )
+    return JSONResponse(
+        {"ok": False, "message": f"the server failed ({type(exc).__name__}); see its log"},
+        status_code=500,
+    )
+
+
 def _safe_path(request: Request) -> str:
     """The path for a log line, without an enrolment token."""
     path = request.url.path
@@ -295,6 +313,7 @@ def build_page_app(
             Route("/enroll/{token}/options", page.enroll_options, methods=["POST"]),
             Route("/enroll/{token}/finish", page.enroll_finish, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        ]
+        ],
+        exception_handlers={Exception: _unexpected},
     )
     return _Headers(app, page.guard)

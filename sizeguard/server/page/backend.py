@@ -127,7 +127,9 @@ class ChangeView:
 
 
 def _requirements(status: ApprovalStatus) -> list[Requirement]:
-    shown = [r for r in status.requires if r != "confirmation"] or status.requires
+    # a passkey approval meets the weaker levels too: show only what the page is for
+    page_levels = [r for r in status.requires if r not in ("confirmation", "typed_confirmation")]
+    shown = page_levels or status.requires
     items = [
         Requirement(
             _LEVELS.get(r, f"{r} (unknown to this server: cannot be met)"), r not in status.missing
