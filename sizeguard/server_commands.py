@@ -22,13 +22,16 @@ from sizeguard.logs import configure_logging
 from sizeguard.policy import PolicyClient, default_opa_url
 from sizeguard.server.page.options import add_page_flags, page_options, serve_page
 from sizeguard.server.service import (
+    DEFAULT_APPROVAL_URL,
     Service,
     ServiceError,
     change_set_op,
     check_typed,
     confirmation_text,
+    page_refusal,
     timestamp,
 )
+from sizeguard.server.strength import needs_page
 from sizeguard.server.token_file import (
     NAME_RE,
     TOKEN_FILE_NAME,
@@ -177,10 +180,20 @@ def register(subparsers: Any) -> None:
         help="approve a previewed change set in a terminal (for clients that cannot ask)",
         description=(
             "Shows the same summary the MCP confirmation shows and asks the same question. "
-            "Needs a terminal: a person answers, not a script."
+            "Needs a terminal: a person answers, not a script. Only for change sets whose "
+            "policy requires at most a typed confirmation: where it requires an enrolled "
+            "approver (production, critical workloads by default), approve on the approval "
+            "page instead; this command refuses and names its address."
         ),
     )
     approve.add_argument("change_set_id", metavar="CHANGE_SET_ID")
+    approve.add_argument(
+        "--approval-url",
+        default=os.environ.get("SIZEGUARD_APPROVAL_URL", DEFAULT_APPROVAL_URL),
+        metavar="URL",
+        help="the approval page's address, named when the change set needs it "
+        "(default: $SIZEGUARD_APPROVAL_URL or %(default)s)",
+    )
     _connection_flags(approve)
     approve.set_defaults(func=_approve)
 
@@ -499,6 +512,9 @@ def _approve(args: argparse.Namespace) -> int:
             if not d.admitted:
                 print(f"  dry run refused: {d.target}: {d.error}")
         raise CommandError(f"{cs_id} cannot be approved (see above)")
+    if needs_page(preview.policy.requires):
+        service.approval_url = args.approval_url
+        raise CommandError(page_refusal(service, cs_id, preview.policy.requires))
     typed = None
     if preview.typed_confirmation:
         typed = _ask(f"Type {' '.join(preview.typed_confirmation)} to approve: ")

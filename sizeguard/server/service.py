@@ -58,6 +58,7 @@ from sizeguard.server.models import (
     TargetDiff,
     describe_validation_error,
 )
+from sizeguard.server.strength import Evidence, assess, needs_page
 
 __all__ = [
     "DEFAULT_APPROVAL_URL",
@@ -68,6 +69,7 @@ __all__ = [
     "change_set_op",
     "diff_lines",
     "drift_problem",
+    "page_refusal",
     "refuse_young",
     "typed_namespaces",
 ]
@@ -950,6 +952,8 @@ class Service:
             )
         if preview.signing_key_trusted is False:
             raise ServiceError(preview.signing_key_check.removeprefix("NO: "))
+        if needs_page(preview.policy.requires):
+            raise ServiceError(page_refusal(self, change_set_id, preview.policy.requires))
         check_typed(preview.typed_confirmation, typed)
         op = change_set_op(source)
         approval = self.ledger.record_approval(
@@ -972,6 +976,27 @@ class Service:
             change_set_id=change_set_id,
             details={"channel": channel},
         )
+
+
+def page_refusal(service: Service, change_set_id: str, requires: Sequence[str]) -> str:
+    """Why an answer in the MCP client or a terminal does not approve a change set whose
+    policy requires an enrolled approver, and where it can be approved."""
+    needed = assess(requires, "", Evidence(confirmed=True, typed=True)).describe()
+    if service.approval_url is None:
+        where = (
+            "this sizeguard server serves no approval page (--no-approval-page), so it cannot "
+            "be approved through this server"
+        )
+    else:
+        where = (
+            f"approve it on the approval page {service.approval_url.rstrip('/')}/changes/"
+            f"{change_set_id} (request_confirmation puts it there)"
+        )
+    return (
+        f"not approved: the policy requires {', '.join(sorted(requires))} for change set "
+        f"{change_set_id} ({needed}); an answer in the MCP client or a terminal does not "
+        f"approve it: {where}"
+    )
 
 
 def check_typed(namespaces: Sequence[str], typed: str | None) -> None:
