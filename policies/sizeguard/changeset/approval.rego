@@ -22,15 +22,13 @@ approval_levels := ["confirmation", "typed_confirmation", "authenticated_approve
 strongest_requirements := {"typed_confirmation", "authenticated_approver", "two_approvers"}
 
 # METADATA
-# description: The approval category of one target's context (its production and critical flags).
-approval_category(cctx) := "critical_production" if {
-	cctx.production
-	cctx.critical
-} else := "production" if {
-	cctx.production
-} else := "critical" if {
-	cctx.critical
-} else := "other"
+# description: |
+#   The approval category of a target by its context's production and critical flags:
+#   approval_category_of[production][critical] (a lookup, not a function call per target).
+approval_category_of := {
+	true: {true: "critical_production", false: "production"},
+	false: {true: "critical", false: "other"},
+}
 
 # METADATA
 # description: |
@@ -49,6 +47,6 @@ category_requirements(name) := {level | some level in configured} if {
 #   What approving this change set requires of the person, beyond a confirmation: the levels
 #   of the categories of its targets (looked up once per category, not once per target).
 requires contains level if {
-	some name in {approval_category(cctx) | some cctx in contexts}
+	some name in {approval_category_of[cctx.production][cctx.critical] | some cctx in contexts}
 	some level in category_requirements(name)
 }

@@ -45,10 +45,10 @@ test_mixed_change_set_takes_the_strongest if {
 }
 
 test_approval_categories if {
-	changeset.approval_category({"production": true, "critical": true}) == "critical_production"
-	changeset.approval_category({"production": true, "critical": false}) == "production"
-	changeset.approval_category({"production": false, "critical": true}) == "critical"
-	changeset.approval_category({"production": false, "critical": false}) == "other"
+	changeset.approval_category_of[true][true] == "critical_production"
+	changeset.approval_category_of[true][false] == "production"
+	changeset.approval_category_of[false][true] == "critical"
+	changeset.approval_category_of[false][false] == "other"
 }
 
 # Fail closed: no approval settings at all, a category missing, an unknown level, not a list.
