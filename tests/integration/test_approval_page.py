@@ -17,12 +17,15 @@ import base64
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastmcp import FastMCP
 
@@ -41,7 +44,7 @@ from sizeguard.server.service import Service
 from .conftest import Sandbox
 from .helpers import eventually
 from .test_mcp_server import accept, call, run, sandbox_service
-from .test_webhook import create, ensure_namespace, get, workload_manifest
+from .test_webhook import create, ensure_namespace, get, webhook_info, workload_manifest
 
 NS = "page-prod"  # production by name (-prod)
 SHOTS = os.environ.get("SIZEGUARD_PAGE_SCREENSHOTS")
@@ -436,3 +439,44 @@ def test_an_invite_link_enrols_once(
     browser.driver.get(link)
     assert "already used" in browser.driver.find_element(By.ID, "message").text
     assert len(browser.passkeys()) == 1
+
+
+def test_serve_over_stdio_opens_the_page_on_a_loopback_port_of_its_own(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """`sizeguard serve` over stdio (as Claude Desktop starts it): the page listens on its own
+    loopback port, and stdout stays the MCP protocol's alone."""
+    info = webhook_info(sandbox)
+    env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig), "OPA_URL": sandbox.opa_url}
+    argv = [sys.executable, "-m", "sizeguard.cli", "serve", "--key-dir", str(info["keys"]),
+            "--ledger", str(tmp_path / "ledger.db"), "--approval-port", "0"]  # fmt: skip
+    process = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None and process.stdin is not None
+        assert process.stdout is not None
+        url = ""
+        deadline = time.monotonic() + 60
+        while not url and time.monotonic() < deadline:
+            line = process.stderr.readline().decode()
+            assert line or process.poll() is None, "serve exited"
+            found = re.search(r"approval page on (http://localhost:\d+)", line)
+            url = found.group(1) if found else ""
+        assert url, "serve did not say where the page is"
+        assert re.fullmatch(r"http://localhost:\d+", url)
+        page = httpx.get(f"{url}/", timeout=10)
+        assert page.status_code == 200 and "Pending change sets" in page.text
+        initialize = {
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}},
+        }  # fmt: skip
+        process.stdin.write((json.dumps(initialize) + "\n").encode())
+        process.stdin.flush()
+        answer = json.loads(process.stdout.readline())
+        assert answer["id"] == 1 and "result" in answer, answer
+    finally:
+        process.kill()
+        process.wait(10)
