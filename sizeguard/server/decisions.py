@@ -434,6 +434,11 @@ def record_page_decision(
     if strength.met:
         preview, strength = _fresh_check(service, request, approvers)
     with service.ledger.transaction() as db:
+        if preview is not None:  # the policy's requirement now (it may have grown)
+            db.execute(
+                "UPDATE approval_requests SET requires_json = ? WHERE change_set_id = ?",
+                (json.dumps(sorted(strength.required)), change_set_id),
+            )
         db.execute(
             "INSERT INTO page_decisions (change_set_id, op, approver, action, credential_id, at) "
             "VALUES (?, ?, ?, 'approve', ?, ?)",
