@@ -14,8 +14,10 @@ package sizeguard.changeset
 import data.sizeguard.lib
 
 # METADATA
-# description: The approval levels sizeguard knows, weakest first.
-approval_levels := ["confirmation", "typed_confirmation", "authenticated_approver", "two_approvers"]
+# description: |
+#   The approval levels sizeguard knows, weakest first: confirmation, typed_confirmation,
+#   authenticated_approver, two_approvers.
+known_approval_levels := {"confirmation", "typed_confirmation", "authenticated_approver", "two_approvers"}
 
 # METADATA
 # description: What a category requires when data.json does not say (or says it wrongly).
@@ -34,12 +36,11 @@ approval_category_of := {
 # description: |
 #   The levels data.json gives an approval category, as a set; the strongest when missing or
 #   not a list of known levels.
-category_requirements(name) := {level | some level in configured} if {
-	configured := object.get(lib.config, ["approval", name], null)
+category_requirements(name) := levels if {
+	configured := lib.config.approval[name]
 	is_array(configured)
-	every level in configured {
-		level in approval_levels
-	}
+	levels := {level | some level in configured}
+	count(levels - known_approval_levels) == 0
 } else := strongest_requirements
 
 # METADATA
