@@ -427,6 +427,7 @@ _APPROVER_TABLES: Final = (
         change_set_id TEXT PRIMARY KEY REFERENCES change_sets(id),
         op            TEXT NOT NULL CHECK (op IN ('apply', 'rollback')),
         requester     TEXT NOT NULL,
+        requesters_json TEXT NOT NULL,
         requires_json TEXT NOT NULL,
         preview_json  TEXT NOT NULL,
         requested_at  REAL NOT NULL,

@@ -87,6 +87,10 @@ class ApprovalStatus(BaseModel):
         "within 5 minutes); declined; expired (not decided in time); applied"
     )
     requester: str = Field(description="who asked (token:NAME, jwt:SUBJECT, stdio:USER)")
+    requesters: list[str] = Field(
+        description="everyone who asked for this round (the requester first); none of them "
+        "counts towards two_approvers"
+    )
     requested_at: str
     expires_at: str = Field(description="the request is pending until then")
     risk: str
@@ -139,7 +143,8 @@ def page_url(service: Service, change_set_id: str | None = None) -> str | None:
 # --- the ledger rows -------------------------------------------------------------------------
 
 _REQUEST_COLUMNS: Final = (
-    "change_set_id, op, requester, requires_json, preview_json, requested_at, expires_at, "
+    "change_set_id, op, requester, requesters_json, requires_json, preview_json, requested_at, "
+    "expires_at, "
     "state, decided_at"
 )
 
@@ -150,6 +155,7 @@ class _Request(BaseModel):
     change_set_id: str
     op: Literal["apply", "rollback"]
     requester: str
+    requesters: list[str]
     requires: list[str]
     preview_json: str
     requested_at: float
@@ -160,9 +166,9 @@ class _Request(BaseModel):
 
 def _request(row: tuple[Any, ...]) -> _Request:
     return _Request(
-        change_set_id=row[0], op=row[1], requester=row[2], requires=json.loads(row[3]),
-        preview_json=row[4], requested_at=row[5], expires_at=row[6], state=row[7],
-        decided_at=row[8],
+        change_set_id=row[0], op=row[1], requester=row[2], requesters=json.loads(row[3]),
+        requires=json.loads(row[4]), preview_json=row[5], requested_at=row[6],
+        expires_at=row[7], state=row[8], decided_at=row[9],
     )  # fmt: skip
 
 
@@ -200,7 +206,7 @@ def _status(
 ) -> ApprovalStatus:
     decisions = _decisions(service, request) if decisions is None else decisions
     approvers = [d.approver for d in decisions if d.action == "approve"]
-    strength = assess(request.requires, request.requester, Evidence(approvers=approvers))
+    strength = assess(request.requires, request.requesters, Evidence(approvers=approvers))
     state: RequestState = request.state
     if state == "pending" and request.expires_at <= now:
         state = "expired"
@@ -221,6 +227,7 @@ def _status(
         op=request.op,
         state=state,
         requester=request.requester,
+        requesters=request.requesters,
         requested_at=_iso(request.requested_at),
         expires_at=_iso(request.expires_at),
         risk=Preview.model_validate_json(request.preview_json).policy.risk,
@@ -264,18 +271,26 @@ def open_request(
         or existing.expires_at <= moment
         or (existing.state == "approved" and not _approval_usable(service, cs_id, moment))
     )
-    requested_at = moment if fresh_round or existing is None else existing.requested_at
-    state = "pending" if fresh_round or existing is None else existing.state
+    decided_at: float | None = None
+    if fresh_round or existing is None:
+        requested_at, state, first, requesters = moment, "pending", requester, [requester]
+    else:  # the same round: who asked first stays the requester; everyone who asked is one
+        requested_at, state, first = existing.requested_at, existing.state, existing.requester
+        requesters = list(dict.fromkeys([*existing.requesters, requester]))
+        decided_at = existing.decided_at
     with service.ledger.transaction() as db:
         db.execute(
-            "INSERT INTO approval_requests (change_set_id, op, requester, requires_json, "
-            "preview_json, requested_at, expires_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO approval_requests (change_set_id, op, requester, requesters_json, "
+            "requires_json, preview_json, requested_at, expires_at, state, decided_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (change_set_id) DO UPDATE SET op = excluded.op, "
-            "requester = excluded.requester, requires_json = excluded.requires_json, "
-            "preview_json = excluded.preview_json, requested_at = excluded.requested_at, "
-            "expires_at = excluded.expires_at, state = excluded.state, decided_at = NULL",
-            (cs_id, op, requester, json.dumps(sorted(preview.policy.requires)),
-             preview.model_dump_json(), requested_at, moment + REQUEST_TTL_SECONDS, state),
+            "requester = excluded.requester, requesters_json = excluded.requesters_json, "
+            "requires_json = excluded.requires_json, preview_json = excluded.preview_json, "
+            "requested_at = excluded.requested_at, expires_at = excluded.expires_at, "
+            "state = excluded.state, decided_at = excluded.decided_at",
+            (cs_id, op, first, json.dumps(requesters),
+             json.dumps(sorted(preview.policy.requires)), preview.model_dump_json(),
+             requested_at, moment + REQUEST_TTL_SECONDS, state, decided_at),
         )  # fmt: skip
         service.ledger.audit_in(
             db, actor=requester, event="approval.requested", result=state, change_set_id=cs_id,
@@ -421,7 +436,7 @@ def record_page_decision(
             "approving twice counts once, another approver must approve",
         )
     if TWO_APPROVERS in request.requires and name in {
-        requester_identity(request.requester),
+        requester_identity(r) for r in request.requesters
     }:
         raise DecisionError(
             "requester",
@@ -429,7 +444,7 @@ def record_page_decision(
             "must be approved by two other people",
         )
     approvers = [*current.approvers, name]
-    strength = assess(request.requires, request.requester, Evidence(approvers=approvers))
+    strength = assess(request.requires, request.requesters, Evidence(approvers=approvers))
     preview: Preview | None = None
     if strength.met:
         preview, strength = _fresh_check(service, request, approvers)
@@ -491,7 +506,7 @@ def _fresh_check(
             "not_approvable", "cannot be approved now: " + "; ".join(problems[:5] or ["denied"])
         )
     requires = sorted(set(request.requires) | set(preview.policy.requires))
-    return preview, assess(requires, request.requester, Evidence(approvers=approvers))
+    return preview, assess(requires, request.requesters, Evidence(approvers=approvers))
 
 
 def _decline(

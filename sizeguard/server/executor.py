@@ -186,7 +186,7 @@ def apply_change_set(
             "the human did not type it when approving; ask for a new approval",
         )
     requested = approval_status(service, change_set_id)
-    requesters = {actor} | ({requested.requester} if requested is not None else set())
+    requesters = {actor} | (set(requested.requesters) if requested is not None else set())
     registry = Approvers(service.ledger)
     active = [name for name in approval.approvers if registry.is_active(name)]  # not revoked
     strength = assess(

@@ -321,3 +321,20 @@ def test_a_stranger_passkey_never_reaches_the_ledger(
         )  # fmt: skip
     assert reason_of(refused) == "unknown_passkey"
     assert approval_status(service, cs_id).approvers == []  # type: ignore[union-attr]
+
+
+def test_everyone_who_asked_in_a_round_is_a_requester(
+    service: PreviewService, registry: Approvers
+) -> None:
+    cs_id = requested(service, CRITICAL_PRODUCTION, requester="token:bob")
+    open_request(service, preview_of(cs_id, CRITICAL_PRODUCTION), op="apply", requester="jwt:Carol")
+    status = approval_status(service, cs_id)
+    assert status is not None
+    assert (status.requester, status.requesters) == ("token:bob", ["token:bob", "jwt:Carol"])
+    for name in ("alice", "bob", "carol"):
+        enroll(registry, name)
+    record_page_decision(service, cs_id, "alice", "approve")
+    for name in ("bob", "carol"):
+        with pytest.raises(DecisionError) as own:
+            record_page_decision(service, cs_id, name, "approve")
+        assert reason_of(own) == "requester"
