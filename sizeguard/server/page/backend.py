@@ -73,8 +73,7 @@ class PageRefusalError(Exception):
 
 
 def _refusal(exc: ApproverError | DecisionError) -> PageRefusalError:
-    message = str(exc)
-    return PageRefusalError(_STATUS.get(exc.reason, 400), message[:1].upper() + message[1:])
+    return PageRefusalError(_STATUS.get(exc.reason, 400), str(exc))
 
 
 @dataclass(frozen=True)
