@@ -96,14 +96,15 @@ class Browser:
         credentials: list[Any] = self.driver.get_credentials()
         return credentials
 
-    def screenshot(self, path: Path, *, width: int = 1200) -> Path:
-        """A PNG of the whole page at ``width`` pixels wide."""
-        height = self.driver.execute_script(
-            "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
+    def screenshot(self, path: Path) -> Path:
+        """A PNG of the whole page, beyond the window's height (Chrome DevTools' capture)."""
+        import base64
+
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
         )
-        self.driver.set_window_size(width, max(int(height) + 40, 400))
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.driver.save_screenshot(str(path))
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
     def close(self) -> None:
