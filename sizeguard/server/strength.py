@@ -82,7 +82,8 @@ class Evidence:
 @dataclass(frozen=True)
 class Strength:
     """The verdict: ``met`` when every required level is met; ``missing`` names the levels
-    not met, ``counted`` the approvers that count, ``not_counted`` the others and why."""
+    still to meet (without the weaker ones a page approval meets anyway), ``counted`` the
+    approvers that count, ``not_counted`` the others and why."""
 
     required: tuple[str, ...]
     met: bool
@@ -139,6 +140,9 @@ def assess(requires: Iterable[str], requester: str | Iterable[str], evidence: Ev
         TWO_APPROVERS: len(counted) >= 2,
     }
     missing = tuple(level for level in required if not met_levels.get(level, False))
+    if any(level in missing for level in (AUTHENTICATED, TWO_APPROVERS)):
+        # an approval on the page meets the weaker levels too: name only what must happen
+        missing = tuple(level for level in missing if level not in (CONFIRMATION, TYPED))
     if not required and not met_levels[CONFIRMATION]:
         missing = (CONFIRMATION,)
     two = TWO_APPROVERS in required

@@ -103,3 +103,12 @@ def test_an_unknown_level_is_never_met() -> None:
     verdict = assess(["retina_scan"], "token:bob", Evidence(True, True, ["a", "b", "c"]))
     assert not verdict.met and verdict.missing == ("retina_scan",)
     assert "does not know" in verdict.describe()
+
+
+def test_missing_names_what_must_happen() -> None:
+    """Nothing recorded for a production change: a passkey approval, which also meets the
+    typed confirmation."""
+    verdict = assess(CRITICAL_PRODUCTION, "token:bob", Evidence())
+    assert verdict.missing == (AUTHENTICATED, TWO_APPROVERS)
+    assert "namespace typed" not in verdict.describe()
+    assert assess(PRODUCTION, "token:bob", Evidence()).missing == (AUTHENTICATED,)
