@@ -503,6 +503,10 @@ def _approve(args: argparse.Namespace) -> int:
     except (ServiceError, LedgerError) as exc:
         raise CommandError(str(exc)) from None
     op = change_set_op(source)
+    admitted = preview.policy.allowed and all(d.admitted for d in preview.dry_run)
+    if admitted and needs_page(preview.policy.requires):
+        service.approval_url = args.approval_url
+        raise CommandError(page_refusal(service, cs_id, preview.policy.requires))
     print(confirmation_text(preview, op))
     print()
     if not preview.policy.allowed or any(not d.admitted for d in preview.dry_run):
@@ -512,9 +516,6 @@ def _approve(args: argparse.Namespace) -> int:
             if not d.admitted:
                 print(f"  dry run refused: {d.target}: {d.error}")
         raise CommandError(f"{cs_id} cannot be approved (see above)")
-    if needs_page(preview.policy.requires):
-        service.approval_url = args.approval_url
-        raise CommandError(page_refusal(service, cs_id, preview.policy.requires))
     typed = None
     if preview.typed_confirmation:
         typed = _ask(f"Type {' '.join(preview.typed_confirmation)} to approve: ")

@@ -58,7 +58,7 @@ from sizeguard.server.models import (
     TargetDiff,
     describe_validation_error,
 )
-from sizeguard.server.strength import Evidence, assess, needs_page
+from sizeguard.server.strength import TWO_APPROVERS, Evidence, assess, needs_page
 
 __all__ = [
     "DEFAULT_APPROVAL_URL",
@@ -1070,7 +1070,14 @@ def confirmation_text(preview: Preview, op: str) -> str:
     if warnings:
         lines.append("  admission (dry run):")
         lines.extend(f"    - {w}" for w in warnings[:10])
-    if preview.typed_confirmation:
+    if needs_page(preview.policy.requires):
+        who = (
+            "two enrolled approvers (not the requester) approve"
+            if TWO_APPROVERS in preview.policy.requires
+            else "an enrolled approver approves"
+        )
+        lines.append(f"  production/critical targets: {who} with a passkey on the approval page")
+    elif preview.typed_confirmation:
         lines.append(
             "  production/critical targets: type "
             + " ".join(preview.typed_confirmation)
