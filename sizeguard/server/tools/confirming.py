@@ -140,7 +140,8 @@ def _from_page(status: ApprovalStatus) -> Confirmation:
         message=(
             f"the policy requires {', '.join(status.requires)}: enrolled approvers must approve "
             f"it with a passkey on the approval page {status.url} (give the person this "
-            f"address; an answer in this client does not approve it). {status.message}. Then "
+            f"address; an answer in this client does not approve it). "
+            f"{status.message[:1].upper()}{status.message[1:]}. Then "
             f"call apply_changes('{cs_id}'); until the approvals are recorded it is refused and "
             "says what is missing"
         ),
