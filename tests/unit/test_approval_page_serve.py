@@ -94,3 +94,13 @@ def test_a_taken_port_is_a_warning_not_the_end_of_the_server(
     assert server is None
     assert approval.url == f"http://localhost:{port}"
     assert "cannot listen" in capsys.readouterr().err
+
+
+def test_the_approval_url_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIZEGUARD_APPROVAL_URL", "https://approvals.example.com")
+    options = page_options(flags())
+    assert options is not None and options.approval is not None
+    assert options.approval.origin == "https://approvals.example.com"
+    explicit = page_options(flags("--approval-url", "http://localhost:9999"))
+    assert explicit is not None and explicit.approval is not None
+    assert explicit.approval.url == "http://localhost:9999"

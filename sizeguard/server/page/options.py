@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_APPROVAL_PORT: Final = 8765
+APPROVAL_URL_ENV: Final = "SIZEGUARD_APPROVAL_URL"  # also `sizeguard approvers invite`'s default
 
 _log = structlog.get_logger("sizeguard.page")
 
@@ -55,9 +57,10 @@ def add_page_flags(parser: argparse.ArgumentParser) -> None:
     page.add_argument(
         "--approval-url",
         metavar="URL",
+        default=os.environ.get(APPROVAL_URL_ENV) or None,
         help="the address people open the page by; its host is the passkeys' relying party "
-        "(default http://localhost:APPROVAL-PORT; https and a DNS name behind an Ingress, or "
-        "a port-forward to localhost, in a cluster)",
+        f"(default ${APPROVAL_URL_ENV}, else http://localhost:APPROVAL-PORT; https and a DNS "
+        "name behind an Ingress, or a port-forward to localhost, in a cluster)",
     )
     page.add_argument(
         "--approval-host",
