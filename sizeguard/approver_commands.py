@@ -1,10 +1,11 @@
-"""`sizeguard approvers`: enrol the people who approve on the approval page, list, revoke."""
+"""`sizeguard approvers`: enrol the people who approve on the approval page, list, revoke, and
+link the requester identities they use."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from sizeguard.approvers import (
     MAX_INVITE_TTL_SECONDS,
     ApproverError,
     Approvers,
+    normalize_identity,
+    normalize_name,
 )
 from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger, LedgerError, LedgerNotFoundError, default_ledger_path
@@ -98,6 +101,30 @@ def register(subparsers: Any) -> None:
     _add_ledger(revoke)
     revoke.set_defaults(func=_revoke)
 
+    link = actions.add_parser(
+        "link",
+        help="record that the requester IDENTITY is the approver NAME",
+        description=(
+            "Records that the requester identity IDENTITY (token:NAME, jwt:SUBJECT or "
+            "stdio:USER, as sizeguard records who called request_confirmation) is the "
+            "approver NAME: NAME then never counts as one of the two approvers of a change "
+            "IDENTITY requested. Without a link only an identity whose name part equals "
+            "NAME (token:NAME, stdio:NAME) is NAME: link every token, service account and "
+            "login an approver uses (the HTTP transport's default token is token:local)."
+        ),
+        epilog="example: sizeguard approvers link alice token:local",
+    )
+    link.add_argument("name", metavar="NAME")
+    link.add_argument("identity", metavar="IDENTITY")
+    _add_ledger(link)
+    link.set_defaults(func=_link)
+
+    unlink = actions.add_parser("unlink", help="remove a link made by approvers link")
+    unlink.add_argument("name", metavar="NAME")
+    unlink.add_argument("identity", metavar="IDENTITY")
+    _add_ledger(unlink)
+    unlink.set_defaults(func=_unlink)
+
 
 def _add_ledger(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", type=Path, metavar="PATH", help=_LEDGER_HELP)
@@ -131,8 +158,8 @@ def _open(args: argparse.Namespace, *, create: bool) -> Ledger:
 
 def _actor() -> str:
     try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
+        return f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
         return f"cli:{os.geteuid()}"
 
 
@@ -160,19 +187,23 @@ def _invite(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     with _open(args, create=False) as ledger:
         entries = Approvers(ledger).list()
+        links = Approvers(ledger).links()
     if not entries:
         print("no approvers (sizeguard approvers invite NAME enrols one)")
-        return 0
-    rows = [("NAME", "ENROLLED", "PASSKEYS", "LAST USED", "REVOKED")]
+    rows = [("NAME", "ENROLLED", "PASSKEYS", "LAST USED", "REVOKED")] if entries else []
     rows += [
         (e.name, _when(e.enrolled_at), str(e.passkeys), _when(e.last_used_at), _when(e.revoked_at))
         for e in entries
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    if links:
+        print("requester identities linked to approvers:")
+        for name, identity in links:
+            print(f"  {identity} -> {name}")
     return 0
 
 
@@ -183,4 +214,29 @@ def _revoke(args: argparse.Namespace) -> int:
         except ApproverError as exc:
             raise CommandError(str(exc)) from None
     print(f"revoked {args.name.strip().lower()}: their passkeys and invites no longer work")
+    return 0
+
+
+def _link(args: argparse.Namespace) -> int:
+    with _open(args, create=False) as ledger:
+        try:
+            registry = Approvers(ledger)
+            registry.link(args.name, args.identity, actor=_actor())
+        except ApproverError as exc:
+            raise CommandError(str(exc)) from None
+    name, identity = normalize_name(args.name), normalize_identity(args.identity)
+    print(
+        f"linked {identity} to {name}: {name} does not count as one of two approvers of a "
+        f"change {identity} requested"
+    )
+    return 0
+
+
+def _unlink(args: argparse.Namespace) -> int:
+    with _open(args, create=False) as ledger:
+        try:
+            Approvers(ledger).unlink(args.name, args.identity, actor=_actor())
+        except ApproverError as exc:
+            raise CommandError(str(exc)) from None
+    print(f"unlinked {normalize_identity(args.identity)} from {normalize_name(args.name)}")
     return 0

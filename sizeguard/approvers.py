@@ -20,17 +20,27 @@ key can sign approvals.
   origin, user presence and verification, and the sign count (a counter that did not grow is a
   cloned authenticator: refused). A revoked approver, or a revoked passkey, is refused.
 
+- **Links.** :meth:`Approvers.link` records that a requester identity (``token:NAME``,
+  ``jwt:SUBJECT``, ``stdio:USER``) is an approver, so that the requester rule of
+  :mod:`sizeguard.server.strength` excludes that approver from the two approvers of a change the
+  identity requested. Without a link only the name part equal to the approver's name ties them.
+- **Revocation** voids the approver's decisions on requests not yet decided or not yet used
+  (enrolling them again does not revive those decisions).
+
 Nothing here decides what an approval is worth: :mod:`sizeguard.server.strength` does, and
 :mod:`sizeguard.server.decisions` records the page's decisions.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 import secrets
 import sqlite3
 import time
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -64,6 +74,7 @@ __all__ = [
     "CHALLENGE_TTL_SECONDS",
     "DEFAULT_INVITE_TTL_SECONDS",
     "MAX_INVITE_TTL_SECONDS",
+    "MAX_OPEN_CHALLENGES",
     "Action",
     "Approver",
     "ApproverError",
@@ -71,12 +82,15 @@ __all__ = [
     "Approvers",
     "Invite",
     "challenge_binding",
+    "normalize_identity",
     "normalize_name",
 ]
 
 DEFAULT_INVITE_TTL_SECONDS: Final = 15 * 60
 MAX_INVITE_TTL_SECONDS: Final = 24 * 3600
 CHALLENGE_TTL_SECONDS: Final = 300
+MAX_OPEN_CHALLENGES: Final = 16
+"""Unexpired, unused challenges one change set (or one invite) may have at a time."""
 CEREMONY_TIMEOUT_MS: Final = 120_000
 NONCE_BYTES: Final = 32
 RP_NAME: Final = "sizeguard"
@@ -87,6 +101,9 @@ Purpose = Literal["register", "approve", "decline"]
 # An approver's name: what the page, the audit log and the signed approval call them; compared
 # case-insensitively with the requester's identity (token:NAME, jwt:SUBJECT, stdio:USER).
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,63}$")
+# A requester identity a link names: token:NAME, jwt:SUBJECT, stdio:USER (normalised as the
+# requester rule compares them: NFKC, case folded; safe ASCII only).
+_IDENTITY_RE: Final = re.compile(r"^(token|jwt|stdio):[a-z0-9._@+:/-]{1,200}$")
 
 _log = structlog.get_logger("sizeguard.approvers")
 
@@ -135,14 +152,32 @@ class ApproverInfo:
     last_used_at: float | None
 
 
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
 def normalize_name(name: str) -> str:
-    """The canonical (lower-case) approver name; refuses names that are not simple ids."""
-    canonical = name.strip().lower()
+    """The canonical approver name (NFKC, case folded); refuses names that are not simple
+    ASCII ids."""
+    canonical = _fold(name)
     if not _NAME_RE.match(canonical):
         raise ApproverError(
             "invalid_name",
             f"{name!r} is not a valid approver name: 1 to 64 of a-z 0-9 . _ @ + - "
             "(starting with a letter or digit)",
+        )
+    return canonical
+
+
+def normalize_identity(identity: str) -> str:
+    """A requester identity as links store it (NFKC, case folded); refuses anything but
+    ``token:NAME``, ``jwt:SUBJECT`` or ``stdio:USER`` in safe ASCII."""
+    canonical = _fold(identity)
+    if not _IDENTITY_RE.match(canonical):
+        raise ApproverError(
+            "invalid_identity",
+            f"{identity[:80]!r} is not a requester identity: token:NAME, jwt:SUBJECT or "
+            "stdio:USER (a-z 0-9 . _ @ + - : /), as sizeguard records requesters",
         )
     return canonical
 
@@ -245,6 +280,17 @@ class Approvers:
     ) -> bytes:
         challenge = secrets.token_bytes(NONCE_BYTES) + binding
         db.execute("DELETE FROM webauthn_challenges WHERE expires_at < ?", (now - 3600,))
+        (open_now,) = db.execute(
+            "SELECT count(*) FROM webauthn_challenges WHERE subject = ? AND used_at IS NULL "
+            "AND expires_at > ?",
+            (subject, now),
+        ).fetchone()
+        if open_now >= MAX_OPEN_CHALLENGES:
+            raise ApproverError(
+                "too_many_challenges",
+                f"{open_now} passkey challenges for this are still open; finish or cancel the "
+                f"passkey prompts you started, or wait {CHALLENGE_TTL_SECONDS // 60} minutes",
+            )
         db.execute(
             "INSERT INTO webauthn_challenges (challenge, purpose, subject, created_at, "
             "expires_at) VALUES (?, ?, ?, ?, ?)",
@@ -506,12 +552,93 @@ class Approvers:
     def is_active(self, name: str) -> bool:
         """Enrolled, not revoked, with at least one passkey that is not revoked."""
         with self.ledger.snapshot() as db:
-            row = db.execute(
-                "SELECT 1 FROM approvers a JOIN approver_credentials c ON c.approver = a.name "
-                "WHERE a.name = ? AND a.revoked_at IS NULL AND c.revoked_at IS NULL LIMIT 1",
-                (name.lower(),),
-            ).fetchone()
+            return self.is_active_in(db, name)
+
+    @staticmethod
+    def is_active_in(db: sqlite3.Connection, name: str) -> bool:
+        """:meth:`is_active` inside the caller's transaction."""
+        row = db.execute(
+            "SELECT 1 FROM approvers a JOIN approver_credentials c ON c.approver = a.name "
+            "WHERE a.name = ? AND a.revoked_at IS NULL AND c.revoked_at IS NULL LIMIT 1",
+            (_fold(name),),
+        ).fetchone()
         return row is not None
+
+    # -- links from requester identities -----------------------------------------------------
+
+    def link(
+        self, name: str, identity: str, *, actor: str = "cli", now: float | None = None
+    ) -> None:
+        """Record that the requester ``identity`` is the approver ``name`` (enrolled or
+        invited): ``name`` then never counts as one of the two approvers of a change
+        ``identity`` requested. Linking twice is harmless."""
+        canonical = normalize_name(name)
+        key = normalize_identity(identity)
+        moment = _now(now)
+        with self.ledger.transaction() as db:
+            known = db.execute(
+                "SELECT 1 FROM approvers WHERE name = ? UNION "
+                "SELECT 1 FROM approver_invites WHERE approver = ?",
+                (canonical, canonical),
+            ).fetchone()
+            if known is None:
+                raise ApproverError("unknown_approver", f"there is no approver {canonical}")
+            db.execute(
+                "INSERT INTO approver_links (identity, approver, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (identity, approver) DO NOTHING",
+                (key, canonical, moment),
+            )
+            self.ledger.audit_in(
+                db, actor=actor, event="approver.linked", result="ok",
+                details={"approver": canonical, "identity": key}, now=moment,
+            )  # fmt: skip
+        _log.info("approvers.linked", approver=canonical, identity=key)
+
+    def unlink(
+        self, name: str, identity: str, *, actor: str = "cli", now: float | None = None
+    ) -> None:
+        """Remove a link made by :meth:`link`."""
+        canonical = normalize_name(name)
+        key = normalize_identity(identity)
+        moment = _now(now)
+        with self.ledger.transaction() as db:
+            removed = db.execute(
+                "DELETE FROM approver_links WHERE identity = ? AND approver = ?", (key, canonical)
+            ).rowcount
+            if not removed:
+                raise ApproverError("unknown_link", f"{key} is not linked to {canonical}")
+            self.ledger.audit_in(
+                db, actor=actor, event="approver.unlinked", result="ok",
+                details={"approver": canonical, "identity": key}, now=moment,
+            )  # fmt: skip
+        _log.info("approvers.unlinked", approver=canonical, identity=key)
+
+    def links(self) -> builtins.list[tuple[str, str]]:
+        """Every link, as (approver, identity), sorted."""
+        with self.ledger.snapshot() as db:
+            rows = db.execute(
+                "SELECT approver, identity FROM approver_links ORDER BY approver, identity"
+            ).fetchall()
+        return [(str(a), str(i)) for a, i in rows]
+
+    def linked_approvers(self, identities: Iterable[str]) -> set[str]:
+        """The approvers linked to any of the requester ``identities``."""
+        with self.ledger.snapshot() as db:
+            return self.linked_approvers_in(db, identities)
+
+    @staticmethod
+    def linked_approvers_in(db: sqlite3.Connection, identities: Iterable[str]) -> set[str]:
+        """:meth:`linked_approvers` inside the caller's transaction."""
+        keys = {_fold(identity) for identity in identities}
+        keys = {key for key in keys if _IDENTITY_RE.match(key)}
+        if not keys:
+            return set()
+        marks = ", ".join("?" for _ in keys)
+        rows = db.execute(
+            f"SELECT DISTINCT approver FROM approver_links WHERE identity IN ({marks})",  # noqa: S608 (placeholders only)
+            tuple(sorted(keys)),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
 
     def revoke(self, name: str, *, actor: str = "cli", now: float | None = None) -> None:
         """Revoke an approver: their passkeys and open invites stop working at once; their
@@ -537,8 +664,44 @@ class Approvers:
                 "AND revoked_at IS NULL",
                 (moment, canonical),
             )
+            voided = self._void_decisions(db, canonical, actor, moment)
             self.ledger.audit_in(
                 db, actor=actor, event="approver.revoked", result="ok",
-                details={"approver": canonical, "open_invites_cancelled": invites}, now=moment,
+                details={"approver": canonical, "open_invites_cancelled": invites,
+                         "decisions_voided": voided}, now=moment,
             )  # fmt: skip
         _log.info("approvers.revoked", approver=canonical)
+
+    def _void_decisions(
+        self, db: sqlite3.Connection, name: str, actor: str, now: float
+    ) -> builtins.list[str]:
+        """Void ``name``'s approvals of requests still pending, or approved and not yet used
+        (those go back to pending: their approval is cancelled). The change sets touched."""
+        rows = db.execute(
+            "SELECT DISTINCT r.change_set_id, r.state FROM page_decisions d "
+            "JOIN approval_requests r ON r.change_set_id = d.change_set_id "
+            "WHERE d.approver = ? AND d.action = 'approve' AND d.voided_at IS NULL "
+            "AND d.at >= r.requested_at AND r.state IN ('pending', 'approved') "
+            "ORDER BY r.change_set_id",
+            (name,),
+        ).fetchall()
+        touched: builtins.list[str] = []
+        for change_set_id, state in rows:
+            if state == "approved":
+                cancelled = self.ledger.cancel_approvals_in(
+                    db, change_set_id, actor=actor, naming=name, now=now
+                )
+                if not cancelled:
+                    continue  # used already (applied), or expired: history, not voided
+                db.execute(
+                    "UPDATE approval_requests SET state = 'pending', decided_at = NULL "
+                    "WHERE change_set_id = ?",
+                    (change_set_id,),
+                )
+            db.execute(
+                "UPDATE page_decisions SET voided_at = ? WHERE change_set_id = ? "
+                "AND approver = ? AND action = 'approve' AND voided_at IS NULL",
+                (now, change_set_id, name),
+            )
+            touched.append(str(change_set_id))
+        return touched

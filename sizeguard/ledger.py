@@ -381,7 +381,9 @@ _CREATED_TABLE: Final = """
     """
 # Version 3: the approvers registry (sizeguard.approvers) — people enrolled with a passkey,
 # their credentials, one-time invites (hashed), server-issued WebAuthn challenges — the
-# requests for approval on the page, the page's decisions, and the approvers of an approval.
+# requests for approval on the page, the page's decisions (voided when their approver is
+# revoked before the request is decided), the links from requester identities to approvers,
+# and the approvers of an approval.
 _APPROVER_TABLES: Final = (
     """
     CREATE TABLE approvers (
@@ -444,11 +446,20 @@ _APPROVER_TABLES: Final = (
         approver      TEXT NOT NULL,
         action        TEXT NOT NULL CHECK (action IN ('approve', 'decline')),
         credential_id TEXT NOT NULL,
-        at            REAL NOT NULL
+        at            REAL NOT NULL,
+        voided_at     REAL
     );
     """,
     """
     CREATE INDEX page_decisions_by_change_set ON page_decisions (change_set_id, at);
+    """,
+    """
+    CREATE TABLE approver_links (
+        identity   TEXT NOT NULL,
+        approver   TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (identity, approver)
+    );
     """,
 )
 # from version -> the statements that bring a ledger of that version to the next one
@@ -779,6 +790,28 @@ class Ledger:
         ``typed_namespaces``: the namespaces the human typed to confirm, which apply checks
         against what the policy requires then; ``approvers``: the enrolled approvers who
         approved it on the approval page (their names go into the signed approval)."""
+        with self._write() as db:
+            approval = self.record_approval_in(
+                db, cs_id, op, approver, now=now, ttl=ttl, typed_namespaces=typed_namespaces,
+                approvers=approvers,
+            )  # fmt: skip
+        _log.info("ledger.approval_recorded", approval_id=approval.id, change_set_id=cs_id, op=op)
+        return approval
+
+    def record_approval_in(
+        self,
+        db: sqlite3.Connection,
+        cs_id: str,
+        op: Op,
+        approver: str,
+        *,
+        now: float | None = None,
+        ttl: float = APPROVAL_TTL_SECONDS,
+        typed_namespaces: tuple[str, ...] = (),
+        approvers: tuple[str, ...] = (),
+    ) -> Approval:
+        """:meth:`record_approval` inside a :meth:`transaction` (the caller's checks and the
+        approval commit together)."""
         _check_text(approver, "approver")
         for name in approvers:
             _check_text(name, "approver name", 64)
@@ -790,30 +823,28 @@ class Ledger:
         if not 0 < ttl <= APPROVAL_TTL_SECONDS:
             raise ValueError(f"ttl must be in (0, {APPROVAL_TTL_SECONDS}] seconds")
         created = _now(now)
-        with self._write() as db:
-            if self._change_set_row(db, cs_id) is None:
-                raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
-            cursor = db.execute(
-                "INSERT INTO approvals (change_set_id, op, approver, created_at, expires_at, "
-                "state, typed_json, approvers_json) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (cs_id, op, approver, created, created + ttl, json.dumps(typed),
-                 json.dumps(list(approvers))),
-            )  # fmt: skip
-            assert cursor.lastrowid is not None
-            approval = Approval(
-                id=cursor.lastrowid, change_set_id=cs_id, op=op, approver=approver,
-                created_at=created, expires_at=created + ttl, state="pending", used_at=None,
-                typed_namespaces=tuple(typed), approvers=tuple(approvers),
-            )  # fmt: skip
-            self._append(
-                db, actor=approver, event="approval.recorded", result="ok", cs_id=cs_id,
-                target=None, details={"approval_id": approval.id, "op": op,
-                                      "expires_at": _iso(approval.expires_at),
-                                      "typed_namespaces": typed,
-                                      "approvers": list(approvers)},
-                at=created,
-            )  # fmt: skip
-        _log.info("ledger.approval_recorded", approval_id=approval.id, change_set_id=cs_id, op=op)
+        if self._change_set_row(db, cs_id) is None:
+            raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
+        cursor = db.execute(
+            "INSERT INTO approvals (change_set_id, op, approver, created_at, expires_at, "
+            "state, typed_json, approvers_json) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (cs_id, op, approver, created, created + ttl, json.dumps(typed),
+             json.dumps(list(approvers))),
+        )  # fmt: skip
+        assert cursor.lastrowid is not None
+        approval = Approval(
+            id=cursor.lastrowid, change_set_id=cs_id, op=op, approver=approver,
+            created_at=created, expires_at=created + ttl, state="pending", used_at=None,
+            typed_namespaces=tuple(typed), approvers=tuple(approvers),
+        )  # fmt: skip
+        self._append(
+            db, actor=approver, event="approval.recorded", result="ok", cs_id=cs_id,
+            target=None, details={"approval_id": approval.id, "op": op,
+                                  "expires_at": _iso(approval.expires_at),
+                                  "typed_namespaces": typed,
+                                  "approvers": list(approvers)},
+            at=created,
+        )  # fmt: skip
         return approval
 
     @staticmethod
@@ -1005,6 +1036,35 @@ class Ledger:
             )  # fmt: skip
         _log.info("ledger.approval_cancelled", approval_id=approval_id)
         return True
+
+    def cancel_approvals_in(
+        self,
+        db: sqlite3.Connection,
+        cs_id: str,
+        *,
+        actor: str,
+        naming: str | None = None,
+        now: float | None = None,
+    ) -> list[int]:
+        """Cancel the pending approvals of ``cs_id`` (only those whose approvers include
+        ``naming``, when given) inside a :meth:`transaction`; their ids."""
+        _check_text(actor, "actor")
+        moment = _now(now)
+        cancelled: list[int] = []
+        for approval_id, approvers_json in db.execute(
+            "SELECT id, approvers_json FROM approvals WHERE change_set_id = ? "
+            "AND state = 'pending' ORDER BY id",
+            (cs_id,),
+        ).fetchall():
+            if naming is not None and naming not in json.loads(approvers_json):
+                continue
+            db.execute("UPDATE approvals SET state = 'cancelled' WHERE id = ?", (approval_id,))
+            self._append(
+                db, actor=actor, event="approval.cancelled", result="ok", cs_id=cs_id,
+                target=None, details={"approval_id": approval_id}, at=moment,
+            )  # fmt: skip
+            cancelled.append(int(approval_id))
+        return cancelled
 
     # -- snapshots --
 

@@ -13,6 +13,14 @@ decision and dry run — a single-use approval is recorded in the ledger naming 
 and ``apply_changes`` can use it (it re-evaluates the policy once more). One decline by an
 enrolled approver declines the request and cancels an approval not yet used.
 
+Concurrency: the fresh check (OPA, the dry run: seconds) runs outside the ledger's write lock;
+then one ``BEGIN IMMEDIATE`` transaction checks again that the request is the same round, still
+pending and not expired, that the approver is active, not the same person twice and not a
+requester, inserts the decision, counts all the round's recorded decisions, and records the
+approval only if it moves the request from pending to approved. A decline landing during the
+fresh check therefore wins, and of two approvers approving at once the second sees the first.
+Only active approvers' decisions count (revocation also voids them: :mod:`sizeguard.approvers`).
+
 Everything here is synchronous (SQLite, OPA and the apiserver are called from the caller's
 worker thread).
 """
@@ -20,6 +28,7 @@ worker thread).
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -35,6 +44,7 @@ from sizeguard.server.strength import (
     Evidence,
     Strength,
     assess,
+    identity_key,
     needs_page,
     requester_identity,
 )
@@ -47,6 +57,7 @@ __all__ = [
     "PageSummary",
     "approval_status",
     "decide_with_passkey",
+    "declined_round",
     "history_for_page",
     "open_request",
     "page_summary",
@@ -181,17 +192,45 @@ def _load(service: Service, change_set_id: str) -> _Request | None:
     return None if row is None else _request(row)
 
 
-def _decisions(service: Service, request: _Request) -> list[PageDecision]:
-    """This round's decisions (made since the request was opened), oldest first."""
-    with service.ledger.snapshot() as db:
-        rows = db.execute(
-            "SELECT approver, action, at, credential_id FROM page_decisions "
-            "WHERE change_set_id = ? AND at >= ? ORDER BY at, id",
-            (request.change_set_id, request.requested_at),
-        ).fetchall()
+def _load_in(db: sqlite3.Connection, change_set_id: str) -> _Request | None:
+    row = db.execute(
+        f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE change_set_id = ?",  # noqa: S608 (constant column list)
+        (change_set_id,),
+    ).fetchone()
+    return None if row is None else _request(row)
+
+
+def _decisions_in(db: sqlite3.Connection, request: _Request) -> list[tuple[PageDecision, bool]]:
+    """This round's decisions (made since the request was opened, not voided), oldest first,
+    each with whether its approver is active now."""
+    rows = db.execute(
+        "SELECT d.approver, d.action, d.at, d.credential_id, EXISTS (SELECT 1 FROM approvers a "
+        "JOIN approver_credentials c ON c.approver = a.name WHERE a.name = d.approver "
+        "AND a.revoked_at IS NULL AND c.revoked_at IS NULL) FROM page_decisions d "
+        "WHERE d.change_set_id = ? AND d.at >= ? AND d.voided_at IS NULL ORDER BY d.at, d.id",
+        (request.change_set_id, request.requested_at),
+    ).fetchall()
     return [
-        PageDecision(approver=r[0], action=r[1], at=_iso(r[2]), passkey_id=r[3][:12]) for r in rows
+        (PageDecision(approver=r[0], action=r[1], at=_iso(r[2]), passkey_id=r[3][:12]), bool(r[4]))
+        for r in rows
     ]
+
+
+def _decisions(service: Service, request: _Request) -> list[tuple[PageDecision, bool]]:
+    with service.ledger.snapshot() as db:
+        return _decisions_in(db, request)
+
+
+def _approvals_of(decisions: list[tuple[PageDecision, bool]]) -> list[str]:
+    """The active approvers who approved, in order."""
+    return [d.approver for d, active in decisions if active and d.action == "approve"]
+
+
+def _strength_in(
+    db: sqlite3.Connection, request: _Request, requires: list[str], approvers: list[str]
+) -> Strength:
+    linked = Approvers.linked_approvers_in(db, request.requesters)
+    return assess(requires, request.requesters, Evidence(approvers=approvers), linked=linked)
 
 
 def _applied(service: Service, request: _Request) -> bool:
@@ -202,11 +241,15 @@ def _applied(service: Service, request: _Request) -> bool:
 
 
 def _status(
-    service: Service, request: _Request, now: float, decisions: list[PageDecision] | None = None
+    service: Service,
+    request: _Request,
+    now: float,
+    decisions: list[tuple[PageDecision, bool]] | None = None,
 ) -> ApprovalStatus:
     decisions = _decisions(service, request) if decisions is None else decisions
-    approvers = [d.approver for d in decisions if d.action == "approve"]
-    strength = assess(request.requires, request.requesters, Evidence(approvers=approvers))
+    approvers = _approvals_of(decisions)
+    with service.ledger.snapshot() as db:
+        strength = _strength_in(db, request, request.requires, approvers)
     state: RequestState = request.state
     if state == "pending" and request.expires_at <= now:
         state = "expired"
@@ -234,8 +277,8 @@ def _status(
         requires=list(strength.required),
         met=strength.met,
         missing=list(strength.missing),
-        approvers=list(dict.fromkeys(a.lower() for a in approvers)),
-        declined_by=[d.approver for d in decisions if d.action == "decline"],
+        approvers=list(dict.fromkeys(identity_key(a) or a for a in approvers)),
+        declined_by=[d.approver for d, _ in decisions if d.action == "decline"],
         message=message,
         url=page_url(service, request.change_set_id),
     )
@@ -319,6 +362,15 @@ def approval_status(
     return None if request is None else _status(service, request, _now(now))
 
 
+def declined_round(service: Service, change_set_id: str) -> list[str] | None:
+    """Who declined the change set's current round on the page; None when it is not
+    declined (``apply_changes`` refuses a declined change set whatever approval it finds)."""
+    request = _load(service, change_set_id)
+    if request is None or request.state != "declined":
+        return None
+    return [d.approver for d, _ in _decisions(service, request) if d.action == "decline"]
+
+
 # --- the page side ---------------------------------------------------------------------------
 
 
@@ -360,7 +412,7 @@ def page_summary(
     return PageSummary(
         status=_status(service, request, _now(now), decisions),
         preview=Preview.model_validate_json(request.preview_json),
-        decisions=decisions,
+        decisions=[d for d, _ in decisions],
     )
 
 
@@ -408,12 +460,13 @@ def record_page_decision(
     """Record an enrolled approver's decision (after their passkey assertion was verified).
 
     Refused (:class:`DecisionError`): no such request, not pending (declined, approved,
-    expired), the approver revoked or not enrolled, the requester approving their own
-    ``two_approvers`` change, the same person approving twice. When the approvals meet the
-    requirement, the policy and the dry run are checked again and a single-use approval naming
-    the approvers is recorded for ``apply_changes``."""
+    expired, or asked again meanwhile), the approver revoked or not enrolled, a requester (or an
+    approver linked to one) approving a ``two_approvers`` change, the same person approving
+    twice. When the approvals meet the requirement, the policy and the dry run are checked
+    again and a single-use approval naming the approvers is recorded for ``apply_changes``
+    (see the module docstring for the transaction that makes this safe)."""
     moment = _now(now)
-    name = approver.lower()
+    name = identity_key(approver) or approver
     request = _load(service, change_set_id)
     if request is None:
         raise DecisionError(
@@ -429,70 +482,139 @@ def record_page_decision(
             "expired" if current.state == "expired" else "not_pending",
             f"change set {change_set_id} is {current.state}; {current.message}",
         )
-    if name in current.approvers:
-        raise DecisionError(
-            "same_person",
-            f"{name} has already approved change set {change_set_id}; the same person "
-            "approving twice counts once, another approver must approve",
+    with service.ledger.snapshot() as db:  # the refusals, early (checked again below)
+        _check_approval(db, request, request, name, moment)
+        tentative = _strength_in(
+            db, request, request.requires, [*_approvals_of(_decisions_in(db, request)), name]
         )
-    if TWO_APPROVERS in request.requires and name in {
-        requester_identity(r) for r in request.requesters
-    }:
-        raise DecisionError(
-            "requester",
-            f"{name} requested change set {change_set_id}; a change that needs two approvers "
-            "must be approved by two other people",
-        )
-    approvers = [*current.approvers, name]
-    strength = assess(request.requires, request.requesters, Evidence(approvers=approvers))
-    preview: Preview | None = None
-    if strength.met:
-        preview, strength = _fresh_check(service, request, approvers)
+    preview = _fresh_check(service, request, tentative.counted) if tentative.met else None
     with service.ledger.transaction() as db:
-        if preview is not None:  # the policy's requirement now (it may have grown)
-            db.execute(
-                "UPDATE approval_requests SET requires_json = ? WHERE change_set_id = ?",
-                (json.dumps(sorted(strength.required)), change_set_id),
-            )
+        latest = _check_approval(db, request, _load_in(db, change_set_id), name, moment)
         db.execute(
             "INSERT INTO page_decisions (change_set_id, op, approver, action, credential_id, at) "
             "VALUES (?, ?, ?, 'approve', ?, ?)",
-            (change_set_id, request.op, name, passkey_id or "-", moment),
+            (change_set_id, latest.op, name, passkey_id or "-", moment),
+        )
+        strength = _strength_in(
+            db, latest, _requirement(latest, preview), _approvals_of(_decisions_in(db, latest))
         )
         service.ledger.audit_in(
             db, actor=f"approver:{name}", event="page.approved", result="recorded",
             change_set_id=change_set_id,
-            details={"approver": name, "op": request.op, "passkey_id": passkey_id[:12],
+            details={"approver": name, "op": latest.op, "passkey_id": passkey_id[:12],
                      "requirement_met": strength.met},
             now=moment,
         )  # fmt: skip
-        if strength.met:
-            db.execute(
-                "UPDATE approval_requests SET state = 'approved', decided_at = ? "
-                "WHERE change_set_id = ? AND state = 'pending'",
-                (moment, change_set_id),
-            )
-    if strength.met:
-        assert preview is not None
-        service.ledger.record_approval(
-            change_set_id,
-            request.op,
-            f"approver:{strength.counted[0]}",
-            now=moment,
-            typed_namespaces=tuple(preview.typed_confirmation),
-            approvers=strength.counted,
-        )
+        if preview is not None:
+            _settle_in(service, db, latest, preview, moment)
+    if strength.met and preview is None:
+        # met only with approvals recorded since the first look: check afresh, then settle
+        preview = _fresh_check(service, latest, strength.counted)
+        with service.ledger.transaction() as db:
+            again = _load_in(db, change_set_id)
+            if again is not None and _same_round(again, latest, moment):
+                _settle_in(service, db, again, preview, moment)
     _log.info("decisions.approved", change_set_id=change_set_id, met=strength.met)
     refreshed = _load(service, change_set_id)
     assert refreshed is not None
     return _status(service, refreshed, moment)
 
 
-def _fresh_check(
-    service: Service, request: _Request, approvers: list[str]
-) -> tuple[Preview, Strength]:
-    """The last approval: the policy, the dry run and the signing key again, and the
-    requirement against the policy's answer now (it may have grown)."""
+def _same_round(latest: _Request, request: _Request, moment: float) -> bool:
+    return (
+        latest.requested_at == request.requested_at
+        and latest.state == "pending"
+        and latest.expires_at > moment
+    )
+
+
+def _check_approval(
+    db: sqlite3.Connection, request: _Request, latest: _Request | None, name: str, moment: float
+) -> _Request:
+    """The refusals of an approval, against the ledger as it is in ``db`` (``request``: the
+    round the approver saw; ``latest``: the request now). Returns ``latest``."""
+    cs_id = request.change_set_id
+    if latest is None:
+        raise DecisionError("unknown_request", f"change set {cs_id} is not waiting for an approval")
+    if latest.requested_at != request.requested_at:
+        raise DecisionError(
+            "not_pending",
+            f"change set {cs_id} was asked for again meanwhile; reload the page and approve "
+            "again if it is still right",
+        )
+    if latest.state != "pending":
+        raise DecisionError(
+            "not_pending", f"change set {cs_id} was {latest.state} meanwhile; nothing recorded"
+        )
+    if latest.expires_at <= moment:
+        raise DecisionError("expired", f"change set {cs_id} was not decided in time")
+    if not Approvers.is_active_in(db, name):
+        raise DecisionError("revoked", f"{name} is not an enrolled approver (or was revoked)")
+    if name in _approvals_of(_decisions_in(db, latest)):
+        raise DecisionError(
+            "same_person",
+            f"{name} has already approved change set {cs_id}; the same person "
+            "approving twice counts once, another approver must approve",
+        )
+    if TWO_APPROVERS in latest.requires:
+        linked = Approvers.linked_approvers_in(db, latest.requesters)
+        if name in {requester_identity(r) for r in latest.requesters}:
+            raise DecisionError(
+                "requester",
+                f"{name} requested change set {cs_id}; a change that needs two approvers "
+                "must be approved by two other people",
+            )
+        if name in linked:
+            identities = ", ".join(latest.requesters)
+            raise DecisionError(
+                "requester",
+                f"{name} is linked to {identities}, who requested change set {cs_id}; a change "
+                "that needs two approvers must be approved by two other people",
+            )
+    return latest
+
+
+def _requirement(request: _Request, preview: Preview | None) -> list[str]:
+    """What the round requires: what the policy required when it was asked for, grown to the
+    fresh policy answer when there is one."""
+    return sorted(set(request.requires) | set(preview.policy.requires if preview else ()))
+
+
+def _settle_in(
+    service: Service, db: sqlite3.Connection, request: _Request, preview: Preview, moment: float
+) -> Strength:
+    """Inside a decision's transaction, after the fresh check: the strength of all the round's
+    recorded approvals against the requirement now, and, when it is met, the approval — only
+    if the request moves from pending to approved here (not declined, not approved already)."""
+    requires = _requirement(request, preview)
+    strength = _strength_in(db, request, requires, _approvals_of(_decisions_in(db, request)))
+    db.execute(  # the policy's requirement now (it may have grown)
+        "UPDATE approval_requests SET requires_json = ? WHERE change_set_id = ?",
+        (json.dumps(sorted(strength.required)), request.change_set_id),
+    )
+    if not strength.met:
+        return strength
+    moved = db.execute(
+        "UPDATE approval_requests SET state = 'approved', decided_at = ? "
+        "WHERE change_set_id = ? AND state = 'pending' AND requested_at = ?",
+        (moment, request.change_set_id, request.requested_at),
+    ).rowcount
+    if moved == 1:
+        service.ledger.record_approval_in(
+            db,
+            request.change_set_id,
+            request.op,
+            f"approver:{strength.counted[0]}",
+            now=moment,
+            typed_namespaces=tuple(preview.typed_confirmation),
+            approvers=strength.counted,
+        )
+    return strength
+
+
+def _fresh_check(service: Service, request: _Request, approvers: tuple[str, ...]) -> Preview:
+    """The last approval: the policy, the dry run and the signing key again (the caller
+    weighs the requirement against the policy's answer now: it may have grown)."""
     try:
         preview, _ = service.stored_preview(request.change_set_id, actor=f"approver:{approvers[0]}")
     except ServiceError as exc:
@@ -505,8 +627,7 @@ def _fresh_check(
         raise DecisionError(
             "not_approvable", "cannot be approved now: " + "; ".join(problems[:5] or ["denied"])
         )
-    requires = sorted(set(request.requires) | set(preview.policy.requires))
-    return preview, assess(requires, request.requesters, Evidence(approvers=approvers))
+    return preview
 
 
 def _decline(
@@ -522,27 +643,41 @@ def _decline(
             "expired" if current.state == "expired" else "not_pending",
             f"change set {request.change_set_id} is {current.state}; there is nothing to decline",
         )
+    cs_id = request.change_set_id
     with service.ledger.transaction() as db:
+        latest = _load_in(db, cs_id)
+        open_approval = db.execute(
+            "SELECT 1 FROM approvals WHERE change_set_id = ? AND state = 'pending' "
+            "AND expires_at > ?",
+            (cs_id, moment),
+        ).fetchone()
+        if latest is None or not (
+            (latest.state == "pending" and latest.expires_at > moment)
+            or (latest.state == "approved" and open_approval is not None)
+        ):
+            raise DecisionError(
+                "not_pending", f"change set {cs_id} was decided meanwhile; nothing to decline"
+            )
+        if not Approvers.is_active_in(db, name):
+            raise DecisionError("revoked", f"{name} is not an enrolled approver (or was revoked)")
         db.execute(
             "INSERT INTO page_decisions (change_set_id, op, approver, action, credential_id, at) "
             "VALUES (?, ?, ?, 'decline', ?, ?)",
-            (request.change_set_id, request.op, name, passkey_id or "-", moment),
+            (cs_id, latest.op, name, passkey_id or "-", moment),
         )
         db.execute(
             "UPDATE approval_requests SET state = 'declined', decided_at = ? "
             "WHERE change_set_id = ?",
-            (moment, request.change_set_id),
+            (moment, cs_id),
         )
         service.ledger.audit_in(
             db, actor=f"approver:{name}", event="page.declined", result="declined",
-            change_set_id=request.change_set_id,
-            details={"approver": name, "op": request.op, "passkey_id": passkey_id[:12]},
+            change_set_id=cs_id,
+            details={"approver": name, "op": latest.op, "passkey_id": passkey_id[:12]},
             now=moment,
         )  # fmt: skip
-    for approval in service.ledger.approvals(request.change_set_id):
-        if approval.state == "pending":
-            service.ledger.cancel_approval(approval.id, actor=f"approver:{name}", now=moment)
-    _log.info("decisions.declined", change_set_id=request.change_set_id)
-    refreshed = _load(service, request.change_set_id)
+        service.ledger.cancel_approvals_in(db, cs_id, actor=f"approver:{name}", now=moment)
+    _log.info("decisions.declined", change_set_id=cs_id)
+    refreshed = _load(service, cs_id)
     assert refreshed is not None
     return _status(service, refreshed, moment)

@@ -60,7 +60,7 @@ from sizeguard.changes import (
 )
 from sizeguard.cluster import ClusterError, create_body, patch_for
 from sizeguard.ledger import ApprovalRefusedError, LedgerError, Snapshot
-from sizeguard.server.decisions import approval_status, page_url
+from sizeguard.server.decisions import approval_status, declined_round, page_url
 from sizeguard.server.models import Execution, TargetOutcome
 from sizeguard.server.service import (
     ROLLBACK_SOURCE,
@@ -146,6 +146,23 @@ def apply_change_set(
         )
     op = change_set_op(stored.source)
     ledger = service.ledger
+    declined_by = declined_round(service, change_set_id)
+    if declined_by is not None:
+        ledger.append_audit(
+            actor=actor,
+            event=f"{op}.refused",
+            result="declined",
+            change_set_id=change_set_id,
+            details={"stage": "approval", "declined_by": declined_by},
+        )
+        return _refused(
+            change_set_id,
+            op,
+            f"not applied: change set {change_set_id} was declined on the approval page"
+            + (f" by {', '.join(declined_by)}" if declined_by else "")
+            + f"; nothing was changed. request_confirmation('{change_set_id}') asks again "
+            "(a new round)",
+        )
     try:
         approval = ledger.consume_approval(change_set_id, op)
     except ApprovalRefusedError as exc:
@@ -190,7 +207,10 @@ def apply_change_set(
     registry = Approvers(service.ledger)
     active = [name for name in approval.approvers if registry.is_active(name)]  # not revoked
     strength = assess(
-        decision.requires, requesters, Evidence(confirmed=True, typed=True, approvers=active)
+        decision.requires,
+        requesters,
+        Evidence(confirmed=True, typed=True, approvers=active),
+        linked=registry.linked_approvers(requesters),
     )
     if not strength.met:
         return _refuse(
@@ -207,7 +227,18 @@ def apply_change_set(
                 else ""
             ),
         )
-    signer = Signer(approval.approver, approval.approvers)
+    if approval.approvers and not active:
+        return _refuse(
+            service, change_set_id, op, actor, "approval_strength",
+            "every approver of this approval was revoked since; ask again with "
+            f"request_confirmation('{change_set_id}')",
+        )  # fmt: skip
+    # the signed approval names only approvers active now (revoked ones are left out)
+    signer = (
+        Signer(f"approver:{active[0]}", tuple(active))
+        if approval.approvers
+        else Signer(approval.approver)
+    )
 
     try:
         lives = service.read_current([refs_of(c) for c in change_set.changes])

@@ -11,13 +11,21 @@ approval.rego``); the levels, weakest first:
 A stronger proof meets the weaker requirements (a passkey approval after reading the summary
 on the page is more than a typed namespace). An unknown level cannot be met (fail closed).
 
-The requester rule: an approver whose name equals the requester's identity — the part after
-the first colon of ``token:NAME``, ``jwt:SUBJECT`` or ``stdio:USER``, compared without case —
-does not count for ``two_approvers``; the same person twice counts once.
+The requester rule: for ``two_approvers``, an approver who is the requester does not count;
+the same person twice counts once. An approver is the requester when their name equals the
+requester identity's name part — after the first colon of ``token:NAME``, ``jwt:SUBJECT`` or
+``stdio:USER`` — or when the identity is linked to them (``sizeguard approvers link``; the
+caller looks the links up and passes them as ``linked``). Names are compared after Unicode
+NFKC normalisation and case folding; a name part with anything outside a safe ASCII set
+(a-z 0-9 ``. _ @ + - : /``) matches no approver (approver names are ASCII only), so a
+look-alike such as a Cyrillic ``а`` cannot pass for an approver's name — and cannot be
+excluded by name either: only a link excludes it.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -31,6 +39,7 @@ __all__ = [
     "Evidence",
     "Strength",
     "assess",
+    "identity_key",
     "needs_page",
     "requester_identity",
     "strongest",
@@ -44,10 +53,22 @@ LEVELS: Final = (CONFIRMATION, TYPED, AUTHENTICATED, TWO_APPROVERS)
 _RANK: Final = {level: rank for rank, level in enumerate(LEVELS)}
 
 
-def requester_identity(requester: str) -> str:
-    """``token:alice`` -> ``alice`` (lower case); an identity without a colon as it is."""
+_SAFE: Final = re.compile(r"^[a-z0-9._@+:/-]{1,256}$")
+
+
+def identity_key(text: str) -> str | None:
+    """``text`` as identities are compared: NFKC-normalised, case-folded, stripped; None when
+    anything is left outside the safe ASCII set (such a name matches nothing)."""
+    key = unicodedata.normalize("NFKC", text).casefold().strip()
+    return key if _SAFE.match(key) else None
+
+
+def requester_identity(requester: str) -> str | None:
+    """The name part an approver's name is compared with: ``token:Alice`` -> ``alice``; an
+    identity without a colon as it is; None when it is not safe ASCII (it matches no
+    approver name)."""
     _, colon, rest = requester.partition(":")
-    return (rest if colon else requester).strip().lower()
+    return identity_key(rest if colon else requester)
 
 
 def strongest(requires: Iterable[str]) -> str:
@@ -112,19 +133,26 @@ def _words(level: str) -> str:
     }.get(level, f"{level!r}, a requirement this sizeguard does not know (it cannot be met)")
 
 
-def assess(requires: Iterable[str], requester: str | Iterable[str], evidence: Evidence) -> Strength:
+def assess(
+    requires: Iterable[str],
+    requester: str | Iterable[str],
+    evidence: Evidence,
+    *,
+    linked: Iterable[str] = (),
+) -> Strength:
     """Whether ``evidence`` meets ``requires`` for a change set requested by ``requester``
-    (one identity, or several: e.g. who requested it and who applies it)."""
+    (one identity, or several: e.g. who requested it and who applies it). ``linked``: the
+    approvers linked to those identities (:meth:`sizeguard.approvers.Approvers.linked_approvers`);
+    they are requesters too."""
     required = tuple(sorted(set(requires), key=lambda level: (_RANK.get(level, 99), level)))
-    requesters = (
-        {requester_identity(requester)}
-        if isinstance(requester, str)
-        else {requester_identity(r) for r in requester}
-    )
+    identities = [requester] if isinstance(requester, str) else list(requester)
+    requesters = {requester_identity(r) for r in identities} | {identity_key(n) for n in linked}
+    requesters.discard(None)
     distinct: list[str] = []
-    for name in evidence.approvers:
-        if name.lower() not in distinct:
-            distinct.append(name.lower())
+    for approver in evidence.approvers:
+        name = identity_key(approver) or approver
+        if name not in distinct:
+            distinct.append(name)
     counted = tuple(name for name in distinct if name not in requesters)
     not_counted = tuple(
         f"{name} requested the change and cannot be one of the two approvers"

@@ -13,9 +13,11 @@ from sizeguard.approvers import Approvers
 from sizeguard.ledger import Ledger
 from sizeguard.policy import ChangesetDecision, Finding
 from sizeguard.server import executor
+from sizeguard.server.decisions import open_request
 
 from .passkeys import enroll
 from .test_executor import FakeCluster, approved, claims, cpu, deployment, make_service
+from .test_page_decisions import preview_of
 
 PRODUCTION = ChangesetDecision(
     allowed=True,
@@ -124,3 +126,53 @@ def test_a_requirement_grown_since_the_approval_refuses(ledger: Ledger) -> None:
     service.decision = CRITICAL_PRODUCTION  # the policy changed in between
     result = executor.apply_change_set(service, cs_id, actor="token:bob")
     assert result.status == "refused" and "two_approvers" in result.message
+
+
+def test_a_declined_request_is_not_applied(ledger: Ledger) -> None:
+    """Even with an approval left over (the race a decline once lost): declined is final for
+    the round."""
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    enroll(Approvers(ledger), "alice")
+    cs_id = approved(service, "a")
+    open_request(service, preview_of(cs_id, ["authenticated_approver"]), op="apply", requester="x")
+    page_approved(ledger, cs_id, "alice")
+    with ledger.transaction() as db:
+        db.execute("UPDATE approval_requests SET state = 'declined', decided_at = 1")
+    service.decision = PRODUCTION
+    result = executor.apply_change_set(service, cs_id, actor="token:bob")
+    assert result.status == "refused" and "declined on the approval page" in result.message
+    assert cluster.patches == []
+    assert ledger.audit_entries(change_set_id=cs_id)[-1].result == "declined"
+
+
+def test_only_active_approvers_are_signed(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    registry = Approvers(ledger)
+    for name in ("alice", "carol", "dave"):
+        enroll(registry, name)
+    cs_id = approved(service, "a")
+    page_approved(ledger, cs_id, "alice", "carol", "dave")
+    registry.revoke("alice")
+    service.decision = CRITICAL_PRODUCTION
+    assert executor.apply_change_set(service, cs_id, actor="token:bob").status == "applied"
+    token = cluster.obj("a")["metadata"]["annotations"]["sizeguard.io/approval"]
+    assert (claims(token)["sub"], claims(token)["approvers"]) == (
+        "approver:carol",
+        ["carol", "dave"],
+    )
+
+
+def test_an_approver_linked_to_the_caller_does_not_count(ledger: Ledger) -> None:
+    cluster = FakeCluster(deployment("a"))
+    service = make_service(ledger, cluster)
+    registry = Approvers(ledger)
+    enroll(registry, "alice")
+    enroll(registry, "carol")
+    registry.link("carol", "token:local")
+    cs_id = approved(service, "a")
+    page_approved(ledger, cs_id, "alice", "carol")
+    service.decision = CRITICAL_PRODUCTION
+    result = executor.apply_change_set(service, cs_id, actor="token:local")
+    assert result.status == "refused" and "carol requested the change" in result.message

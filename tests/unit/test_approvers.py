@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from webauthn.helpers import base64url_to_bytes
 
-from sizeguard.approvers import ApproverError, Approvers, challenge_binding, normalize_name
+from sizeguard.approvers import (
+    MAX_OPEN_CHALLENGES,
+    ApproverError,
+    Approvers,
+    challenge_binding,
+    normalize_name,
+)
 from sizeguard.ledger import Ledger
 
 from .passkeys import ORIGIN, RP_ID, SoftPasskey, approve_as, enroll
@@ -258,3 +264,57 @@ def test_names(registry: Approvers) -> None:
             normalize_name(bad)
     with _Reason("invalid_ttl"):
         registry.invite("alice", ttl=0)
+
+
+def test_links_from_requester_identities_to_approvers(registry: Approvers) -> None:
+    enroll(registry, "alice")
+    registry.invite("bob")  # invited, not yet enrolled: may be linked already
+    registry.link("alice", "token:local")
+    registry.link("alice", "JWT:system:serviceaccount:ai:assistant")
+    registry.link("bob", "stdio:\uff42ob")  # NFKC: stdio:bob
+    assert registry.links() == [
+        ("alice", "jwt:system:serviceaccount:ai:assistant"),
+        ("alice", "token:local"),
+        ("bob", "stdio:bob"),
+    ]
+    assert registry.linked_approvers(["token:LOCAL"]) == {"alice"}
+    assert registry.linked_approvers(["stdio:bob", "token:other"]) == {"bob"}
+    assert registry.linked_approvers(["token:\u0430lice", "unauthenticated"]) == set()
+    registry.unlink("alice", "token:local")
+    assert registry.linked_approvers(["token:local"]) == set()
+    with _Reason("unknown_link"):
+        registry.unlink("alice", "token:local")
+
+
+@pytest.mark.parametrize(
+    "identity", ["local", "token:", "cert:alice", "token:\u0430lice", "token:a b", "x" * 300]
+)
+def test_a_link_needs_a_requester_identity(registry: Approvers, identity: str) -> None:
+    enroll(registry, "alice")
+    with _Reason("invalid_identity"):
+        registry.link("alice", identity)
+
+
+def test_a_link_needs_a_known_approver(registry: Approvers) -> None:
+    with _Reason("unknown_approver"):
+        registry.link("alcie", "token:local")
+
+
+def test_open_challenges_per_change_set_are_capped(registry: Approvers) -> None:
+    now = time.time()
+    for _ in range(MAX_OPEN_CHALLENGES):
+        registry.authentication_options(CS, "approve", rp_id=RP_ID, now=now)
+    with _Reason("too_many_challenges"):
+        registry.authentication_options(CS, "decline", rp_id=RP_ID, now=now)
+    registry.authentication_options(OTHER, "approve", rp_id=RP_ID, now=now)  # another: fine
+    # expired ones do not count
+    registry.authentication_options(CS, "approve", rp_id=RP_ID, now=now + 301)
+
+
+def test_a_spent_challenge_frees_its_place(registry: Approvers) -> None:
+    passkey = enroll(registry, "alice")
+    now = time.time()
+    for _ in range(MAX_OPEN_CHALLENGES - 1):
+        registry.authentication_options(CS, "approve", rp_id=RP_ID, now=now)
+    approve_as(registry, passkey, CS)  # issues one (the 16th) and spends it
+    registry.authentication_options(CS, "approve", rp_id=RP_ID, now=now)

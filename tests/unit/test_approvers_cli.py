@@ -79,3 +79,34 @@ def test_refusals_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     with pytest.raises(SystemExit) as usage:
         main(["approvers", "invite", "bob", "--ttl", "2d", "--ledger", str(ledger_path)])
     assert usage.value.code == 2
+
+
+def test_link_and_unlink_a_requester_identity(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ledger_path = str(tmp_path / "ledger.db")
+    run(capsys, "approvers", "invite", "alice", "--ledger", ledger_path)
+    code, out, _ = run(capsys, "approvers", "link", "Alice", "token:local", "--ledger", ledger_path)
+    assert (code, out.strip()) == (
+        0,
+        "linked token:local to alice: alice does not count as one of two approvers of a "
+        "change token:local requested",
+    )
+    code, out, _ = run(capsys, "approvers", "list", "--ledger", ledger_path)
+    assert out.splitlines()[-2:] == [
+        "requester identities linked to approvers:",
+        "  token:local -> alice",
+    ]
+    with Ledger(ledger_path) as ledger:
+        assert Approvers(ledger).linked_approvers(["token:local"]) == {"alice"}
+        assert ledger.audit_entries()[-1].event == "approver.linked"
+    code, _, err = run(capsys, "approvers", "link", "alice", "local", "--ledger", ledger_path)
+    assert code == 1 and "token:NAME, jwt:SUBJECT or stdio:USER" in err
+    code, out, _ = run(
+        capsys, "approvers", "unlink", "alice", "token:local", "--ledger", ledger_path
+    )
+    assert (code, out.strip()) == (0, "unlinked token:local from alice")
+    code, _, err = run(
+        capsys, "approvers", "unlink", "alice", "token:local", "--ledger", ledger_path
+    )
+    assert (code, err.strip()) == (1, "sizeguard: token:local is not linked to alice")

@@ -165,6 +165,7 @@ _VERSION_3_TABLES = (
     "approver_invites",
     "approver_credentials",
     "approvers",
+    "approver_links",
 )
 
 

@@ -338,3 +338,14 @@ def test_everyone_who_asked_in_a_round_is_a_requester(
         with pytest.raises(DecisionError) as own:
             record_page_decision(service, cs_id, name, "approve")
         assert reason_of(own) == "requester"
+
+
+def test_an_approver_linked_to_the_requester_cannot_approve_a_two_approver_change(
+    service: PreviewService, registry: Approvers
+) -> None:
+    cs_id = requested(service, CRITICAL_PRODUCTION, requester="token:local")
+    enroll(registry, "alice")
+    registry.link("alice", "token:local")
+    with pytest.raises(DecisionError, match="linked to token:local") as refused:
+        record_page_decision(service, cs_id, "alice", "approve")
+    assert refused.value.reason == "requester"

@@ -112,3 +112,37 @@ def test_missing_names_what_must_happen() -> None:
     assert verdict.missing == (AUTHENTICATED, TWO_APPROVERS)
     assert "namespace typed" not in verdict.describe()
     assert assess(PRODUCTION, "token:bob", Evidence()).missing == (AUTHENTICATED,)
+
+
+@pytest.mark.parametrize(
+    ("requester", "identity"),
+    [
+        ("token:\uff21lice", "alice"),  # fullwidth A: NFKC makes it the ASCII name
+        ("stdio:ALICE", "alice"),
+        ("token:\u0430lice", None),  # Cyrillic а: outside the safe set, never matches
+        ("jwt:al ice", None),
+        ("token:", None),
+    ],
+)
+def test_identities_are_compared_normalised_and_unsafe_ones_never_match(
+    requester: str, identity: str | None
+) -> None:
+    assert requester_identity(requester) == identity
+
+
+def test_a_confusable_requester_is_not_an_approver_by_name() -> None:
+    """The Cyrillic requester matches no approver name (approver names are ASCII); only a
+    link makes alice the requester."""
+    two = Evidence(approvers=["alice", "carol"])
+    assert assess(CRITICAL_PRODUCTION, "token:\u0430lice", two).met
+    verdict = assess(CRITICAL_PRODUCTION, "token:\u0430lice", two, linked=["alice"])
+    assert not verdict.met and verdict.counted == ("carol",)
+
+
+def test_approvers_linked_to_the_requester_do_not_count_for_two_approvers() -> None:
+    two = Evidence(approvers=["alice", "carol"])
+    assert assess(CRITICAL_PRODUCTION, "token:local", two).met
+    verdict = assess(CRITICAL_PRODUCTION, "token:local", two, linked=["Alice"])
+    assert not verdict.met and verdict.counted == ("carol",)
+    assert "alice requested the change" in verdict.describe()
+    assert assess(PRODUCTION, "token:local", two, linked=["alice"]).met  # one approver: may

@@ -15,6 +15,12 @@ import data.sizeguard.lib
 
 # METADATA
 # description: |
+#   The version of the approval levels requires names, in the decision as approval_levels
+#   (sizeguard.policy.APPROVAL_LEVELS): the server refuses a change set decision without it.
+approval_levels := 1
+
+# METADATA
+# description: |
 #   The approval levels sizeguard knows, weakest first: confirmation, typed_confirmation,
 #   authenticated_approver, two_approvers.
 known_approval_levels := {"confirmation", "typed_confirmation", "authenticated_approver", "two_approvers"}

@@ -89,3 +89,9 @@ test_shipped_approval_defaults if {
 	lib.config.approval.critical == ["typed_confirmation", "authenticated_approver"]
 	lib.config.approval.critical_production == ["typed_confirmation", "authenticated_approver", "two_approvers"]
 }
+
+test_the_decision_says_its_requires_come_from_approval_rego if {
+	d := changeset.decision with input as changes_input([web_change("shop-prod", 100, 120)])
+		with lib.config as lib_test.fixture
+	d.approval_levels == 1
+}

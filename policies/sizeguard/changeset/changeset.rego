@@ -13,8 +13,10 @@ import data.sizeguard.lib
 # METADATA
 # title: Change set decision
 # description: |
-#   {allowed, risk, violations, warnings, requires}: allowed is true when there are no
-#   violations; each violation and warning is {code, target, message}.
+#   {allowed, risk, violations, warnings, requires, approval_levels}: allowed is true when
+#   there are no violations; each violation and warning is {code, target, message};
+#   approval_levels says requires names the levels of approval.rego (the server refuses a
+#   decision without it: policies older than the approval page).
 # entrypoint: true
 decision := {
 	"allowed": count(violations) == 0,
@@ -22,6 +24,7 @@ decision := {
 	"violations": sort(violations),
 	"warnings": sort(warnings),
 	"requires": sort(requires),
+	"approval_levels": approval_levels,
 }
 
 # METADATA

@@ -383,6 +383,7 @@ test_hpa_create_allowed_with_a_warning if {
 			]),
 		}],
 		"requires": [],
+		"approval_levels": 1,
 	}
 }
 
@@ -435,7 +436,7 @@ test_hpa_delete_in_production_warns_that_the_workload_stays if {
 test_hpa_delete_outside_production_has_no_warning if {
 	d := changeset.decision with input as one("HorizontalPodAutoscaler", "shop", new_hpa(2, 10), null)
 		with lib.config as lib_test.fixture
-	d == {"allowed": true, "risk": "medium", "violations": [], "warnings": [], "requires": []}
+	d == {"allowed": true, "risk": "medium", "violations": [], "warnings": [], "requires": [], "approval_levels": 1}
 }
 
 test_hpa_delete_in_a_frozen_namespace_denied if {

@@ -67,7 +67,7 @@ test_production_increase_needs_an_authenticated_approver if {
 test_small_change_is_low_risk if {
 	d := changeset.decision with input as changes_input([web_change("shop", 100, 120)])
 		with lib.config as lib_test.fixture
-	d == {"allowed": true, "risk": "low", "violations": [], "warnings": [], "requires": []}
+	d == {"allowed": true, "risk": "low", "violations": [], "warnings": [], "requires": [], "approval_levels": 1}
 }
 
 test_warned_change_is_medium_risk if {
