@@ -37,7 +37,7 @@ from sizeguard.server.app import build_app
 from sizeguard.server.decisions import approval_status, open_request
 from sizeguard.server.models import Edit
 from sizeguard.server.page.app import build_page_app
-from sizeguard.server.page.runner import PageServer, listen, start_page_server
+from sizeguard.server.page.runner import PageServer, listen_page, start_page_server
 from sizeguard.server.page.security import ApprovalOrigin, parse_approval_url
 from sizeguard.server.service import Service
 
@@ -62,11 +62,13 @@ def service(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def page(service: Service) -> Iterator[ApprovalOrigin]:
-    sock = listen("127.0.0.1", 0)
-    port = int(sock.getsockname()[1])
+    # as `sizeguard serve` listens for a localhost URL: 127.0.0.1 and ::1, one free port
+    socks = listen_page("127.0.0.1", 0, localhost=True)
+    port = int(socks[0].getsockname()[1])
     approval = parse_approval_url(f"http://localhost:{port}")
     service.approval_url = approval.url
-    server: PageServer = start_page_server(build_page_app(service, approval, bound_port=port), sock)
+    app = build_page_app(service, approval, bound_port=port)
+    server: PageServer = start_page_server(app, socks)
     yield approval
     server.stop()
 
@@ -242,6 +244,8 @@ def test_a_production_change_is_approved_on_the_page_then_applied_and_admitted(
     page: ApprovalOrigin,
     people: list[str],
 ) -> None:
+    from selenium.webdriver.common.by import By
+
     obj = workload(sandbox, "web")
     before = live_state(sandbox, obj)
     edit = {"kind": "Deployment", "namespace": NS, "name": obj["metadata"]["name"], "replicas": 3}
@@ -265,8 +269,13 @@ def test_a_production_change_is_approved_on_the_page_then_applied_and_admitted(
     kind, text = decide(browser, url, "approve", shot="approval-page-change")
     assert kind == "done", text
     assert "Approved by alice" in text
+    # a passkey approval meets the weaker levels too: nothing is still needed
+    assert "still needed" not in text and "typed by a person" not in text, text
     status = approval_status(service, cs)
     assert status is not None and status.state == "approved" and status.approvers == ["alice"]
+    browser.driver.get(url)
+    state = browser.driver.find_element(By.ID, "state-message").text
+    assert "met" in state and "still needed" not in state, state
 
     applied = run(call(app, "apply_changes", {"change_set_id": cs}))
     assert applied["status"] == "applied", applied

@@ -163,6 +163,19 @@ def test_the_lists_and_the_summary_render_with_a_csrf_cookie_and_locked_down_hea
     assert page.client.get("/changes/not-an-id").status_code == 404
 
 
+def test_the_change_page_shows_its_change_set_id_where_the_approver_decides(page: Page) -> None:
+    """The id the assistant named is in the title, beside the buttons and on Approve itself:
+    a page that shows another change set than the one asked about is visible as such."""
+    summary = page.client.get(f"/changes/{page.cs_id}").text
+    title = re.search(r"<title>(.*?)</title>", summary, re.S)
+    assert title is not None and page.cs_id in title.group(1)
+    approve = re.search(r'<button[^>]*id="approve"[^>]*>(.*?)</button>', summary, re.S)
+    assert approve is not None
+    assert " ".join(re.sub(r"<[^>]+>", " ", approve.group(1)).split()) == f"Approve {page.cs_id}"
+    near = re.search(r'id="decision-change-set">([^<]*)<', summary)
+    assert near is not None and near.group(1) == page.cs_id
+
+
 def test_no_decision_by_get(page: Page) -> None:
     for path in (f"/changes/{page.cs_id}/decide", f"/changes/{page.cs_id}/options"):
         assert page.client.get(path, params={"action": "approve"}).status_code == 405

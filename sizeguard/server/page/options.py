@@ -2,8 +2,11 @@
 
 --approval-url URL      the address people reach the page by (default
                         http://localhost:PORT); its host is the passkeys' relying party
---approval-host ADDR    where the page listens (default 127.0.0.1)
---approval-port PORT    its port (default 8765; 0 picks a free one)
+--approval-host ADDR    where the page listens (default 127.0.0.1; with a localhost
+                        approval URL, on ::1 as well)
+--approval-port PORT    its port (default 8765; 0 picks one free on every address); a
+                        port taken on any of them stops serve: nothing else may answer
+                        the approval URL
 --no-approval-page      do not serve it (changes that need an authenticated approver
                         are then approved on the page of another server on this ledger)
 """
@@ -66,14 +69,16 @@ def add_page_flags(parser: argparse.ArgumentParser) -> None:
         "--approval-host",
         default="127.0.0.1",
         metavar="ADDR",
-        help="the address the page listens on (default 127.0.0.1; 0.0.0.0 in a pod)",
+        help="the address the page listens on (default 127.0.0.1; 0.0.0.0 in a pod); with a "
+        "localhost approval URL it listens on ::1 too, where browsers look first",
     )
     page.add_argument(
         "--approval-port",
         type=int,
         default=DEFAULT_APPROVAL_PORT,
         metavar="PORT",
-        help=f"the page's port (default {DEFAULT_APPROVAL_PORT}; 0: a free port)",
+        help=f"the page's port (default {DEFAULT_APPROVAL_PORT}; 0: a free port). serve "
+        "refuses to start when it is taken on any address the page listens on",
     )
     page.add_argument(
         "--no-approval-page",
@@ -91,6 +96,11 @@ class PageOptions:
 
     def origin_for(self, bound_port: int) -> ApprovalOrigin:
         return self.approval or parse_approval_url(default_approval_url(bound_port))
+
+    @property
+    def localhost(self) -> bool:
+        """The approval URL names ``localhost``: the page must own both loopback addresses."""
+        return self.approval is None or self.approval.host == "localhost"
 
 
 def page_options(args: argparse.Namespace) -> PageOptions | None:
@@ -112,27 +122,48 @@ def page_options(args: argparse.Namespace) -> PageOptions | None:
 
 def start_page(
     options: PageOptions, build: Callable[[ApprovalOrigin, int], ASGIApp]
-) -> tuple[PageServer | None, ApprovalOrigin]:
+) -> tuple[PageServer, ApprovalOrigin]:
     """Listen first (the bound port decides which loopback names redirect to the approval
-    URL), then serve the app ``build(approval, port)`` makes. A taken port is a warning, not
-    the end of the MCP server: the changes that need the page wait until one is served (by
-    another server on the same ledger, say)."""
-    from sizeguard.server.page.runner import PageStartError, listen, start_page_server
+    URL), then serve the app ``build(approval, port)`` makes. With a ``localhost`` approval
+    URL the page listens on 127.0.0.1 and ::1 alike (:func:`.runner.page_addresses`).
 
+    Fails closed: a port that is taken on any of those addresses, or a page that does not
+    start, is a :class:`CommandError` before any approval URL is handed out. A program
+    already listening there would answer the approvers' browsers under the page's origin."""
+    from sizeguard.server.page.runner import (
+        PageStartError,
+        listen_page,
+        show,
+        start_page_server,
+    )
+
+    url = options.approval.url if options.approval else "http://localhost:PORT"
     try:
-        sock = listen(options.host, options.port)
+        socks = listen_page(options.host, options.port, localhost=options.localhost)
     except PageStartError as exc:
-        _log.warning("page.not_started", detail=str(exc))
-        print(f"warning: {exc}; approvals that need a passkey wait for a page", file=sys.stderr)
-        return None, options.origin_for(options.port)
-    port = int(sock.getsockname()[1])
+        _log.error("page.not_started", detail=str(exc))
+        raise CommandError(_not_started(exc, url)) from None
+    port = int(socks[0].getsockname()[1])
     approval = options.origin_for(port)
-    server = start_page_server(build(approval, port), sock)
-    print(f"approval page on {approval.url} (listening on {options.host}:{port})", file=sys.stderr)
+    try:
+        server = start_page_server(build(approval, port), socks)
+    except PageStartError as exc:
+        _log.error("page.not_started", detail=str(exc))
+        raise CommandError(_not_started(exc, approval.url)) from None
+    where = " and ".join(show(address, port) for address in server.addresses)
+    print(f"approval page on {approval.url} (listening on {where})", file=sys.stderr)
     return server, approval
 
 
-def serve_page(options: PageOptions, service: Service) -> PageServer | None:
+def _not_started(exc: Exception, url: str) -> str:
+    return (
+        f"{exc}; serve does not start rather than send approvers to {url}, which another "
+        "program could answer: free the port, choose another with --approval-port PORT "
+        "(0: a free one), or serve without the page with --no-approval-page"
+    )
+
+
+def serve_page(options: PageOptions, service: Service) -> PageServer:
     """The approval page over ``service``'s ledger, for `sizeguard serve`; the service learns
     its address (the URL ``request_confirmation`` gives and invites link to)."""
     from sizeguard.server.page.app import build_page_app
