@@ -18,7 +18,10 @@ key can sign approvals.
   ``clientDataJSON``, spends it (a replayed assertion finds it spent), checks that it was issued
   for this change set and action, then lets py_webauthn verify the signature, the RP id, the
   origin, user presence and verification, and the sign count (a counter that did not grow is a
-  cloned authenticator: refused). A revoked approver, or a revoked passkey, is refused.
+  cloned authenticator: refused; authenticators that always report 0 cannot be checked so).
+  At most :data:`MAX_OPEN_CHALLENGES` unexpired, unused challenges per change set (or
+  invite), so that asking for options cannot fill the ledger. A revoked approver, or a
+  revoked passkey, is refused.
 
 - **Links.** :meth:`Approvers.link` records that a requester identity (``token:NAME``,
   ``jwt:SUBJECT``, ``stdio:USER``) is an approver, so that the requester rule of
