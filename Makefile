@@ -1,12 +1,13 @@
-# Each target installs what it needs: the virtualenv (.venv) and the pinned tools
-# (scripts/install-tools, cached in ~/.cache/sizeguard/tools).
+# Each target installs what it needs: the virtualenv (.venv), the pinned tools
+# (scripts/install-tools, cached in ~/.cache/sizeguard/tools) and the browser the approval
+# page's tests and the demo drive (scripts/install-browser: Debian's chromium + chromium-driver).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= .sandbox/demo
 
-.PHONY: test demo demo-down lint unit integration policy-test tools venv bench clean
+.PHONY: test demo demo-down lint unit integration policy-test tools browser venv bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> virtualenv $(VENV)"
@@ -19,6 +20,9 @@ venv: $(STAMP)
 
 tools:
 	@scripts/install-tools
+
+browser:
+	@scripts/install-browser
 
 lint: $(STAMP)
 	@echo "==> ruff"
@@ -34,16 +38,16 @@ policy-test: tools
 unit: $(STAMP)
 	@$(BIN)/pytest tests/unit
 
-integration: $(STAMP) tools
+integration: $(STAMP) tools browser
 	@$(BIN)/pytest tests/integration
 
 # The whole suite: lint, policy tests, unit and integration tests (real sandbox).
-test: $(STAMP) tools lint policy-test
+test: $(STAMP) tools browser lint policy-test
 	@echo "==> pytest (unit + integration)"
 	@$(BIN)/pytest
 
 # The sandbox with the webhook, the MCP server over HTTP, the walkthrough; Ctrl-C stops it all.
-demo: $(STAMP) tools
+demo: $(STAMP) tools browser
 	@DEMO_DIR=$(DEMO_DIR) scripts/demo
 
 demo-down: $(STAMP)

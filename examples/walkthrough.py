@@ -1,7 +1,8 @@
 """The whole sizeguard flow through MCP, as an assistant and a human would run it.
 
-    python examples/walkthrough.py --url http://127.0.0.1:8765/mcp --token-file FILE
+    python examples/walkthrough.py --url http://127.0.0.1:8000/mcp --token-file FILE
         [--namespace shop-staging] [--workload api] [--kubeconfig FILE]
+        [--approval-url http://localhost:8765 --ledger FILE [--screenshots DIR]]
 
 It connects to a running ``sizeguard serve --transport http`` with ``fastmcp.Client``,
 presenting the server's bearer token (``--token-file``: the file ``serve`` created), after
@@ -9,15 +10,24 @@ showing that the server refuses a request without it and one from a foreign web 
 Then it scans, previews a change set from the recommendations, asks for confirmation (this
 script plays the human: it prints the question and answers "approve"), applies it, shows
 that the cluster itself refuses an unapproved ``kubectl`` patch, reads the history, rolls
-back (with its own confirmation) and prints the report. ``make demo`` runs it against the
-sandbox.
+back (with its own confirmation) and prints the report.
+
+With ``--approval-url`` and ``--ledger`` (the server's), it then makes a production change
+(``--prod-namespace``/``--prod-workload``: its requests halved), which the
+policy gives to an enrolled approver: ``request_confirmation`` answers with the approval page's
+URL, an approver is invited (``sizeguard approvers invite``), enrols a passkey and approves on
+the page — here a headless Chromium with a virtual passkey plays that person (with no
+Chromium, it says how a person does it) — and ``apply_changes`` applies it. ``make demo``
+runs it against the sandbox.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,7 +204,11 @@ async def walkthrough(args: argparse.Namespace) -> int:
             f"{rollback.get('status', 'not applied')}: {rollback.get('message', '')}"
         )
 
-        step(10, "generate_report")
+        production = None
+        if args.approval_url and args.ledger:
+            production = await on_the_page(client, args)
+
+        step(12 if args.approval_url and args.ledger else 10, "generate_report")
         markdown = (await client.call_tool("generate_report", {})).structured_content["markdown"]
         say(markdown)
     ok = (
@@ -202,9 +216,136 @@ async def walkthrough(args: argparse.Namespace) -> int:
         and refused
         and outcome["execution"] is not None
         and outcome["execution"]["status"] == "applied"
+        and production is not False
     )
     print("\nwalkthrough " + ("complete: every step behaved as it should" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def find_url(answer: Any, pattern: str = r"https?://[^\s\"']+/changes/cs-[0-9a-f]{20}") -> str:
+    match = re.search(pattern, json.dumps(answer))
+    return match.group(0) if match else ""
+
+
+def invite(args: argparse.Namespace, name: str) -> str:
+    """`sizeguard approvers invite NAME`, as the server's administrator runs it: the link."""
+    sizeguard = Path(sys.executable).with_name("sizeguard")
+    command = [str(sizeguard), "approvers", "invite", name, "--ledger", args.ledger,
+               "--approval-url", args.approval_url]  # fmt: skip
+    say("$ sizeguard approvers invite " + name + " --ledger … --approval-url " + args.approval_url)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    out = done.stdout.strip()
+    link = re.search(r"https?://\S+/enroll/[A-Za-z0-9_-]+", out)
+    say(re.sub(r"/enroll/[A-Za-z0-9_-]+", "/enroll/<one-time token>", out or done.stderr), 6)
+    return link.group(0) if link else ""
+
+
+class Approver:
+    """A person with a passkey, played by headless Chromium with a virtual WebAuthn
+    authenticator (user verification given): enrols through the invite link, approves on
+    the page. ``shots``: save screenshots of the page there."""
+
+    def __init__(self, browser: Any, person: str, shots: Path | None) -> None:
+        self.browser, self.shots = browser, shots
+        browser.as_person(person)
+
+    def answer(self) -> str:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def settled(driver: Any) -> Any:
+            element = driver.find_element(By.ID, "status")
+            kind = element.get_attribute("class") or ""
+            return element if ("done" in kind or "refused" in kind) else False
+
+        element = WebDriverWait(self.browser.driver, 60).until(settled)
+        return f"{element.get_attribute('class').split()[-1]}: {element.text}"
+
+    def open(self, url: str, shot: str = "") -> Any:
+        from selenium.webdriver.common.by import By
+
+        self.browser.driver.get(url)
+        if shot and self.shots is not None:
+            self.browser.screenshot(self.shots / f"{shot}.png")
+        return lambda element_id: self.browser.driver.find_element(By.ID, element_id)
+
+    def enrol(self, link: str) -> bool:
+        find = self.open(link, "approval-page-enroll")
+        say(f"{self.browser.person} opens the invite link: “{find('enroll').text}” button")
+        find("enroll").click()
+        said = self.answer()
+        say(f"registers a passkey (the virtual authenticator verifies the user) -> {said}")
+        return said.startswith("done")
+
+    def approve(self, base: str, url: str) -> bool:
+        self.open(f"{base}/", "approval-page-pending")
+        find = self.open(url, "approval-page-change")
+        say(f"opens {url}: the summary, state {find('state').text}")
+        find("approve").click()
+        said = self.answer()
+        say(f"presses Approve, unlocks the passkey -> {said}")
+        return said.startswith("done")
+
+
+async def on_the_page(client: Client[Any], args: argparse.Namespace) -> bool:
+    """A production change: approved by an enrolled person on the approval page."""
+    ns, name = args.prod_namespace, args.prod_workload
+    step(10, f"a production change ({ns}/{name}): the policy wants an enrolled approver")
+    # Halving an over-provisioned container's requests: within the policy's limits (a 90%
+    # cut, which its 14-day recommendation asks for, is denied even with an approval).
+    edit = {"kind": "Deployment", "namespace": ns, "name": name, "container": name,
+            "cpu_request": "1", "memory_request": "2Gi",
+            "reason": "over-provisioned: 14-day p95 CPU 0.05 cores, memory ~230Mi"}  # fmt: skip
+    preview = (await client.call_tool("preview_changes", {"edits": [edit]})).structured_content
+    cs = preview["change_set_id"]
+    policy = preview["policy"]
+    say(f"change set {cs}: risk {policy['risk']}, requires {', '.join(policy['requires'])}")
+    for d in preview["diff"]:
+        say(d["target"])
+        for line in d["lines"]:
+            say(line, 6)
+    asked = (
+        await client.call_tool("request_confirmation", {"change_set_id": cs})
+    ).structured_content
+    say(f"request_confirmation: {asked['status']}: {asked['message']}")
+    if asked["status"] not in ("pending", "approved"):
+        return False
+    url = find_url(asked) or f"{args.approval_url.rstrip('/')}/changes/{cs}"
+    say(f"the approval page: {url}")
+    early = (await client.call_tool("apply_changes", {"change_set_id": cs})).structured_content
+    say(f"apply_changes now: {early['status']}: {early['message']}")
+
+    step(11, "a person approves on the page with a passkey; then apply_changes")
+    link = invite(args, args.approver)
+    if not link:
+        say("no invite link: cannot show the page's approval")
+        return False
+    from sizeguard.sandbox.browser import browser_available
+
+    if not browser_available():
+        say(
+            "no Chromium here (scripts/install-browser). A person would: open the invite link "
+            "in their browser and register a passkey; open " + url + ", read the summary and "
+            "press Approve (the passkey asks for a fingerprint or PIN); then the assistant "
+            f"calls apply_changes('{cs}')."
+        )
+        return True
+    from sizeguard.sandbox.browser import start_browser
+
+    shots = Path(args.screenshots) if args.screenshots else None
+    base = args.approval_url.rstrip("/")
+    with start_browser() as browser:
+        person = Approver(browser, args.approver, shots)
+        if not (person.enrol(link) and person.approve(base, url)):
+            return False
+        applied = (
+            await client.call_tool("apply_changes", {"change_set_id": cs})
+        ).structured_content
+        say(f"apply_changes: {applied['status']}: {applied['message']}")
+        person.open(f"{base}/", "approval-page-history")
+    if shots is not None:
+        say(f"screenshots of the page: {shots}/approval-page-*.png")
+    return bool(applied["status"] == "applied")
 
 
 def unapproved(args: argparse.Namespace, ns: str, name: str) -> bool:
@@ -249,6 +390,13 @@ def main() -> int:
         default=os.environ.get("KUBECONFIG"),
         help="for the unapproved kubectl patch (default: $KUBECONFIG)",
     )
+    page = parser.add_argument_group("the approval page (a production change)")
+    page.add_argument("--approval-url", help="the page's address, e.g. http://localhost:8765")
+    page.add_argument("--ledger", help="the server's ledger (to invite the approver)")
+    page.add_argument("--prod-namespace", default="shop-prod")
+    page.add_argument("--prod-workload", default="checkout", help="a Deployment in it")
+    page.add_argument("--approver", default="demo-approver", help="the person invited")
+    page.add_argument("--screenshots", metavar="DIR", help="save the page's screenshot there")
     args = parser.parse_args()
     try:
         return asyncio.run(walkthrough(args))

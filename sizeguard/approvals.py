@@ -43,7 +43,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,7 @@ __all__ = [
     "APPROVAL_ANNOTATION",
     "APPROVAL_TTL_SECONDS",
     "APPROVAL_TYP",
+    "APPROVER_SUBJECT_PREFIX",
     "CREATE_TTL_SECONDS",
     "DELETE_TTL_SECONDS",
     "ISSUER",
@@ -139,6 +140,9 @@ VerifyCode = Literal[
 _KID_RE: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 digest
 _COMPACT_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _UUID4_RE: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+# An enrolled approver's name (sizeguard.approvers), and the sub of a page approval.
+_APPROVER_RE: Final = r"^[a-z0-9][a-z0-9._@+-]{0,63}$"
+APPROVER_SUBJECT_PREFIX: Final = "approver:"
 _HEADER_KEYS: Final = frozenset({"alg", "typ", "kid"})
 _JWK_KEYS: Final = frozenset({"kty", "crv", "x", "kid", "use", "alg"})
 _MAX_KEY_FILE: Final = 64 * 1024
@@ -562,11 +566,26 @@ class ApprovalClaims(BaseModel):
     rv: Annotated[str, Field(min_length=1, max_length=64)] | None
     from_: GuardedState | None = Field(alias="from")
     to: GuardedState | None
+    # The enrolled approvers who approved on the approval page with a passkey (issue 16), in
+    # the order they approved; ``sub`` is then ``approver:<the first>``. Absent (None) for a
+    # confirmation given in the MCP client or a terminal, so that a webhook older than this
+    # claim still accepts those approvals (it rejects unknown claims: upgrade webhooks first).
+    approvers: (
+        Annotated[
+            list[Annotated[str, Field(pattern=_APPROVER_RE)]], Field(min_length=1, max_length=10)
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ApprovalClaims:
         if not self.iat <= self.nbf < self.exp:
             raise ValueError("claims must satisfy iat <= nbf < exp")
+        if self.approvers is not None:
+            if len(set(self.approvers)) != len(self.approvers):
+                raise ValueError("approvers must be different people")
+            if self.sub != f"{APPROVER_SUBJECT_PREFIX}{self.approvers[0]}":
+                raise ValueError("sub must be approver:<the first of approvers>")
         if self.exp - self.iat > lifetime(self.op):
             raise ValueError(f"a {self.op} approval lives at most {lifetime(self.op)} s")
         creates, deletes = self.op == "create", self.op == "delete"
@@ -609,13 +628,16 @@ def mint_approval(
     before: GuardedState | None,
     after: GuardedState | None,
     subject: str,
+    approvers: Sequence[str] = (),
     resource_version: str | None = None,
     now: float | None = None,
 ) -> str:
     """Sign an approval for one object's transition ``before`` -> ``after`` (None: no object).
 
     ``resource_version`` is the live object's ``metadata.resourceVersion`` for an update
-    (``apply``/``rollback``): the approval admits only the write made against that version."""
+    (``apply``/``rollback``): the approval admits only the write made against that version.
+    ``approvers``: the enrolled approvers who approved on the page (the ``approvers`` claim,
+    left out when empty); ``subject`` is then ``approver:<the first>``."""
     if before == after:
         raise ValueError(f"{target.ref()}: nothing to approve, before and after are equal")
     issued = int(time.time() if now is None else now)
@@ -634,12 +656,15 @@ def mint_approval(
                 "rv": resource_version,
                 "from": before,
                 "to": after,
+                "approvers": list(approvers) or None,
             }
         )
     except ValidationError as exc:
         raise ValueError(f"{target.ref()}: cannot approve this: {exc.errors()[0]['msg']}") from None
     token = jwt.encode(
-        claims.model_dump(mode="json", by_alias=True),
+        claims.model_dump(
+            mode="json", by_alias=True, exclude={"approvers"} if claims.approvers is None else None
+        ),
         key.private_key,
         algorithm=ALGORITHM,
         headers={"typ": APPROVAL_TYP, "kid": key.kid},
@@ -659,6 +684,7 @@ def mint_for_change(
     change_set_id: str,
     op: Op,
     subject: str,
+    approvers: Sequence[str] = (),
     resource_version: str | None = None,
     now: float | None = None,
 ) -> str:
@@ -679,6 +705,7 @@ def mint_for_change(
         before=before,
         after=after,
         subject=subject,
+        approvers=approvers,
         resource_version=resource_version,
         now=now,
     )
@@ -876,9 +903,15 @@ def _check_object(
     return VerifyResult(
         ok=True,
         code="ok",
-        message=f"approved by {claims.sub} (change set {claims.cs}, {claims.op})",
+        message=f"approved by {_approved_by(claims)} (change set {claims.cs}, {claims.op})",
         claims=claims,
     )
+
+
+def _approved_by(claims: ApprovalClaims) -> str:
+    if claims.approvers is None:
+        return claims.sub
+    return " and ".join(f"{APPROVER_SUBJECT_PREFIX}{name}" for name in claims.approvers)
 
 
 def _verified_claims(token: object, trusted: TrustedKeys) -> ApprovalClaims | VerifyResult:

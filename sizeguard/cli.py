@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sizeguard.scan_commands",
     "sizeguard.webhook_commands",
     "sizeguard.server_commands",
+    "sizeguard.approver_commands",
     "sizeguard.audit_commands",
     "sizeguard.docs_commands",
 )

@@ -67,7 +67,7 @@ __all__ = [
     "scrub_details",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPROVAL_TTL_SECONDS: Final = 300
 GENESIS_HASH: Final = "0" * 64
 LEDGER_ENV: Final = "SIZEGUARD_LEDGER"
@@ -177,6 +177,9 @@ class Approval(BaseModel):
     used_at: float | None
     typed_namespaces: tuple[str, ...] = ()
     """The namespaces the human typed (production or critical targets), checked again at apply."""
+    approvers: tuple[str, ...] = ()
+    """The enrolled approvers (names) who approved on the approval page with a passkey; empty
+    for a confirmation answered in the MCP client or a terminal."""
 
 
 class Snapshot(BaseModel):
@@ -376,8 +379,97 @@ _CREATED_TABLE: Final = """
         PRIMARY KEY (change_set_id, uid)
     );
     """
+# Version 3: the approvers registry (sizeguard.approvers) — people enrolled with a passkey,
+# their credentials, one-time invites (hashed), server-issued WebAuthn challenges — the
+# requests for approval on the page, the page's decisions (voided when their approver is
+# revoked before the request is decided), the links from requester identities to approvers,
+# and the approvers of an approval.
+_APPROVER_TABLES: Final = (
+    """
+    CREATE TABLE approvers (
+        name       TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
+    """
+    CREATE TABLE approver_credentials (
+        credential_id TEXT PRIMARY KEY,
+        approver      TEXT NOT NULL REFERENCES approvers(name),
+        public_key    BLOB NOT NULL,
+        sign_count    INTEGER NOT NULL,
+        created_at    REAL NOT NULL,
+        last_used_at  REAL,
+        revoked_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE approver_invites (
+        token_hash TEXT PRIMARY KEY,
+        approver   TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE webauthn_challenges (
+        challenge  TEXT PRIMARY KEY,
+        purpose    TEXT NOT NULL CHECK (purpose IN ('register', 'approve', 'decline')),
+        subject    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE approval_requests (
+        change_set_id TEXT PRIMARY KEY REFERENCES change_sets(id),
+        op            TEXT NOT NULL CHECK (op IN ('apply', 'rollback')),
+        requester     TEXT NOT NULL,
+        requesters_json TEXT NOT NULL,
+        requires_json TEXT NOT NULL,
+        preview_json  TEXT NOT NULL,
+        requested_at  REAL NOT NULL,
+        expires_at    REAL NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'declined')),
+        decided_at    REAL
+    );
+    """,
+    """
+    CREATE TABLE page_decisions (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        change_set_id TEXT NOT NULL REFERENCES change_sets(id),
+        op            TEXT NOT NULL CHECK (op IN ('apply', 'rollback')),
+        approver      TEXT NOT NULL,
+        action        TEXT NOT NULL CHECK (action IN ('approve', 'decline')),
+        credential_id TEXT NOT NULL,
+        at            REAL NOT NULL,
+        voided_at     REAL
+    );
+    """,
+    """
+    CREATE INDEX page_decisions_by_change_set ON page_decisions (change_set_id, at);
+    """,
+    """
+    CREATE TABLE approver_links (
+        identity   TEXT NOT NULL,
+        approver   TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (identity, approver)
+    );
+    """,
+)
 # from version -> the statements that bring a ledger of that version to the next one
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: (_CREATED_TABLE,)}
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (_CREATED_TABLE,),
+    2: (
+        "ALTER TABLE approvals ADD COLUMN approvers_json TEXT NOT NULL DEFAULT '[]'",
+        *_APPROVER_TABLES,
+    ),
+}
 
 _SCHEMA: Final = (
     """
@@ -401,7 +493,8 @@ _SCHEMA: Final = (
         expires_at    REAL NOT NULL,
         state         TEXT NOT NULL CHECK (state IN ('pending', 'used', 'expired', 'cancelled')),
         used_at       REAL,
-        typed_json    TEXT NOT NULL DEFAULT '[]'
+        typed_json    TEXT NOT NULL DEFAULT '[]',
+        approvers_json TEXT NOT NULL DEFAULT '[]'
     );
     """,
     """
@@ -421,6 +514,7 @@ _SCHEMA: Final = (
     );
     """,
     _CREATED_TABLE,
+    *_APPROVER_TABLES,
     """
     CREATE TABLE IF NOT EXISTS audit (
         seq           INTEGER PRIMARY KEY,
@@ -584,6 +678,34 @@ class Ledger:
                 raise
             self._db.execute("COMMIT")
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``) for the modules that keep their own tables
+        in this file (:mod:`sizeguard.approvers`); append audit entries inside it with
+        :meth:`audit_in`, so that a change and its audit entry commit together."""
+        return self._write()
+
+    def snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A read transaction: one consistent view of the file."""
+        return self._read()
+
+    def audit_in(
+        self,
+        db: sqlite3.Connection,
+        *,
+        actor: str,
+        event: str,
+        result: str,
+        change_set_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> AuditEntry:
+        """Append an audit entry inside a :meth:`transaction` (same checks as
+        :meth:`append_audit`)."""
+        return self._append(
+            db, actor=actor, event=event, result=result, cs_id=change_set_id, target=None,
+            details=details or {}, at=_now(now),
+        )  # fmt: skip
+
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot of the WAL."""
@@ -662,11 +784,37 @@ class Ledger:
         now: float | None = None,
         ttl: float = APPROVAL_TTL_SECONDS,
         typed_namespaces: tuple[str, ...] = (),
+        approvers: tuple[str, ...] = (),
     ) -> Approval:
         """Record a human's approval of a stored change set; pending for ``ttl`` seconds.
         ``typed_namespaces``: the namespaces the human typed to confirm, which apply checks
-        against what the policy requires then."""
+        against what the policy requires then; ``approvers``: the enrolled approvers who
+        approved it on the approval page (their names go into the signed approval)."""
+        with self._write() as db:
+            approval = self.record_approval_in(
+                db, cs_id, op, approver, now=now, ttl=ttl, typed_namespaces=typed_namespaces,
+                approvers=approvers,
+            )  # fmt: skip
+        _log.info("ledger.approval_recorded", approval_id=approval.id, change_set_id=cs_id, op=op)
+        return approval
+
+    def record_approval_in(
+        self,
+        db: sqlite3.Connection,
+        cs_id: str,
+        op: Op,
+        approver: str,
+        *,
+        now: float | None = None,
+        ttl: float = APPROVAL_TTL_SECONDS,
+        typed_namespaces: tuple[str, ...] = (),
+        approvers: tuple[str, ...] = (),
+    ) -> Approval:
+        """:meth:`record_approval` inside a :meth:`transaction` (the caller's checks and the
+        approval commit together)."""
         _check_text(approver, "approver")
+        for name in approvers:
+            _check_text(name, "approver name", 64)
         typed = sorted(set(typed_namespaces))
         for namespace in typed:
             _check_text(namespace, "typed namespace", 63)
@@ -675,28 +823,28 @@ class Ledger:
         if not 0 < ttl <= APPROVAL_TTL_SECONDS:
             raise ValueError(f"ttl must be in (0, {APPROVAL_TTL_SECONDS}] seconds")
         created = _now(now)
-        with self._write() as db:
-            if self._change_set_row(db, cs_id) is None:
-                raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
-            cursor = db.execute(
-                "INSERT INTO approvals (change_set_id, op, approver, created_at, expires_at, "
-                "state, typed_json) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (cs_id, op, approver, created, created + ttl, json.dumps(typed)),
-            )
-            assert cursor.lastrowid is not None
-            approval = Approval(
-                id=cursor.lastrowid, change_set_id=cs_id, op=op, approver=approver,
-                created_at=created, expires_at=created + ttl, state="pending", used_at=None,
-                typed_namespaces=tuple(typed),
-            )  # fmt: skip
-            self._append(
-                db, actor=approver, event="approval.recorded", result="ok", cs_id=cs_id,
-                target=None, details={"approval_id": approval.id, "op": op,
-                                      "expires_at": _iso(approval.expires_at),
-                                      "typed_namespaces": typed},
-                at=created,
-            )  # fmt: skip
-        _log.info("ledger.approval_recorded", approval_id=approval.id, change_set_id=cs_id, op=op)
+        if self._change_set_row(db, cs_id) is None:
+            raise UnknownChangeSetError(f"no change set {cs_id} in the ledger")
+        cursor = db.execute(
+            "INSERT INTO approvals (change_set_id, op, approver, created_at, expires_at, "
+            "state, typed_json, approvers_json) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (cs_id, op, approver, created, created + ttl, json.dumps(typed),
+             json.dumps(list(approvers))),
+        )  # fmt: skip
+        assert cursor.lastrowid is not None
+        approval = Approval(
+            id=cursor.lastrowid, change_set_id=cs_id, op=op, approver=approver,
+            created_at=created, expires_at=created + ttl, state="pending", used_at=None,
+            typed_namespaces=tuple(typed), approvers=tuple(approvers),
+        )  # fmt: skip
+        self._append(
+            db, actor=approver, event="approval.recorded", result="ok", cs_id=cs_id,
+            target=None, details={"approval_id": approval.id, "op": op,
+                                  "expires_at": _iso(approval.expires_at),
+                                  "typed_namespaces": typed,
+                                  "approvers": list(approvers)},
+            at=created,
+        )  # fmt: skip
         return approval
 
     @staticmethod
@@ -704,11 +852,12 @@ class Ledger:
         return Approval(
             id=row[0], change_set_id=row[1], op=row[2], approver=row[3], created_at=row[4],
             expires_at=row[5], state=row[6], used_at=row[7],
-            typed_namespaces=tuple(json.loads(row[8])),
+            typed_namespaces=tuple(json.loads(row[8])), approvers=tuple(json.loads(row[9])),
         )  # fmt: skip
 
     _APPROVAL_COLUMNS: Final = (
-        "id, change_set_id, op, approver, created_at, expires_at, state, used_at, typed_json"
+        "id, change_set_id, op, approver, created_at, expires_at, state, used_at, typed_json, "
+        "approvers_json"
     )
 
     def approvals(self, cs_id: str | None = None) -> list[Approval]:
@@ -887,6 +1036,35 @@ class Ledger:
             )  # fmt: skip
         _log.info("ledger.approval_cancelled", approval_id=approval_id)
         return True
+
+    def cancel_approvals_in(
+        self,
+        db: sqlite3.Connection,
+        cs_id: str,
+        *,
+        actor: str,
+        naming: str | None = None,
+        now: float | None = None,
+    ) -> list[int]:
+        """Cancel the pending approvals of ``cs_id`` (only those whose approvers include
+        ``naming``, when given) inside a :meth:`transaction`; their ids."""
+        _check_text(actor, "actor")
+        moment = _now(now)
+        cancelled: list[int] = []
+        for approval_id, approvers_json in db.execute(
+            "SELECT id, approvers_json FROM approvals WHERE change_set_id = ? "
+            "AND state = 'pending' ORDER BY id",
+            (cs_id,),
+        ).fetchall():
+            if naming is not None and naming not in json.loads(approvers_json):
+                continue
+            db.execute("UPDATE approvals SET state = 'cancelled' WHERE id = ?", (approval_id,))
+            self._append(
+                db, actor=actor, event="approval.cancelled", result="ok", cs_id=cs_id,
+                target=None, details={"approval_id": approval_id}, at=moment,
+            )  # fmt: skip
+            cancelled.append(int(approval_id))
+        return cancelled
 
     # -- snapshots --
 

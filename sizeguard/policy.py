@@ -67,6 +67,11 @@ DEFAULT_TIMEOUT = 2.0
 CHANGESET_DECISION = "sizeguard/changeset/decision"
 ADMISSION_DECISION = "sizeguard/admission/decision"
 
+APPROVAL_LEVELS = 1
+"""The ``approval_levels`` a change set decision must carry: its ``requires`` comes from
+policies/sizeguard/changeset/approval.rego (levels confirmation < typed_confirmation <
+authenticated_approver < two_approvers). A decision without it is from older policies."""
+
 UNAVAILABLE_CODE = "policy_unavailable"
 """Violation code of a change set decision made up because OPA gave no usable answer."""
 
@@ -105,6 +110,10 @@ class ChangesetDecision(_Strict):
     warnings: list[Finding]
     requires: list[str]
     """What approving needs beyond a confirmation, e.g. ``["typed_confirmation"]``."""
+    approval_levels: int = 0
+    """The version of the approval levels ``requires`` names (approval.rego:
+    :data:`APPROVAL_LEVELS`); absent (0) in policies older than the approval page, whose
+    ``requires`` never asks for an authenticated approver — such a decision is refused."""
 
     _engine_error: str | None = PrivateAttr(default=None)
 
@@ -237,6 +246,17 @@ class _Base:
             raise _UnusableAnswerError(
                 f"the decision data.{kind.path.replace('/', '.')} is undefined "
                 f"(are the sizeguard policies loaded into {self.display_url}?)"
+            )
+        levels = getattr(answer.result, "approval_levels", APPROVAL_LEVELS)
+        if levels != APPROVAL_LEVELS:
+            raise _UnusableAnswerError(
+                f"the policies loaded into {self.display_url} are older than this sizeguard "
+                "(their change set decision names no approval levels, so it could let an "
+                "answer in the MCP client approve a production change); load this sizeguard's "
+                "policies"
+                if levels == 0
+                else f"the policies loaded into {self.display_url} use approval levels version "
+                f"{levels}, this sizeguard knows version {APPROVAL_LEVELS}; upgrade sizeguard"
             )
         return answer.result, answer.decision_id
 

@@ -20,14 +20,18 @@ from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger, LedgerError, default_ledger_path
 from sizeguard.logs import configure_logging
 from sizeguard.policy import PolicyClient, default_opa_url
+from sizeguard.server.page.options import add_page_flags, page_options, serve_page
 from sizeguard.server.service import (
+    DEFAULT_APPROVAL_URL,
     Service,
     ServiceError,
     change_set_op,
     check_typed,
     confirmation_text,
+    page_refusal,
     timestamp,
 )
+from sizeguard.server.strength import needs_page
 from sizeguard.server.token_file import (
     NAME_RE,
     TOKEN_FILE_NAME,
@@ -168,6 +172,7 @@ def register(subparsers: Any) -> None:
         help="signing key directory from `sizeguard keys init` (default: $SIZEGUARD_KEY_DIR)",
     )
     _http_flags(serve)
+    add_page_flags(serve)
     serve.set_defaults(func=_serve)
 
     approve = subparsers.add_parser(
@@ -175,10 +180,20 @@ def register(subparsers: Any) -> None:
         help="approve a previewed change set in a terminal (for clients that cannot ask)",
         description=(
             "Shows the same summary the MCP confirmation shows and asks the same question. "
-            "Needs a terminal: a person answers, not a script."
+            "Needs a terminal: a person answers, not a script. Only for change sets whose "
+            "policy requires at most a typed confirmation: where it requires an enrolled "
+            "approver (production, critical workloads by default), approve on the approval "
+            "page instead; this command refuses and names its address."
         ),
     )
     approve.add_argument("change_set_id", metavar="CHANGE_SET_ID")
+    approve.add_argument(
+        "--approval-url",
+        default=os.environ.get("SIZEGUARD_APPROVAL_URL", DEFAULT_APPROVAL_URL),
+        metavar="URL",
+        help="the approval page's address, named when the change set needs it "
+        "(default: $SIZEGUARD_APPROVAL_URL or %(default)s)",
+    )
     _connection_flags(approve)
     approve.set_defaults(func=_approve)
 
@@ -413,8 +428,13 @@ def _serve(args: argparse.Namespace) -> int:
     from sizeguard.server.auth import LocalTokenVerifier
 
     mode = check_http_flags(args)
+    page = page_options(args)
     configure_logging()  # one JSON event per tool call on stderr; stdout may be the protocol
     service = build_service(args, read_only=args.read_only, need_key=not args.read_only)
+    if page is not None:  # its own port over stdio too: the client owns stdin and stdout
+        serve_page(page, service)
+    else:  # a page another server serves on this ledger, or none
+        service.approval_url = args.approval_url
     if mode == "stdio":
         build_app(service).run(transport="stdio", show_banner=False)
         return 0
@@ -483,6 +503,10 @@ def _approve(args: argparse.Namespace) -> int:
     except (ServiceError, LedgerError) as exc:
         raise CommandError(str(exc)) from None
     op = change_set_op(source)
+    admitted = preview.policy.allowed and all(d.admitted for d in preview.dry_run)
+    if admitted and needs_page(preview.policy.requires):
+        service.approval_url = args.approval_url
+        raise CommandError(page_refusal(service, cs_id, preview.policy.requires))
     print(confirmation_text(preview, op))
     print()
     if not preview.policy.allowed or any(not d.admitted for d in preview.dry_run):

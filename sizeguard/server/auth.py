@@ -22,16 +22,18 @@ processing (``sizeguard serve`` wires them):
 
 :func:`requester` is the identity recorded in the ledger and the audit log for every tool
 call: the authenticated one; over stdio (no token: the client started the process) the
-server's OS user, ``stdio:<user>``; without authentication (``--no-auth``) ``unauthenticated``.
+server's effective OS user from the password database (not ``$USER``/``$LOGNAME``, which the
+client's configuration sets), ``stdio:<user>``; without authentication (``--no-auth``)
+``unauthenticated``.
 The client's self-reported name (:func:`~sizeguard.server.confirm.client_name`) is kept beside
 it as a detail, never trusted.
 """
 
 from __future__ import annotations
 
-import getpass
 import hmac
 import os
+import pwd
 import ssl
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -214,9 +216,9 @@ def requester(ctx: Context) -> str:
     if identity is not None:
         return identity
     if ctx.transport == "stdio":
-        try:
-            user = getpass.getuser()
-        except (OSError, KeyError):
+        try:  # the effective user, never $LOGNAME/$USER (the MCP client's configuration sets those)
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
             user = str(os.geteuid())
         return f"stdio:{_clean(user) or 'unknown'}"
     return "unauthenticated"

@@ -8,6 +8,10 @@
   and operation, so an answer without the server's state, a replayed state or a state issued
   for another change set is refused.
 - A client that cannot elicit gets a refusal naming ``sizeguard approve <id>``.
+- A change set whose policy requires an enrolled approver (``authenticated_approver``,
+  ``two_approvers``) is not asked about at all: :func:`show_page` sends the person to the
+  approval page (URL-mode elicitation where the client supports it), and no answer in the
+  client counts as an approval.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import structlog
 from fastmcp import Context
 from fastmcp.server.elicitation import AcceptedElicitation
 from mcp_types import (
@@ -26,8 +31,10 @@ from mcp_types import (
     ElicitationCapability,
     ElicitRequest,
     ElicitRequestFormParams,
+    ElicitRequestURLParams,
     ElicitResult,
     InputRequiredResult,
+    UrlElicitationCapability,
 )
 from pydantic import BaseModel, Field
 
@@ -39,13 +46,18 @@ __all__ = [
     "ApprovalForm",
     "PendingConfirmations",
     "ask",
+    "can_open_urls",
     "client_name",
     "modern_protocol",
+    "page_answer_round",
+    "show_page",
 ]
 
 INPUT_KEY: Final = "sizeguard_confirmation"
 ROUND_TRIP_VERSION: Final = "2026-07-28"
 STATE_TTL_SECONDS: Final = 600
+
+_log = structlog.get_logger("sizeguard.confirm")
 
 
 class ApprovalForm(BaseModel):
@@ -127,6 +139,64 @@ def can_elicit(ctx: Context) -> bool:
         )
     except Exception:  # no session information: assume it cannot, refuse with the CLI path
         return False
+
+
+def can_open_urls(ctx: Context) -> bool:
+    """The client supports URL-mode elicitation (MCP 2025-11-25 and later)."""
+    try:
+        return bool(
+            ctx.session.check_client_capability(
+                ClientCapabilities(
+                    elicitation=ElicitationCapability(url=UrlElicitationCapability())
+                )
+            )
+        )
+    except Exception:  # no session information: give the URL in the tool result
+        return False
+
+
+async def show_page(
+    ctx: Context,
+    pending: PendingConfirmations,
+    *,
+    change_set_id: str,
+    op: str,
+    text: str,
+    url: str,
+) -> InputRequiredResult | None:
+    """Send the person to the approval page by URL-mode elicitation where the client supports
+    it: in the 2026-07-28 style an ``InputRequiredResult`` to return from the tool (the answer
+    round is :func:`page_answer_round`), before that an ``elicitation/create`` in URL mode that
+    is awaited. Whatever the client answers, it approves nothing: only enrolled approvers'
+    passkeys on the page do. None: the URL goes in the tool result only."""
+    if not can_open_urls(ctx):
+        return None
+    message = f"{text}\n\nApprove or decline it with your passkey on the approval page: {url}"
+    if modern_protocol(ctx):
+        return InputRequiredResult(
+            input_requests={
+                INPUT_KEY: ElicitRequest(params=ElicitRequestURLParams(message=message, url=url))
+            },
+            request_state=pending.issue(change_set_id, op),
+        )
+    try:
+        await ctx.session.elicit_url(
+            message=message,
+            url=url,
+            elicitation_id=secrets.token_urlsafe(16),
+            related_request_id=ctx.request_id,
+        )
+    except Exception as exc:  # the URL is in the tool result anyway
+        _log.info("confirm.url_elicitation_failed", error=type(exc).__name__)
+    return None
+
+
+def page_answer_round(
+    ctx: Context, pending: PendingConfirmations, *, change_set_id: str, op: str
+) -> str | None:
+    """The answer round of a URL-mode request: the request state must be this server's (single
+    use); the answer itself is ignored. Returns why the state is refused, or None."""
+    return pending.take(ctx.request_state, change_set_id, op)
 
 
 def client_name(ctx: Context) -> str:

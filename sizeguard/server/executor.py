@@ -39,7 +39,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import structlog
 
@@ -49,6 +49,7 @@ from sizeguard.approvals import (
     approval_op,
     mint_approval,
 )
+from sizeguard.approvers import Approvers
 from sizeguard.changes import (
     ChangeSet,
     GuardedState,
@@ -59,6 +60,7 @@ from sizeguard.changes import (
 )
 from sizeguard.cluster import ClusterError, create_body, patch_for
 from sizeguard.ledger import ApprovalRefusedError, LedgerError, Snapshot
+from sizeguard.server.decisions import approval_status, declined_round, page_url
 from sizeguard.server.models import Execution, TargetOutcome
 from sizeguard.server.service import (
     ROLLBACK_SOURCE,
@@ -72,6 +74,7 @@ from sizeguard.server.service import (
     timestamp,
     typed_namespaces,
 )
+from sizeguard.server.strength import Evidence, assess
 
 __all__ = ["FENCE_ANNOTATION", "BeforePatch", "Rollback", "apply_change_set", "rollback_change_set"]
 
@@ -96,6 +99,15 @@ _REFUSED_BEFORE_WRITING: Final = frozenset(
 # Writes in this order (see step 5 of the module docstring).
 _ORDER: Final = {"update": 0, "delete": 1, "create": 2}
 _HPA_SPEC_KEYS: Final = ("scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior")
+
+
+class Signer(NamedTuple):
+    """Who the signed approvals name: ``sub`` (the approver the ledger recorded) and the
+    enrolled approvers who approved on the page (the ``approvers`` claim; empty for a
+    confirmation given in the MCP client or a terminal)."""
+
+    subject: str
+    approvers: tuple[str, ...] = ()
 
 
 class NotSentError(ServiceError):
@@ -134,6 +146,23 @@ def apply_change_set(
         )
     op = change_set_op(stored.source)
     ledger = service.ledger
+    declined_by = declined_round(service, change_set_id)
+    if declined_by is not None:
+        ledger.append_audit(
+            actor=actor,
+            event=f"{op}.refused",
+            result="declined",
+            change_set_id=change_set_id,
+            details={"stage": "approval", "declined_by": declined_by},
+        )
+        return _refused(
+            change_set_id,
+            op,
+            f"not applied: change set {change_set_id} was declined on the approval page"
+            + (f" by {', '.join(declined_by)}" if declined_by else "")
+            + f"; nothing was changed. request_confirmation('{change_set_id}') asks again "
+            "(a new round)",
+        )
     try:
         approval = ledger.consume_approval(change_set_id, op)
     except ApprovalRefusedError as exc:
@@ -144,12 +173,14 @@ def apply_change_set(
             change_set_id=change_set_id,
             details={"stage": "approval"},
         )
-        return _refused(
-            change_set_id,
-            op,
-            f"not applied: {exc}. Only a human can approve: request_confirmation("
-            f"'{change_set_id}') or `sizeguard approve {change_set_id}` in a terminal",
+        requested = approval_status(service, change_set_id)
+        how = (
+            f"request_confirmation('{change_set_id}') or `sizeguard approve {change_set_id}` in "
+            "a terminal"
+            if requested is None
+            else f"enrolled approvers on the approval page {requested.url} ({requested.message})"
         )
+        return _refused(change_set_id, op, f"not applied: {exc}. Only a person can approve: {how}")
     try:
         change_set = stored.change_set()
     except LedgerError as exc:
@@ -171,6 +202,43 @@ def apply_change_set(
             "the policy now treats " + ", ".join(missing) + " as production or critical, and "
             "the human did not type it when approving; ask for a new approval",
         )
+    requested = approval_status(service, change_set_id)
+    requesters = {actor} | (set(requested.requesters) if requested is not None else set())
+    registry = Approvers(service.ledger)
+    active = [name for name in approval.approvers if registry.is_active(name)]  # not revoked
+    strength = assess(
+        decision.requires,
+        requesters,
+        Evidence(confirmed=True, typed=True, approvers=active),
+        linked=registry.linked_approvers(requesters),
+    )
+    if not strength.met:
+        return _refuse(
+            service,
+            change_set_id,
+            op,
+            actor,
+            "approval_strength",
+            f"the policy requires {', '.join(strength.required)} and the approval does not meet "
+            f"it ({strength.describe()}); ask again with request_confirmation('{change_set_id}')"
+            + (
+                f": the approval page is {page_url(service, change_set_id)}"
+                if service.approval_url
+                else ""
+            ),
+        )
+    if approval.approvers and not active:
+        return _refuse(
+            service, change_set_id, op, actor, "approval_strength",
+            "every approver of this approval was revoked since; ask again with "
+            f"request_confirmation('{change_set_id}')",
+        )  # fmt: skip
+    # the signed approval names only approvers active now (revoked ones are left out)
+    signer = (
+        Signer(f"approver:{active[0]}", tuple(active))
+        if approval.approvers
+        else Signer(approval.approver)
+    )
 
     try:
         lives = service.read_current([refs_of(c) for c in change_set.changes])
@@ -215,7 +283,7 @@ def apply_change_set(
             if before_patch is not None:
                 before_patch(change)
             attempted.append(attempt)
-            result = _write(service, change_set_id, op, change, live, approval.approver, attempt)
+            result = _write(service, change_set_id, op, change, live, signer, attempt)
             stored_state = None if result is None else guarded_state(result)
         except Exception as exc:  # any failure midway ends in a restore, never a half-apply
             message = _describe(exc)
@@ -248,7 +316,12 @@ def apply_change_set(
             event=f"{op}.completed",
             result="applied",
             change_set_id=change_set_id,
-            details={"targets": len(change_set.changes), "approval_id": approval.id},
+            details={
+                "targets": len(change_set.changes),
+                "approval_id": approval.id,
+                "approver": approval.approver,
+                "approvers": list(approval.approvers),
+            },
         )
         return Execution(
             change_set_id=change_set_id,
@@ -259,7 +332,7 @@ def apply_change_set(
             rollback_hint=_rollback_hint(change_set_id, op, attempted),
         )
 
-    restored_all = _restore(service, change_set_id, attempted, outcomes, actor, approval.approver)
+    restored_all = _restore(service, change_set_id, attempted, outcomes, actor, signer)
     for change in change_set.changes:
         ref = change.target.ref()
         outcomes.setdefault(
@@ -360,7 +433,7 @@ def _write(
     op: Op,
     change: ResourceChange,
     live: Live | None,
-    approver: str,
+    approver: Signer,
     attempt: _Attempt,
 ) -> Live | None:
     """Write one change; the stored object (None once deleted)."""
@@ -381,7 +454,7 @@ def _mint(
     cs_id: str,
     op: Op,
     change: ResourceChange,
-    approver: str,
+    approver: Signer,
     resource_version: str | None,
 ) -> str:
     """The approval of one write, ``change.before`` -> ``change.after``, under the change
@@ -396,7 +469,8 @@ def _mint(
             target=change.target,
             before=change.before,
             after=change.after,
-            subject=approver,
+            subject=approver.subject,
+            approvers=approver.approvers,
             resource_version=resource_version,
         )
     except ValueError as exc:
@@ -404,7 +478,7 @@ def _mint(
 
 
 def _patch(
-    service: Service, cs_id: str, op: Op, change: ResourceChange, live: Live, approver: str
+    service: Service, cs_id: str, op: Op, change: ResourceChange, live: Live, approver: Signer
 ) -> Live:
     """Sign and send one conditional patch. Raises :class:`NotSentError` for anything that
     stops it before the request leaves (nothing can have been written then)."""
@@ -418,7 +492,12 @@ def _patch(
 
 
 def _create(
-    service: Service, cs_id: str, op: Op, change: ResourceChange, approver: str, attempt: _Attempt
+    service: Service,
+    cs_id: str,
+    op: Op,
+    change: ResourceChange,
+    approver: Signer,
+    attempt: _Attempt,
 ) -> Live:
     """Sign and send one create (an HPA): the approval binds its name and its ``to`` state."""
     token = _mint(service, cs_id, op, change, approver, None)
@@ -475,7 +554,7 @@ def _retrying(
 
 
 def _patch_fresh(
-    service: Service, cs_id: str, op: Op, change: ResourceChange, live: Live, approver: str
+    service: Service, cs_id: str, op: Op, change: ResourceChange, live: Live, approver: Signer
 ) -> Live:
     """:func:`_patch`, retried while only the resourceVersion moved (see :func:`_retrying`)."""
     result: Live = _retrying(
@@ -490,7 +569,7 @@ def _delete_fresh(
     op: Op,
     change: ResourceChange,
     live: Live,
-    approver: str,
+    approver: Signer,
     attempt: _Attempt,
 ) -> None:
     """Delete the HPA ``change`` names: the annotation patch carrying the delete approval and
@@ -564,7 +643,7 @@ def _restore(
     attempted: list[_Attempt],
     outcomes: dict[str, TargetOutcome],
     actor: str,
-    approver: str,
+    approver: Signer,
 ) -> bool:
     """Put every attempted target back to ``before``, newest first. True if all are."""
     ok = True
@@ -605,7 +684,9 @@ def _snapshot_of(service: Service, cs_id: str, change: ResourceChange) -> Snapsh
     return snapshot
 
 
-def _restore_update(service: Service, cs_id: str, attempt: _Attempt, approver: str) -> str | None:
+def _restore_update(
+    service: Service, cs_id: str, attempt: _Attempt, approver: Signer
+) -> str | None:
     """A target read again: already at ``before`` needs nothing (if its patch's answer was
     lost it is fenced first, so the patch cannot land later); holding a state sizeguard wrote
     is patched back under the same approval; any other state was written by someone else
@@ -639,7 +720,9 @@ def _restore_update(service: Service, cs_id: str, attempt: _Attempt, approver: s
     return "was applied, then restored to its original"
 
 
-def _restore_delete(service: Service, cs_id: str, attempt: _Attempt, approver: str) -> str | None:
+def _restore_delete(
+    service: Service, cs_id: str, attempt: _Attempt, approver: Signer
+) -> str | None:
     """A removed HPA is created again from its snapshot (under the rollback approval, with the
     labels it had). One still there is fenced if the DELETE's answer was lost, and loses the
     delete approval left on it (so that nobody can use it to delete the HPA later)."""
@@ -670,7 +753,9 @@ def _restore_delete(service: Service, cs_id: str, attempt: _Attempt, approver: s
     return f"was deleted, then created again from its snapshot (new uid {uid})"
 
 
-def _restore_create(service: Service, cs_id: str, attempt: _Attempt, approver: str) -> str | None:
+def _restore_create(
+    service: Service, cs_id: str, attempt: _Attempt, approver: Signer
+) -> str | None:
     """An HPA this apply created cannot be removed before it is ``MIN_AGE_TO_DELETE_SECONDS``
     old (admission refuses it): it is left, recorded in the ledger, and the report says from
     when ``rollback_changes`` removes it. A create whose answer was lost is looked for by the

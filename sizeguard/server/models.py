@@ -297,10 +297,23 @@ class Confirmation(BaseModel):
 
     change_set_id: ChangeSetId
     op: Literal["apply", "rollback"]
-    status: Literal["approved", "declined", "cancelled", "refused"]
+    status: Literal["approved", "declined", "cancelled", "refused", "pending"] = Field(
+        description="pending: waiting for enrolled approvers on the approval page (approval_url)"
+    )
     approver: str | None = None
     expires_at: str | None = Field(default=None, description="the approval is good until then")
     message: str
+    approval_url: str | None = Field(
+        default=None,
+        description="where enrolled approvers approve this change set with a passkey, when the "
+        "policy requires it (give this address to the person; the assistant cannot approve)",
+    )
+    requires: list[str] = Field(
+        default_factory=list, description="the policy's approval requirements (policy.requires)"
+    )
+    approvers: list[str] = Field(
+        default_factory=list, description="enrolled approvers who approved it on the page"
+    )
 
 
 class TargetOutcome(BaseModel):

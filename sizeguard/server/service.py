@@ -58,8 +58,10 @@ from sizeguard.server.models import (
     TargetDiff,
     describe_validation_error,
 )
+from sizeguard.server.strength import TWO_APPROVERS, Evidence, assess, needs_page
 
 __all__ = [
+    "DEFAULT_APPROVAL_URL",
     "DEFAULT_CPU_UTILIZATION",
     "MAX_TARGETS",
     "Service",
@@ -67,11 +69,13 @@ __all__ = [
     "change_set_op",
     "diff_lines",
     "drift_problem",
+    "page_refusal",
     "refuse_young",
     "typed_namespaces",
 ]
 
 MAX_TARGETS: Final = 1000
+DEFAULT_APPROVAL_URL: Final = "http://localhost:8765"
 DEFAULT_CPU_UTILIZATION: Final = 80
 ROLLBACK_SOURCE: Final = "rollback:"
 _TYPED_CODES: Final = frozenset({"production_namespace", "critical_workload"})
@@ -466,6 +470,10 @@ class Service:
     context: str | None = None
     prometheus_url: str | None = None
     workers: int = 8
+    approval_url: str | None = DEFAULT_APPROVAL_URL
+    """Where people reach the approval page (``sizeguard serve --approval-url``); None when
+    this server serves no page (then changes that need a passkey approval cannot be approved
+    through it)."""
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -944,6 +952,8 @@ class Service:
             )
         if preview.signing_key_trusted is False:
             raise ServiceError(preview.signing_key_check.removeprefix("NO: "))
+        if needs_page(preview.policy.requires):
+            raise ServiceError(page_refusal(self, change_set_id, preview.policy.requires))
         check_typed(preview.typed_confirmation, typed)
         op = change_set_op(source)
         approval = self.ledger.record_approval(
@@ -966,6 +976,27 @@ class Service:
             change_set_id=change_set_id,
             details={"channel": channel},
         )
+
+
+def page_refusal(service: Service, change_set_id: str, requires: Sequence[str]) -> str:
+    """Why an answer in the MCP client or a terminal does not approve a change set whose
+    policy requires an enrolled approver, and where it can be approved."""
+    needed = assess(requires, "", Evidence(confirmed=True, typed=True)).describe()
+    if service.approval_url is None:
+        where = (
+            "this sizeguard server serves no approval page (--no-approval-page), so it cannot "
+            "be approved through this server"
+        )
+    else:
+        where = (
+            f"approve it on the approval page {service.approval_url.rstrip('/')}/changes/"
+            f"{change_set_id} (request_confirmation puts it there)"
+        )
+    return (
+        f"not approved: the policy requires {', '.join(sorted(requires))} for change set "
+        f"{change_set_id} ({needed}); an answer in the MCP client or a terminal does not "
+        f"approve it: {where}"
+    )
 
 
 def check_typed(namespaces: Sequence[str], typed: str | None) -> None:
@@ -1039,7 +1070,14 @@ def confirmation_text(preview: Preview, op: str) -> str:
     if warnings:
         lines.append("  admission (dry run):")
         lines.extend(f"    - {w}" for w in warnings[:10])
-    if preview.typed_confirmation:
+    if needs_page(preview.policy.requires):
+        who = (
+            "two enrolled approvers (not the requester) approve"
+            if TWO_APPROVERS in preview.policy.requires
+            else "an enrolled approver approves"
+        )
+        lines.append(f"  production/critical targets: {who} with a passkey on the approval page")
+    elif preview.typed_confirmation:
         lines.append(
             "  production/critical targets: type "
             + " ".join(preview.typed_confirmation)

@@ -453,6 +453,8 @@ class WebhookApp:
             if approval.claims is not None:
                 fields["approval_jti"] = approval.claims.jti
                 fields["approval_sub"] = approval.claims.sub
+                if approval.claims.approvers is not None:
+                    fields["approval_approvers"] = list(approval.claims.approvers)
                 fields["change_set"] = approval.claims.cs
         if outcome.namespace_source is not None:
             fields["namespace_labels_from"] = outcome.namespace_source

@@ -4,14 +4,22 @@ then applies it (or refuses to).
 
 Workloads are created in ``approve-it``; the production case previews an edit of
 ``shop-prod/worker`` and never approves or applies it.
+
+The terminal is only for change sets whose policy requires at most a typed confirmation. With
+the shipped data, production needs an enrolled approver's passkey on the approval page (the
+command refuses and names the page); the typed-namespace cases run against a private OPA whose
+data says what a security team may choose: production and critical workloads need the
+namespace typed, no passkey (``config.approval`` in ``policies/data.json``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +34,9 @@ from fastmcp import Client, FastMCP
 from mcp_types import Implementation
 
 from sizeguard.changes import guarded_state
+from sizeguard.policy import PolicyClient
 from sizeguard.quantities import cpu_millicores
+from sizeguard.sandbox.opa import running_opa
 from sizeguard.server.app import build_app
 from sizeguard.server.service import Service
 
@@ -44,6 +54,7 @@ CLIENT = Implementation(name="sizeguard-approve-tests", version="1.0")
 QUESTION = re.compile(rb"Approve (apply|rollback) of cs-[0-9a-f]{20}\? \[y/N\] ")
 TYPE_PROMPT = re.compile(rb"Type [a-z0-9 -]+ to approve: ")
 TIMEOUT = 120.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +63,28 @@ def ledger_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def service(sandbox: Sandbox, ledger_path: Path) -> Iterator[Service]:
+def typed_opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """OPA over the shipped policies with approval data that asks for a typed namespace only."""
+    work = tmp_path_factory.mktemp("typed-opa")
+    shutil.copytree(ROOT / "policies", work / "policies")
+    data_path = work / "policies" / "data.json"
+    data = json.loads(data_path.read_text())
+    data["sizeguard"]["config"]["approval"] = {
+        "other": [],
+        "production": ["typed_confirmation"],
+        "critical": ["typed_confirmation"],
+        "critical_production": ["typed_confirmation"],
+    }
+    data_path.write_text(json.dumps(data))
+    with running_opa(work / "policies", work) as opa:
+        yield opa.url
+
+
+@pytest.fixture(scope="module")
+def service(sandbox: Sandbox, ledger_path: Path, typed_opa: str) -> Iterator[Service]:
     ensure_namespace(sandbox, NS, {"environment": "test"})
     with sandbox_service(sandbox, ledger_path) as service:
+        service.policy = PolicyClient(typed_opa)
         yield service
 
 
@@ -150,14 +180,14 @@ class Terminal:
         return True
 
 
-Approve = Callable[[str], Terminal]
+Approve = Callable[..., Terminal]
 
 
 @pytest.fixture
-def approve(sandbox: Sandbox, ledger_path: Path) -> Iterator[Approve]:
+def approve(sandbox: Sandbox, ledger_path: Path, typed_opa: str) -> Iterator[Approve]:
     started: list[Terminal] = []
 
-    def start(cs: str) -> Terminal:
+    def start(cs: str, *extra: str, opa_url: str = typed_opa) -> Terminal:
         master, slave = os.openpty()
         env = {
             **os.environ,
@@ -178,7 +208,8 @@ def approve(sandbox: Sandbox, ledger_path: Path) -> Iterator[Approve]:
                 "--kubeconfig",
                 str(sandbox.kubeconfig),
                 "--opa-url",
-                sandbox.opa_url,
+                opa_url,
+                *extra,
             ],
             stdin=slave,
             stdout=slave,
@@ -338,5 +369,23 @@ def test_typing_the_namespace_leads_to_the_question_and_no_still_approves_nothin
     code = terminal.finish()
     assert code == 1, terminal.text()
     assert "not approved; nothing changes" in terminal.text()
+    assert service.ledger.approvals(cs) == []
+    assert guarded_state(get(sandbox, "Deployment", "shop-prod", "worker")) == before
+
+
+def test_with_the_shipped_policy_production_is_approved_on_the_page_not_here(
+    sandbox: Sandbox, app: FastMCP, service: Service, approve: Approve
+) -> None:
+    before = guarded_state(get(sandbox, "Deployment", "shop-prod", "worker"))
+    cs = preview(app, _production_edit(sandbox))["change_set_id"]
+    terminal = approve(
+        cs, "--approval-url", "http://approvals.example:8765", opa_url=sandbox.opa_url
+    )
+    code = terminal.finish()
+    out = terminal.text()
+    assert code == 1, out
+    assert "authenticated_approver" in out
+    assert f"http://approvals.example:8765/changes/{cs}" in out
+    assert "Type shop-prod" not in out and "[y/N]" not in out
     assert service.ledger.approvals(cs) == []
     assert guarded_state(get(sandbox, "Deployment", "shop-prod", "worker")) == before

@@ -154,6 +154,9 @@ def test_bad_values_are_refused(tmp_path: Path) -> None:
         ({"mcpServer": {"allowedHosts": ["*"]}}, "allowedHosts"),
         ({"mcpServer": {"allowedOrigins": ["*"]}}, "allowedOrigins"),
         ({"mcpServer": {"auth": {"noAuth": True}}}, "noAuth"),
+        # browsers use passkeys over plain http on localhost only
+        ({"mcpServer": {"approvalPage": {"url": "http://approvals.example.com"}}}, "url"),
+        ({"mcpServer": {"approvalPage": {"port": 80}}}, "port"),
     ):
         values_file = tmp_path / "bad.json"
         values_file.write_text(json.dumps(values))
@@ -246,12 +249,23 @@ def test_the_mcp_server_has_no_unauthenticated_port(tmp_path: Path) -> None:
     ):
         assert f"--allowed-host={name}" in args
     assert not any(a.startswith("--allowed-origin") for a in args)
-    # one port, the authenticated one, and the Service exposes only it (the OPA sidecar
+    # two ports: the MCP endpoint (authenticated) and the approval page (every decision needs
+    # an enrolled approver's passkey), and the Service exposes only them (the OPA sidecar
     # listens on 127.0.0.1 and has no containerPort)
-    assert [p["name"] for p in server["ports"]] == ["http"]
+    assert [p["name"] for p in server["ports"]] == ["http", "approval"]
     assert all("ports" not in c for c in pod["containers"] if c["name"] != "mcp-server")
     service = _mcp(docs, "Service")
-    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8000, "http")]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        (8000, "http"),
+        (8765, "approval"),
+    ]
+    assert "--approval-url=http://localhost:8765" in args
+    page_off = copy.deepcopy(OPTIONS["mcp-server"])
+    page_off["mcpServer"]["approvalPage"] = {"enabled": False}
+    pod = _mcp(render(tmp_path, page_off), "Deployment")["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["name"] == "mcp-server"]
+    assert "--no-approval-page" in server["args"]
+    assert [p["name"] for p in server["ports"]] == ["http"]
     # the server may read its cluster's service-account issuer, to verify callers' tokens
     role = _mcp(docs, "ClusterRole")
     assert {
@@ -286,7 +300,8 @@ def test_the_charts_mcp_server_arguments_admit_only_the_allowed_service_account(
     from .test_http_access import post, serve, service_account_token, with_session
 
     local = ("serve", "--transport", "--host", "--port", "--key-dir", "--ledger", "--opa-url")
-    args = [a for a in mcp_args(tmp_path) if not a.startswith(local)]
+    local += ("--approval-host", "--approval-port", "--approval-url")  # a pod's, not loopback
+    args = [a for a in mcp_args(tmp_path) if not a.startswith(local)] + ["--approval-port=0"]
     args = [a for a in args if not a.startswith("--prometheus-url")]
     namespace, name = ASSISTANT.split(":")[2:]
     sandbox.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})

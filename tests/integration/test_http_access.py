@@ -103,6 +103,8 @@ def serve(
         str(keys),
         "--ledger",
         str(ledger),
+        "--approval-port",  # a free one (later flags in extra win): never a fixed port
+        "0",
         *extra,
     ]
     env = dict(

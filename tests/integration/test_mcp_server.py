@@ -450,7 +450,9 @@ def test_two_concurrent_applies_exactly_one_wins(sandbox: Sandbox, app: FastMCP)
     assert live(sandbox, obj)["spec"]["replicas"] == 3
 
 
-def test_production_targets_need_the_namespace_typed(app: FastMCP, service: Service) -> None:
+def test_production_targets_go_to_the_approval_page(app: FastMCP, service: Service) -> None:
+    """Typing the namespace in the client is not enough in production: an enrolled approver's
+    passkey on the approval page is (test_approval_flow.py follows it through)."""
     edit = {
         "kind": "Deployment",
         "namespace": "shop-prod",
@@ -462,8 +464,9 @@ def test_production_targets_need_the_namespace_typed(app: FastMCP, service: Serv
     preview = run(call(app, "preview_changes", {"edits": [edit]}))
     cs = preview["change_set_id"]
     assert preview["typed_confirmation"] == ["shop-prod"]
-    wrong = run(call(app, "request_confirmation", {"change_set_id": cs}, accept("shop-staging")))
-    assert wrong["status"] == "refused" and "typed" in wrong["message"]
+    assert preview["policy"]["requires"] == ["authenticated_approver", "typed_confirmation"]
+    typed = run(call(app, "request_confirmation", {"change_set_id": cs}, accept("shop-prod")))
+    assert typed["status"] == "pending" and typed["approval_url"].endswith(f"/changes/{cs}")
     assert service.ledger.approvals(cs) == []
 
 

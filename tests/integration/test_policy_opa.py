@@ -178,13 +178,13 @@ def codes(decision: ChangesetDecision) -> set[str]:
 # --- the examples the project started from -----------------------------------------------
 
 
-def test_production_increase_100m_to_250m_needs_typed_confirmation(opa: PolicyClient) -> None:
+def test_production_increase_100m_to_250m_needs_an_approver(opa: PolicyClient) -> None:
     decision = opa.changeset_decision(
         changeset_input(change("shop-prod", "web", state(3, 100), state(3, 250)))
     )
     assert decision.engine_error is None
     assert decision.allowed is True
-    assert decision.requires == ["typed_confirmation"]
+    assert decision.requires == ["authenticated_approver", "typed_confirmation"]
     assert decision.risk == "high"  # the same change outside production is "medium"
     outside = opa.changeset_decision(
         changeset_input(change("shop", "web", state(3, 100), state(3, 250)))
@@ -228,7 +228,7 @@ def test_database_in_production_is_critical(opa: PolicyClient) -> None:
     )
     assert decision.allowed is True
     assert decision.risk == "critical"
-    assert decision.requires == ["typed_confirmation"]
+    assert decision.requires == ["authenticated_approver", "two_approvers", "typed_confirmation"]
     assert {w.code for w in decision.warnings} == {"production_namespace", "critical_workload"}
 
 
@@ -321,7 +321,7 @@ def test_input_built_by_the_contract_module(opa: PolicyClient) -> None:
     assert (decision.allowed, decision.risk, decision.requires) == (
         True,
         "high",
-        ["typed_confirmation"],
+        ["authenticated_approver", "typed_confirmation"],
     )
 
 
@@ -462,7 +462,7 @@ def test_hpa_delete_in_production_from_the_contract_module(opa: PolicyClient) ->
         hpa_change("shop-prod", hpa_guarded("shop-prod", HPA_SPEC), None)
     )
     assert decision.allowed is True
-    assert decision.requires == ["typed_confirmation"]
+    assert decision.requires == ["authenticated_approver", "typed_confirmation"]
     assert {w.code for w in decision.warnings} == {"hpa_deleted", "production_namespace"}
 
 

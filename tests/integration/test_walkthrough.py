@@ -54,6 +54,8 @@ def server(sandbox: Sandbox, tmp_path: Path) -> Iterator[tuple[str, Path, Compon
         str(ledger),
         "--token-name",
         "walkthrough",
+        "--approval-port",  # a free one: never 8765, which a parallel run may hold
+        "0",
     ]
     env = dict(
         os.environ,

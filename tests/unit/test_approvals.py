@@ -1104,3 +1104,72 @@ def test_claims_must_be_consistent(
     result = verify(craft(good_header(key), claims, sign), trusted)
     assert_code(result, "malformed")
     assert message in result.message
+
+
+# --- the approvers of a page approval (issue 16) ----------------------------------------------
+
+
+def mint_by(key: SigningKey, approvers: list[str]) -> str:
+    return mint_approval(
+        key,
+        change_set_id=CS,
+        op="apply",
+        target=target_of(OLD),
+        before=guarded_state(OLD),
+        after=guarded_state(NEW),
+        subject=f"approver:{approvers[0]}",
+        approvers=approvers,
+        resource_version=OLD["metadata"]["resourceVersion"],
+        now=NOW,
+    )
+
+
+def test_a_page_approval_names_its_approvers(key: SigningKey, trusted: TrustedKeys) -> None:
+    token = mint_by(key, ["alice", "carol"])
+    result = verify(token, trusted)
+    assert_code(result, "ok")
+    assert result.claims is not None
+    assert (result.claims.sub, result.claims.approvers) == ("approver:alice", ["alice", "carol"])
+    assert "approver:alice and approver:carol" in result.message
+    assert result.policy_input()["claims"]["approvers"] == ["alice", "carol"]
+
+
+def test_an_approval_without_approvers_has_no_approvers_claim(key: SigningKey) -> None:
+    """What a webhook older than the claim still accepts (it rejects unknown claims)."""
+    payload = mint(key).split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert "approvers" not in claims
+
+
+@pytest.mark.parametrize(
+    "approvers",
+    [
+        ["alice", "alice"],  # the same person twice
+        [],
+        ["Alice"],  # names are lower case
+        ["token:alice"],
+        [f"a{i}" for i in range(11)],
+    ],
+)
+def test_signed_approvers_must_be_valid(
+    key: SigningKey, trusted: TrustedKeys, approvers: list[str]
+) -> None:
+    claims = good_claims() | {"sub": f"approver:{(approvers or ['x'])[0]}", "approvers": approvers}
+    token = craft(good_header(key), claims, key.private_key.sign)
+    assert_code(verify(token, trusted), "malformed")
+
+
+def test_the_subject_of_a_page_approval_is_its_first_approver(
+    key: SigningKey, trusted: TrustedKeys
+) -> None:
+    claims = good_claims() | {"sub": "approver:carol", "approvers": ["alice", "carol"]}
+    token = craft(good_header(key), claims, key.private_key.sign)
+    assert_code(verify(token, trusted), "malformed")
+    good = good_claims() | {"sub": "approver:alice", "approvers": ["alice", "carol"]}
+    assert_code(verify(craft(good_header(key), good, key.private_key.sign), trusted), "ok")
+    with pytest.raises(ValueError, match="sub must be"):
+        mint_approval(
+            key, change_set_id=CS, op="apply", target=target_of(OLD), before=guarded_state(OLD),
+            after=guarded_state(NEW), subject="human via token:x", approvers=["alice"],
+            resource_version=OLD["metadata"]["resourceVersion"], now=NOW,
+        )  # fmt: skip

@@ -158,11 +158,61 @@ def test_newer_schema_is_refused(path: Path) -> None:
         Ledger(path)
 
 
+_VERSION_3_TABLES = (
+    "page_decisions",
+    "approval_requests",
+    "webauthn_challenges",
+    "approver_invites",
+    "approver_credentials",
+    "approvers",
+    "approver_links",
+)
+
+
+def _as_version_2(path: Path) -> None:
+    """Make ``path`` what sizeguard's schema version 2 created: no approvers registry, no
+    approval requests or page decisions, approvals without their approvers."""
+    with sqlite3.connect(path) as raw:
+        for table in _VERSION_3_TABLES:
+            raw.execute(f"DROP TABLE {table}")
+        raw.execute("ALTER TABLE approvals DROP COLUMN approvers_json")
+        raw.execute("UPDATE schema_version SET version = 2")
+
+
 def _as_version_1(path: Path) -> None:
-    """Make ``path`` what sizeguard's schema version 1 created: no created_objects table."""
+    """Make ``path`` what sizeguard's schema version 1 created: version 2 without the
+    created_objects table."""
+    _as_version_2(path)
     with sqlite3.connect(path) as raw:
         raw.execute("DROP TABLE created_objects")
         raw.execute("UPDATE schema_version SET version = 1")
+
+
+def test_a_version_2_ledger_is_migrated_and_keeps_its_approvals(path: Path) -> None:
+    cs = change_set("a")
+    with Ledger(path) as ledger:
+        ledger.put_change_set(cs, source="preview")
+        ledger.record_approval(cs.id, "apply", "human via token:alice", now=NOW)
+    _as_version_2(path)
+    with sqlite3.connect(path) as raw:
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(approvals)")]
+        assert "approvers_json" not in columns
+    with capture_logs() as logs, Ledger(path) as ledger:
+        assert ledger.schema_version() == SCHEMA_VERSION == 3
+        (old,) = ledger.approvals(cs.id)
+        assert (old.approver, old.approvers) == ("human via token:alice", ())
+        assert ledger.verify_audit().ok
+        page = ledger.record_approval(
+            cs.id, "apply", "approver:bob", now=NOW, approvers=("bob", "carol")
+        )
+        assert ledger.approvals(cs.id)[-1] == page
+        assert page.approvers == ("bob", "carol")
+        with ledger.snapshot() as db:  # the registry's tables exist, empty
+            for table in _VERSION_3_TABLES:
+                assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    assert [e["event"] for e in logs if e["event"] == "ledger.schema_migrated"] == [
+        "ledger.schema_migrated"
+    ]
 
 
 def test_a_version_1_ledger_is_migrated_and_keeps_its_data(path: Path) -> None:
@@ -172,7 +222,7 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_data(path: Path) -> None:
         ledger.append_audit(actor="t", event="test.write", result="ok")
     _as_version_1(path)
     with capture_logs() as logs, Ledger(path) as ledger:
-        assert ledger.schema_version() == SCHEMA_VERSION == 2
+        assert ledger.schema_version() == SCHEMA_VERSION == 3
         assert ledger.load_change_set(cs.id) == cs
         assert ledger.verify_audit().ok and ledger.verify_audit().entries == 1
         ledger.record_created(cs.id, deployment("a"), now=NOW)
@@ -181,7 +231,7 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_data(path: Path) -> None:
         "ledger.schema_migrated"
     ]
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     with capture_logs() as again, Ledger(path):
         pass
     assert not [e for e in again if e["event"] == "ledger.schema_migrated"]

@@ -40,6 +40,7 @@ ALLOWED_CHANGESET = {
         }
     ],
     "requires": ["typed_confirmation"],
+    "approval_levels": 1,
 }
 
 DENIED_ADMISSION = {
@@ -121,6 +122,18 @@ def test_changeset_decision_is_parsed_and_posted_to_the_changeset_path() -> None
     assert "authorization" not in request.headers
 
 
+def test_a_changeset_decision_of_older_policies_is_a_deny() -> None:
+    """Policies from before approval.rego name no approval levels: their requires never ask
+    for a passkey, so a production change would be approved by an answer in the client."""
+    old = {k: v for k, v in ALLOWED_CHANGESET.items() if k != "approval_levels"}
+    decision = changeset_with(canned(body={"result": old})[0])
+    assert_unavailable_changeset(
+        decision, "the policies loaded into http://opa.test:8181 are older than this sizeguard"
+    )
+    newer = changeset_with(canned(body={"result": {**ALLOWED_CHANGESET, "approval_levels": 2}})[0])
+    assert_unavailable_changeset(newer, "approval levels version 2")
+
+
 def test_admission_decision_is_parsed_and_posted_to_the_admission_path() -> None:
     transport, seen = canned(body={"result": DENIED_ADMISSION})
     decision = admission_with(transport)
@@ -191,6 +204,7 @@ FOOTPRINT_CHANGESET = {
         },
     ],
     "requires": [],
+    "approval_levels": 1,
 }
 
 

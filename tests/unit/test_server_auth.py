@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import stat
 import threading
 from pathlib import Path
@@ -253,7 +254,10 @@ def test_identity_of_reads_only_what_sizeguard_verifiers_set() -> None:
 
 def test_the_requester_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth, "get_access_token", lambda: None)
-    monkeypatch.setattr(auth.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(auth.os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(
+        auth.pwd, "getpwuid", lambda uid: SimpleNamespace(pw_name="alice" if uid == 4242 else "?")
+    )
     assert requester(SimpleNamespace(transport="stdio")) == "stdio:alice"  # type: ignore[arg-type]
     for transport in ("streamable-http", None):
         ctx = SimpleNamespace(transport=transport)
@@ -279,3 +283,14 @@ def test_an_in_process_tool_call_is_unauthenticated_whatever_the_client_says() -
             return str(result.data)
 
     assert asyncio.run(go()) == "unauthenticated"
+
+
+def test_the_stdio_requester_is_the_effective_user_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$LOGNAME and $USER come from the MCP client's configuration: not who the server runs as."""
+    monkeypatch.setattr(auth, "get_access_token", lambda: None)
+    monkeypatch.setenv("LOGNAME", "not-me")
+    monkeypatch.setenv("USER", "not-me")
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert requester(SimpleNamespace(transport="stdio")) == f"stdio:{me}"  # type: ignore[arg-type]

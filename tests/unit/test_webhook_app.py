@@ -227,6 +227,7 @@ def approve(
     now: float | None = None,
     *,
     op: Op | None = None,
+    approvers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The object that carries an approval of old -> new (None: no object): ``new``, or for
     a delete ``old``. An update's approval is bound to ``old``'s resourceVersion."""
@@ -250,7 +251,8 @@ def approve(
         target=target,
         before=None if old is None else guarded_state(old),
         after=None if new is None else guarded_state(new),
-        subject="alice@example.com",
+        subject=f"approver:{approvers[0]}" if approvers else "alice@example.com",
+        approvers=approvers,
         resource_version=old["metadata"].get("resourceVersion")
         if old is not None and new is not None
         else None,
@@ -457,6 +459,21 @@ def test_valid_approval_is_verified_and_passed_to_the_policy(
     )
     assert 'sizeguard_webhook_approval_checks_total{code="ok"} 1.0' in text
     assert 'sizeguard_webhook_namespace_lookups_total{source="cache"}' not in text  # static
+
+
+def test_a_page_approval_with_its_approvers_is_admitted_and_logged(
+    key_dir: Path, key: SigningKey
+) -> None:
+    policy = FakePolicy()
+    app = make_app(key_dir, policy)
+    old, new = deployment(), deployment(cpu="150m")
+    with structlog.testing.capture_logs() as logs:
+        response = validate(app, review(old, approve(key, old, new, approvers=("alice", "carol"))))
+    assert response == {"uid": UID, "allowed": True}
+    claims = policy.inputs[0]["approval"]["claims"]
+    assert (claims["sub"], claims["approvers"]) == ("approver:alice", ["alice", "carol"])
+    logged = [e for e in logs if e.get("approval_approvers")]
+    assert logged and logged[0]["approval_approvers"] == ["alice", "carol"]
 
 
 @pytest.mark.parametrize(

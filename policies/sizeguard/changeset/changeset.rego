@@ -13,8 +13,10 @@ import data.sizeguard.lib
 # METADATA
 # title: Change set decision
 # description: |
-#   {allowed, risk, violations, warnings, requires}: allowed is true when there are no
-#   violations; each violation and warning is {code, target, message}.
+#   {allowed, risk, violations, warnings, requires, approval_levels}: allowed is true when
+#   there are no violations; each violation and warning is {code, target, message};
+#   approval_levels says requires names the levels of approval.rego (the server refuses a
+#   decision without it: policies older than the approval page).
 # entrypoint: true
 decision := {
 	"allowed": count(violations) == 0,
@@ -22,6 +24,7 @@ decision := {
 	"violations": sort(violations),
 	"warnings": sort(warnings),
 	"requires": sort(requires),
+	"approval_levels": approval_levels,
 }
 
 # METADATA
@@ -193,19 +196,6 @@ warnings contains w if {
 warnings contains w if {
 	some cctx in contexts
 	some w in target_warnings(cctx)
-}
-
-# METADATA
-# scope: document
-# description: What approving this change set requires of the human, beyond a confirmation.
-requires contains "typed_confirmation" if {
-	some cctx in contexts
-	cctx.production
-}
-
-requires contains "typed_confirmation" if {
-	some cctx in contexts
-	cctx.critical
 }
 
 # METADATA

@@ -383,6 +383,7 @@ test_hpa_create_allowed_with_a_warning if {
 			]),
 		}],
 		"requires": [],
+		"approval_levels": 1,
 	}
 }
 
@@ -424,7 +425,7 @@ test_hpa_delete_in_production_warns_that_the_workload_stays if {
 		with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "high"
-	d.requires == ["typed_confirmation"]
+	d.requires == ["authenticated_approver", "typed_confirmation"]
 	codes(d.warnings) == {"hpa_deleted", "production_namespace"}
 	concat("", [
 		"deleting the HPA shop-prod/web leaves apps/v1/Deployment/web at the replicas it runs at that moment ",
@@ -435,7 +436,7 @@ test_hpa_delete_in_production_warns_that_the_workload_stays if {
 test_hpa_delete_outside_production_has_no_warning if {
 	d := changeset.decision with input as one("HorizontalPodAutoscaler", "shop", new_hpa(2, 10), null)
 		with lib.config as lib_test.fixture
-	d == {"allowed": true, "risk": "medium", "violations": [], "warnings": [], "requires": []}
+	d == {"allowed": true, "risk": "medium", "violations": [], "warnings": [], "requires": [], "approval_levels": 1}
 }
 
 test_hpa_delete_in_a_frozen_namespace_denied if {

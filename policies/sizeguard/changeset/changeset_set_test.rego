@@ -94,6 +94,7 @@ test_empty_change_set_denied if {
 		}],
 		"warnings": [],
 		"requires": [],
+		"approval_levels": 1,
 	}
 }
 

@@ -54,12 +54,12 @@ changes_input(changes) := within(changes, capacity)
 codes(findings) := {finding.code | some finding in findings}
 
 # The example the project started from: 100m -> 250m CPU in a production namespace.
-test_production_increase_needs_typed_confirmation if {
+test_production_increase_needs_an_authenticated_approver if {
 	d := changeset.decision with input as changes_input([web_change("shop-prod", 100, 250)])
 		with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "high"
-	d.requires == ["typed_confirmation"]
+	d.requires == ["authenticated_approver", "typed_confirmation"]
 	d.violations == []
 	codes(d.warnings) == {"increase_large", "production_namespace"}
 }
@@ -67,7 +67,7 @@ test_production_increase_needs_typed_confirmation if {
 test_small_change_is_low_risk if {
 	d := changeset.decision with input as changes_input([web_change("shop", 100, 120)])
 		with lib.config as lib_test.fixture
-	d == {"allowed": true, "risk": "low", "violations": [], "warnings": [], "requires": []}
+	d == {"allowed": true, "risk": "low", "violations": [], "warnings": [], "requires": [], "approval_levels": 1}
 }
 
 test_warned_change_is_medium_risk if {
@@ -141,12 +141,12 @@ test_large_decrease_warned if {
 	}]
 }
 
-test_database_in_production_is_critical if {
+test_database_in_production_is_critical_and_needs_two_approvers if {
 	policy_input := changes_input([change("StatefulSet", "shop-prod", "postgres", deployment(1, 500), deployment(1, 600))])
 	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.allowed
 	d.risk == "critical"
-	d.requires == ["typed_confirmation"]
+	d.requires == ["authenticated_approver", "two_approvers", "typed_confirmation"]
 	codes(d.warnings) == {"production_namespace", "critical_workload"}
 }
 
@@ -157,7 +157,7 @@ test_critical_by_workload_label if {
 	}
 	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.risk == "high"
-	d.requires == ["typed_confirmation"]
+	d.requires == ["authenticated_approver", "typed_confirmation"]
 }
 
 test_production_by_namespace_label if {
@@ -167,7 +167,7 @@ test_production_by_namespace_label if {
 	}
 	d := changeset.decision with input as policy_input with lib.config as lib_test.fixture
 	d.risk == "medium"
-	d.requires == ["typed_confirmation"]
+	d.requires == ["authenticated_approver", "typed_confirmation"]
 }
 
 test_namespace_threshold_override if {

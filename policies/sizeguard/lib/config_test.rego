@@ -76,6 +76,12 @@ fixture := {
 		],
 		"labels": {"sizeguard.io/critical": ["true"]},
 	},
+	"approval": {
+		"other": [],
+		"production": ["typed_confirmation", "authenticated_approver"],
+		"critical": ["typed_confirmation", "authenticated_approver"],
+		"critical_production": ["typed_confirmation", "authenticated_approver", "two_approvers"],
+	},
 	"namespaces": {"kube-system": {"frozen": true}},
 	"admission": {
 		"guarded_operations": ["CREATE", "UPDATE", "DELETE"],

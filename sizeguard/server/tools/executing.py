@@ -70,9 +70,11 @@ async def _confirm_and_apply(
 
 
 async def apply_changes(ctx: Context, change_set_id: ChangeSetId) -> Execution:
-    """Apply a change set a human approved: single-use approval, policy checked again,
-    live objects re-read (drift refuses), originals snapshotted, each object patched with
-    its signed approval and verified; on a partial failure the originals are restored."""
+    """Apply a change set a human approved: single-use approval, policy checked again
+    (including how strongly it must be approved: where it requires enrolled approvers, their
+    passkey approvals on the approval page), live objects re-read (drift refuses), originals
+    snapshotted, each object patched with its signed approval and verified; on a partial
+    failure the originals are restored."""
     actor = requester(ctx)
     return await run(
         ctx,
