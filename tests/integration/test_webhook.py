@@ -1210,15 +1210,16 @@ def test_an_approved_rollout_in_production_rolls_out_through_its_controllers(
     # The Deployment's write and the controller's ReplicaSet create reached the webhook.
     assert webhook_requests(sandbox) >= before + 2
     path = path_of("Deployment", PROD_NAMESPACE, name)
-    status = eventually(
+    # Complete: both pods are of the new template and the old pod is gone (status.replicas
+    # counts an old pod until it has terminated, a moment after updatedReplicas reaches 2).
+    eventually(
         lambda: (
             (s := get(sandbox, "Deployment", PROD_NAMESPACE, name)["status"]).get("updatedReplicas")
             == 2
-            and s
+            and s.get("replicas") == 2
         ),
         what="the rollout complete",
     )
-    assert status["replicas"] == 2
     delete(sandbox, path)
     eventually(lambda: not owned_replica_sets(sandbox, deployment), what="ReplicaSets collected")
 
