@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sizeguard.approvers import (
@@ -19,10 +17,10 @@ from sizeguard.approvers import (
     normalize_name,
 )
 from sizeguard.errors import CommandError
-from sizeguard.ledger import Ledger, LedgerError, LedgerNotFoundError, default_ledger_path
+from sizeguard.ledger import Ledger
+from sizeguard.ledger_cli import add_ledger_flag, open_ledger
+from sizeguard.server.auth import effective_user
 from sizeguard.server.service import DEFAULT_APPROVAL_URL
-
-_LEDGER_HELP = "the ledger file (default: $SIZEGUARD_LEDGER or ~/.local/state/sizeguard/ledger.db)"
 
 
 def register(subparsers: Any) -> None:
@@ -78,13 +76,13 @@ def register(subparsers: Any) -> None:
         help="the approval page's address as people reach it (sizeguard serve "
         "--approval-url; default: $SIZEGUARD_APPROVAL_URL or %(default)s)",
     )
-    _add_ledger(invite)
+    add_ledger_flag(invite)
     invite.set_defaults(func=_invite)
 
     listing = actions.add_parser(
         "list", help="the approvers: enrolled when, passkeys, last used, revoked"
     )
-    _add_ledger(listing)
+    add_ledger_flag(listing)
     listing.set_defaults(func=_list)
 
     revoke = actions.add_parser(
@@ -98,7 +96,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     revoke.add_argument("name", metavar="NAME")
-    _add_ledger(revoke)
+    add_ledger_flag(revoke)
     revoke.set_defaults(func=_revoke)
 
     link = actions.add_parser(
@@ -116,18 +114,14 @@ def register(subparsers: Any) -> None:
     )
     link.add_argument("name", metavar="NAME")
     link.add_argument("identity", metavar="IDENTITY")
-    _add_ledger(link)
+    add_ledger_flag(link)
     link.set_defaults(func=_link)
 
     unlink = actions.add_parser("unlink", help="remove a link made by approvers link")
     unlink.add_argument("name", metavar="NAME")
     unlink.add_argument("identity", metavar="IDENTITY")
-    _add_ledger(unlink)
+    add_ledger_flag(unlink)
     unlink.set_defaults(func=_unlink)
-
-
-def _add_ledger(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", type=Path, metavar="PATH", help=_LEDGER_HELP)
 
 
 def _duration(text: str) -> int:
@@ -145,22 +139,11 @@ def _duration(text: str) -> int:
 
 
 def _open(args: argparse.Namespace, *, create: bool) -> Ledger:
-    path: Path = args.ledger if args.ledger is not None else default_ledger_path()
-    try:
-        return Ledger(path, create=create)
-    except LedgerNotFoundError:
-        raise CommandError(
-            f"no ledger at {path} (pass --ledger PATH or set SIZEGUARD_LEDGER)"
-        ) from None
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from None
+    return open_ledger(args.ledger, create=create)
 
 
 def _actor() -> str:
-    try:
-        return f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
-    except KeyError:
-        return f"cli:{os.geteuid()}"
+    return f"cli:{effective_user()}"
 
 
 def _when(moment: float | None) -> str:

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from sizeguard.errors import CommandError
-from sizeguard.ledger import (
-    AuditEntry,
-    Ledger,
-    LedgerError,
-    LedgerNotFoundError,
-    default_ledger_path,
-)
+from sizeguard.ledger import AuditEntry, Ledger
+from sizeguard.ledger_cli import add_ledger_flag, open_ledger
 
 _DETAILS_WIDTH = 60
 
@@ -36,7 +30,7 @@ def register(subparsers: Any) -> None:
         "verify",
         help="check the hash chain; exit 0 if intact, 1 at the first broken entry",
     )
-    _add_ledger(verify)
+    add_ledger_flag(verify)
     verify.add_argument(
         "--anchor",
         metavar="SEQ:HASH",
@@ -45,20 +39,11 @@ def register(subparsers: Any) -> None:
     verify.set_defaults(func=_verify)
 
     show = actions.add_parser("show", help="print audit entries (oldest first)")
-    _add_ledger(show)
+    add_ledger_flag(show)
     show.add_argument("--change-set", metavar="ID", help="only entries of this change set")
     show.add_argument("--json", action="store_true", help="JSON lines, with details and hashes")
     show.add_argument("--limit", type=_positive, metavar="N", help="only the last N entries")
     show.set_defaults(func=_show)
-
-
-def _add_ledger(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ledger",
-        type=Path,
-        metavar="PATH",
-        help="the ledger file (default: $SIZEGUARD_LEDGER or ~/.local/state/sizeguard/ledger.db)",
-    )
 
 
 def _positive(text: str) -> int:
@@ -72,15 +57,7 @@ def _positive(text: str) -> int:
 
 
 def _open(args: argparse.Namespace) -> Ledger:
-    path: Path = args.ledger if args.ledger is not None else default_ledger_path()
-    try:
-        return Ledger(path, create=False)
-    except LedgerNotFoundError:
-        raise CommandError(
-            f"no ledger at {path} (pass --ledger PATH or set SIZEGUARD_LEDGER)"
-        ) from None
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from None
+    return open_ledger(args.ledger)
 
 
 def _anchor(text: str | None) -> tuple[int, str] | None:

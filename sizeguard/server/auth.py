@@ -216,9 +216,14 @@ def requester(ctx: Context) -> str:
     if identity is not None:
         return identity
     if ctx.transport == "stdio":
-        try:  # the effective user, never $LOGNAME/$USER (the MCP client's configuration sets those)
-            user = pwd.getpwuid(os.geteuid()).pw_name
-        except KeyError:
-            user = str(os.geteuid())
-        return f"stdio:{_clean(user) or 'unknown'}"
+        return f"stdio:{_clean(effective_user()) or 'unknown'}"
     return "unauthenticated"
+
+
+def effective_user() -> str:
+    """The name of the process's effective user (its uid when it has none), never
+    $LOGNAME/$USER: whoever configures the process (an MCP client's configuration) sets those."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
