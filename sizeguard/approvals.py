@@ -85,6 +85,7 @@ __all__ = [
     "VerifyResult",
     "approval_of",
     "approval_op",
+    "approver_subject",
     "generate_signing_key",
     "init_key_dir",
     "jwk_thumbprint",
@@ -143,6 +144,13 @@ _UUID4_RE: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 # An enrolled approver's name (sizeguard.approvers), and the sub of a page approval.
 _APPROVER_RE: Final = r"^[a-z0-9][a-z0-9._@+-]{0,63}$"
 APPROVER_SUBJECT_PREFIX: Final = "approver:"
+
+
+def approver_subject(name: str) -> str:
+    """The ``sub`` (and audit actor) of an enrolled approver: ``approver:NAME``."""
+    return f"{APPROVER_SUBJECT_PREFIX}{name}"
+
+
 _HEADER_KEYS: Final = frozenset({"alg", "typ", "kid"})
 _JWK_KEYS: Final = frozenset({"kty", "crv", "x", "kid", "use", "alg"})
 _MAX_KEY_FILE: Final = 64 * 1024
@@ -584,7 +592,7 @@ class ApprovalClaims(BaseModel):
         if self.approvers is not None:
             if len(set(self.approvers)) != len(self.approvers):
                 raise ValueError("approvers must be different people")
-            if self.sub != f"{APPROVER_SUBJECT_PREFIX}{self.approvers[0]}":
+            if self.sub != approver_subject(self.approvers[0]):
                 raise ValueError("sub must be approver:<the first of approvers>")
         if self.exp - self.iat > lifetime(self.op):
             raise ValueError(f"a {self.op} approval lives at most {lifetime(self.op)} s")
@@ -911,7 +919,7 @@ def _check_object(
 def _approved_by(claims: ApprovalClaims) -> str:
     if claims.approvers is None:
         return claims.sub
-    return " and ".join(f"{APPROVER_SUBJECT_PREFIX}{name}" for name in claims.approvers)
+    return " and ".join(approver_subject(name) for name in claims.approvers)
 
 
 def _verified_claims(token: object, trusted: TrustedKeys) -> ApprovalClaims | VerifyResult:

@@ -71,6 +71,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from sizeguard.approvals import approver_subject
 from sizeguard.ledger import Ledger
 
 __all__ = [
@@ -440,7 +441,7 @@ class Approvers:
                  moment),
             )  # fmt: skip
             self.ledger.audit_in(
-                db, actor=f"approver:{name}", event="approver.enrolled", result="ok",
+                db, actor=approver_subject(name), event="approver.enrolled", result="ok",
                 details={"approver": name, "passkey_id": credential_id[:16]}, now=moment,
             )  # fmt: skip
         _log.info("approvers.enrolled", approver=name)

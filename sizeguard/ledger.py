@@ -1029,13 +1029,18 @@ class Ledger:
             ).fetchone()
             if row is None:
                 return False
-            db.execute("UPDATE approvals SET state = 'cancelled' WHERE id = ?", (approval_id,))
-            self._append(
-                db, actor=actor, event="approval.cancelled", result="ok", cs_id=row[0],
-                target=None, details={"approval_id": approval_id}, at=moment,
-            )  # fmt: skip
+            self._cancel_in(db, approval_id, row[0], actor, moment)
         _log.info("ledger.approval_cancelled", approval_id=approval_id)
         return True
+
+    def _cancel_in(
+        self, db: sqlite3.Connection, approval_id: int, cs_id: str, actor: str, moment: float
+    ) -> None:
+        db.execute("UPDATE approvals SET state = 'cancelled' WHERE id = ?", (approval_id,))
+        self._append(
+            db, actor=actor, event="approval.cancelled", result="ok", cs_id=cs_id,
+            target=None, details={"approval_id": approval_id}, at=moment,
+        )  # fmt: skip
 
     def cancel_approvals_in(
         self,
@@ -1058,11 +1063,7 @@ class Ledger:
         ).fetchall():
             if naming is not None and naming not in json.loads(approvers_json):
                 continue
-            db.execute("UPDATE approvals SET state = 'cancelled' WHERE id = ?", (approval_id,))
-            self._append(
-                db, actor=actor, event="approval.cancelled", result="ok", cs_id=cs_id,
-                target=None, details={"approval_id": approval_id}, at=moment,
-            )  # fmt: skip
+            self._cancel_in(db, approval_id, cs_id, actor, moment)
             cancelled.append(int(approval_id))
         return cancelled
 

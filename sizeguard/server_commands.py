@@ -509,7 +509,7 @@ def _approve(args: argparse.Namespace) -> int:
         raise CommandError(page_refusal(service, cs_id, preview.policy.requires))
     print(confirmation_text(preview, op))
     print()
-    if not preview.policy.allowed or any(not d.admitted for d in preview.dry_run):
+    if not admitted:
         for v in preview.policy.violations:
             print(f"  denied: {v.message}")
         for d in preview.dry_run:

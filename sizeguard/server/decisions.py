@@ -30,15 +30,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from sizeguard.approvals import approver_subject
 from sizeguard.approvers import Action, ApproverError, Approvers
 from sizeguard.server.models import Preview
-from sizeguard.server.service import Service, ServiceError
+from sizeguard.server.service import Service, ServiceError, page_url, timestamp
 from sizeguard.server.strength import (
     TWO_APPROVERS,
     Evidence,
@@ -57,7 +57,6 @@ __all__ = [
     "PageSummary",
     "approval_status",
     "decide_with_passkey",
-    "declined_round",
     "history_for_page",
     "open_request",
     "page_summary",
@@ -135,20 +134,8 @@ class PageSummary(BaseModel):
     decisions: list[PageDecision]
 
 
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _now(now: float | None) -> float:
     return time.time() if now is None else now
-
-
-def page_url(service: Service, change_set_id: str | None = None) -> str | None:
-    """The approval page (or one change set's page on it); None when there is no page."""
-    if service.approval_url is None:
-        return None
-    base = service.approval_url.rstrip("/")
-    return base if change_set_id is None else f"{base}/changes/{change_set_id}"
 
 
 # --- the ledger rows -------------------------------------------------------------------------
@@ -185,11 +172,7 @@ def _request(row: tuple[Any, ...]) -> _Request:
 
 def _load(service: Service, change_set_id: str) -> _Request | None:
     with service.ledger.snapshot() as db:
-        row = db.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests WHERE change_set_id = ?",  # noqa: S608 (constant column list)
-            (change_set_id,),
-        ).fetchone()
-    return None if row is None else _request(row)
+        return _load_in(db, change_set_id)
 
 
 def _load_in(db: sqlite3.Connection, change_set_id: str) -> _Request | None:
@@ -211,7 +194,10 @@ def _decisions_in(db: sqlite3.Connection, request: _Request) -> list[tuple[PageD
         (request.change_set_id, request.requested_at),
     ).fetchall()
     return [
-        (PageDecision(approver=r[0], action=r[1], at=_iso(r[2]), passkey_id=r[3][:12]), bool(r[4]))
+        (
+            PageDecision(approver=r[0], action=r[1], at=timestamp(r[2]), passkey_id=r[3][:12]),
+            bool(r[4]),
+        )
         for r in rows
     ]
 
@@ -271,8 +257,8 @@ def _status(
         state=state,
         requester=request.requester,
         requesters=request.requesters,
-        requested_at=_iso(request.requested_at),
-        expires_at=_iso(request.expires_at),
+        requested_at=timestamp(request.requested_at),
+        expires_at=timestamp(request.expires_at),
         risk=Preview.model_validate_json(request.preview_json).policy.risk,
         requires=list(strength.required),
         met=strength.met,
@@ -360,15 +346,6 @@ def approval_status(
     """Where the change set's request stands; None when it was never requested."""
     request = _load(service, change_set_id)
     return None if request is None else _status(service, request, _now(now))
-
-
-def declined_round(service: Service, change_set_id: str) -> list[str] | None:
-    """Who declined the change set's current round on the page; None when it is not
-    declined (``apply_changes`` refuses a declined change set whatever approval it finds)."""
-    request = _load(service, change_set_id)
-    if request is None or request.state != "declined":
-        return None
-    return [d.approver for d, _ in _decisions(service, request) if d.action == "decline"]
 
 
 # --- the page side ---------------------------------------------------------------------------
@@ -499,7 +476,7 @@ def record_page_decision(
             db, latest, _requirement(latest, preview), _approvals_of(_decisions_in(db, latest))
         )
         service.ledger.audit_in(
-            db, actor=f"approver:{name}", event="page.approved", result="recorded",
+            db, actor=approver_subject(name), event="page.approved", result="recorded",
             change_set_id=change_set_id,
             details={"approver": name, "op": latest.op, "passkey_id": passkey_id[:12],
                      "requirement_met": strength.met},
@@ -604,7 +581,7 @@ def _settle_in(
             db,
             request.change_set_id,
             request.op,
-            f"approver:{strength.counted[0]}",
+            approver_subject(strength.counted[0]),
             now=moment,
             typed_namespaces=tuple(preview.typed_confirmation),
             approvers=strength.counted,
@@ -616,7 +593,8 @@ def _fresh_check(service: Service, request: _Request, approvers: tuple[str, ...]
     """The last approval: the policy, the dry run and the signing key again (the caller
     weighs the requirement against the policy's answer now: it may have grown)."""
     try:
-        preview, _ = service.stored_preview(request.change_set_id, actor=f"approver:{approvers[0]}")
+        actor = approver_subject(approvers[0])
+        preview, _ = service.stored_preview(request.change_set_id, actor=actor)
     except ServiceError as exc:
         raise DecisionError("not_approvable", f"cannot be approved now: {exc}") from None
     problems = [v.message for v in preview.policy.violations]
@@ -671,12 +649,12 @@ def _decline(
             (moment, cs_id),
         )
         service.ledger.audit_in(
-            db, actor=f"approver:{name}", event="page.declined", result="declined",
+            db, actor=approver_subject(name), event="page.declined", result="declined",
             change_set_id=cs_id,
             details={"approver": name, "op": latest.op, "passkey_id": passkey_id[:12]},
             now=moment,
         )  # fmt: skip
-        service.ledger.cancel_approvals_in(db, cs_id, actor=f"approver:{name}", now=moment)
+        service.ledger.cancel_approvals_in(db, cs_id, actor=approver_subject(name), now=moment)
     _log.info("decisions.declined", change_set_id=cs_id)
     refreshed = _load(service, cs_id)
     assert refreshed is not None

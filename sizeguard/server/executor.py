@@ -47,6 +47,7 @@ from sizeguard.approvals import (
     APPROVAL_ANNOTATION,
     MIN_AGE_TO_DELETE_SECONDS,
     approval_op,
+    approver_subject,
     mint_approval,
 )
 from sizeguard.approvers import Approvers
@@ -60,7 +61,7 @@ from sizeguard.changes import (
 )
 from sizeguard.cluster import ClusterError, create_body, patch_for
 from sizeguard.ledger import ApprovalRefusedError, LedgerError, Snapshot
-from sizeguard.server.decisions import approval_status, declined_round, page_url
+from sizeguard.server.decisions import approval_status, page_url
 from sizeguard.server.models import Execution, TargetOutcome
 from sizeguard.server.service import (
     ROLLBACK_SOURCE,
@@ -146,8 +147,9 @@ def apply_change_set(
         )
     op = change_set_op(stored.source)
     ledger = service.ledger
-    declined_by = declined_round(service, change_set_id)
-    if declined_by is not None:
+    requested = approval_status(service, change_set_id)  # the page's request, if any
+    if requested is not None and requested.state == "declined":
+        declined_by = requested.declined_by
         ledger.append_audit(
             actor=actor,
             event=f"{op}.refused",
@@ -173,7 +175,6 @@ def apply_change_set(
             change_set_id=change_set_id,
             details={"stage": "approval"},
         )
-        requested = approval_status(service, change_set_id)
         how = (
             f"request_confirmation('{change_set_id}') or `sizeguard approve {change_set_id}` in "
             "a terminal"
@@ -202,7 +203,6 @@ def apply_change_set(
             "the policy now treats " + ", ".join(missing) + " as production or critical, and "
             "the human did not type it when approving; ask for a new approval",
         )
-    requested = approval_status(service, change_set_id)
     requesters = {actor} | (set(requested.requesters) if requested is not None else set())
     registry = Approvers(service.ledger)
     active = [name for name in approval.approvers if registry.is_active(name)]  # not revoked
@@ -235,7 +235,7 @@ def apply_change_set(
         )  # fmt: skip
     # the signed approval names only approvers active now (revoked ones are left out)
     signer = (
-        Signer(f"approver:{active[0]}", tuple(active))
+        Signer(approver_subject(active[0]), tuple(active))
         if approval.approvers
         else Signer(approval.approver)
     )

@@ -70,6 +70,7 @@ __all__ = [
     "diff_lines",
     "drift_problem",
     "page_refusal",
+    "page_url",
     "refuse_young",
     "typed_namespaces",
 ]
@@ -978,20 +979,26 @@ class Service:
         )
 
 
+def page_url(service: Service, change_set_id: str | None = None) -> str | None:
+    """The approval page (or one change set's page on it); None when there is no page."""
+    if service.approval_url is None:
+        return None
+    base = service.approval_url.rstrip("/")
+    return base if change_set_id is None else f"{base}/changes/{change_set_id}"
+
+
 def page_refusal(service: Service, change_set_id: str, requires: Sequence[str]) -> str:
     """Why an answer in the MCP client or a terminal does not approve a change set whose
     policy requires an enrolled approver, and where it can be approved."""
     needed = assess(requires, "", Evidence(confirmed=True, typed=True)).describe()
-    if service.approval_url is None:
+    url = page_url(service, change_set_id)
+    if url is None:
         where = (
             "this sizeguard server serves no approval page (--no-approval-page), so it cannot "
             "be approved through this server"
         )
     else:
-        where = (
-            f"approve it on the approval page {service.approval_url.rstrip('/')}/changes/"
-            f"{change_set_id} (request_confirmation puts it there)"
-        )
+        where = f"approve it on the approval page {url} (request_confirmation puts it there)"
     return (
         f"not approved: the policy requires {', '.join(sorted(requires))} for change set "
         f"{change_set_id} ({needed}); an answer in the MCP client or a terminal does not "

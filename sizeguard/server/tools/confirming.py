@@ -11,6 +11,7 @@ from typing import Literal
 from fastmcp import Context
 from mcp_types import InputRequiredResult
 
+from sizeguard.approvals import approver_subject
 from sizeguard.server.auth import requester
 from sizeguard.server.confirm import Answer, ask, modern_protocol, page_answer_round, show_page
 from sizeguard.server.decisions import ApprovalStatus, approval_status, open_request
@@ -125,7 +126,7 @@ def _from_page(status: ApprovalStatus) -> Confirmation:
         return Confirmation(
             **common,
             status="approved",
-            approver=f"approver:{status.approvers[0]}" if status.approvers else None,
+            approver=approver_subject(status.approvers[0]) if status.approvers else None,
             message=f"{status.message}; call apply_changes('{cs_id}')",
         )
     if status.state == "declined":
