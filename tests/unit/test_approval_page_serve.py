@@ -13,7 +13,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from sizeguard import cli, server_commands
+from sizeguard import cli
+from sizeguard.cli import serve as server_commands
 from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger
 from sizeguard.server import app as server_app

@@ -23,7 +23,7 @@ TARGET = Target(api_version="apps/v1", kind="Deployment", namespace="shop", name
 @pytest.fixture(autouse=True)
 def only_audit_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Other command groups are developed in parallel; these tests exercise ours alone.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.audit_commands",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.cli.audit",))
     # Never fall back to the real user's ledger.
     monkeypatch.delenv("SIZEGUARD_LEDGER", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -87,7 +87,7 @@ def tamper(path: Path, sql: str, *params: object) -> None:
 
 
 def test_audit_is_a_registered_command_group() -> None:
-    assert "sizeguard.audit_commands" in REGISTERED
+    assert "sizeguard.cli.audit" in REGISTERED
 
 
 # --- verify -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ REGISTERED = cli.COMMAND_MODULES  # as cli.py declares it, before any test patch
 @pytest.fixture(autouse=True)
 def only_keys_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     # Other command groups are developed in parallel; these tests exercise ours alone.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.keys_commands",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.cli.keys",))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -27,7 +27,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_keys_is_a_registered_command_group() -> None:
-    assert "sizeguard.keys_commands" in REGISTERED
+    assert "sizeguard.cli.keys" in REGISTERED
 
 
 def test_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from sizeguard import cli, server_commands
+from sizeguard import cli
+from sizeguard.cli import serve as server_commands
 from sizeguard.server.token_file import load_or_create_token
 
 REGISTERED = cli.COMMAND_MODULES  # as cli.py declares it, before any test patches it
@@ -24,7 +25,7 @@ CS = "cs-0123456789abcdef0123"
 @pytest.fixture(autouse=True)
 def only_server_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     # Other command groups are developed in parallel; these tests exercise ours alone.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.server_commands",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("sizeguard.cli.serve",))
     for name in ("SIZEGUARD_KEY_DIR", "SIZEGUARD_LEDGER", "KUBECONFIG", "OPA_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -52,7 +53,7 @@ def help_text(capsys: pytest.CaptureFixture[str], command: str) -> str:
 
 
 def test_serve_and_approve_are_registered() -> None:
-    assert "sizeguard.server_commands" in REGISTERED
+    assert "sizeguard.cli.serve" in REGISTERED
 
 
 def test_serve_help_names_its_flags(capsys: pytest.CaptureFixture[str]) -> None:

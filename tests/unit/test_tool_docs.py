@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sizeguard.cli import main
-from sizeguard.docs_commands import render_markdown, tool_reference
+from sizeguard.cli.docs import render_markdown, tool_reference
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "tools"
 

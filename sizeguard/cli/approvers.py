@@ -16,9 +16,9 @@ from sizeguard.approvers import (
     normalize_identity,
     normalize_name,
 )
+from sizeguard.cli.ledger import add_ledger_flag, open_ledger
 from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger
-from sizeguard.ledger_cli import add_ledger_flag, open_ledger
 from sizeguard.server.auth import effective_user
 from sizeguard.server.service import DEFAULT_APPROVAL_URL
 

@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from sizeguard.cli.ledger import add_ledger_flag, open_ledger
 from sizeguard.errors import CommandError
 from sizeguard.ledger import AuditEntry, Ledger
-from sizeguard.ledger_cli import add_ledger_flag, open_ledger
 
 _DETAILS_WIDTH = 60
 

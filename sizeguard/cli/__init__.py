@@ -20,15 +20,15 @@ from sizeguard.logs import configure_logging
 
 # Modules that contribute a command group, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "sizeguard.sandbox.commands",
-    "sizeguard.keys_commands",
-    "sizeguard.policy_commands",
-    "sizeguard.scan_commands",
-    "sizeguard.webhook_commands",
-    "sizeguard.server_commands",
-    "sizeguard.approver_commands",
-    "sizeguard.audit_commands",
-    "sizeguard.docs_commands",
+    "sizeguard.cli.sandbox",
+    "sizeguard.cli.keys",
+    "sizeguard.cli.policy",
+    "sizeguard.cli.scan",
+    "sizeguard.cli.webhook",
+    "sizeguard.cli.serve",
+    "sizeguard.cli.approvers",
+    "sizeguard.cli.audit",
+    "sizeguard.cli.docs",
 )
 
 
