@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from statistics import fmean
 
 from sizeguard.prometheus import PrometheusClient, PrometheusError, format_duration
-from sizeguard.recommend import _namespace_matcher, discover_pods, settings_for
+from sizeguard.recommend import settings_for
+from sizeguard.recommend.collection import discover_pods, namespace_matcher
 from sizeguard.server.models import Metrics, WorkloadUsage
 from sizeguard.workloads import Workload
 
@@ -39,7 +40,7 @@ async def usage(
     window = format_duration(window_seconds)
     errors: list[str] = []
     settings = settings_for("simple", history_duration=window_seconds / 3600)
-    ns = _namespace_matcher(namespaces or None)
+    ns = namespace_matcher(namespaces or None)
     queries = {
         ("cpu", "avg"): f"avg_over_time(({_CPU.format(ns=ns)})[{window}:1m])",
         ("cpu", "max"): f"max_over_time(({_CPU.format(ns=ns)})[{window}:1m])",

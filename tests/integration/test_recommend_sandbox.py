@@ -23,7 +23,8 @@ import pytest
 
 from sizeguard import recommend
 from sizeguard.prometheus import PrometheusClient, PrometheusError
-from sizeguard.recommend import Collected, Scan, Severity
+from sizeguard.recommend import Scan, Severity
+from sizeguard.recommend.collection import Collected
 from sizeguard.sandbox import estate, metrics
 from sizeguard.workloads import Workload, WorkloadReader
 

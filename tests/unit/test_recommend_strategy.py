@@ -12,6 +12,7 @@ from sizeguard import recommend
 from sizeguard.recommend import (
     ContainerData,
     Severity,
+    collection,
     cpu_severity,
     hpa_desired_replicas,
     memory_severity,
@@ -190,7 +191,7 @@ def test_no_replica_advice_without_a_cpu_request_or_for_daemonsets() -> None:
 
 
 def test_queries_escape_namespaces_and_use_krrs_step() -> None:
-    queries = recommend.metric_queries(settings_for("simple"), ["a.b", "c"], with_mean=False)
+    queries = collection.metric_queries(settings_for("simple"), ["a.b", "c"], with_mean=False)
     assert 'namespace=~"a\\\\.b|c"' in queries["cpu"]
     assert queries["cpu"].startswith("quantile_over_time(0.95, ")
     assert (
@@ -200,10 +201,10 @@ def test_queries_escape_namespaces_and_use_krrs_step() -> None:
     custom = settings_for(
         "simple", history_duration=36, timeframe_duration=0.5, use_oomkill_data=True
     )
-    queries = recommend.metric_queries(custom, ["a"], with_mean=True)
+    queries = collection.metric_queries(custom, ["a"], with_mean=True)
     assert "[36h:30s]" in queries["memory_max"] and "oom_limit" in queries and "cpu_mean" in queries
 
 
 def test_batches_group_namespaces_by_pods() -> None:
-    assert recommend._batches({"a": 300, "b": 300, "c": 10}, 500) == [["a"], ["b", "c"]]
-    assert recommend._batches({"huge": 2000}, 500) == [["huge"]]
+    assert collection._batches({"a": 300, "b": 300, "c": 10}, 500) == [["a"], ["b", "c"]]
+    assert collection._batches({"huge": 2000}, 500) == [["huge"]]
