@@ -24,6 +24,7 @@ import pytest
 from sizeguard import recommend
 from sizeguard.prometheus import PrometheusClient, PrometheusError
 from sizeguard.recommend import Scan, Severity
+from sizeguard.recommend import collection
 from sizeguard.recommend.collection import Collected
 from sizeguard.sandbox import estate, metrics
 from sizeguard.workloads import Workload, WorkloadReader
@@ -473,7 +474,7 @@ def test_krrs_fold_and_the_plain_form_agree_on_single_series(
     async def everything_folded(*args: object, **kwargs: object) -> set[str]:
         return {p.pod for pods in truth.pods.values() for p in pods}
 
-    monkeypatch.setattr(recommend, "pods_with_several_series", everything_folded)
+    monkeypatch.setattr(collection, "pods_with_several_series", everything_folded)
     settings = recommend.settings_for("simple", use_oomkill_data=True)
 
     async def go() -> Collected:
