@@ -923,6 +923,17 @@ class Cluster:
             capacity=self.capacity(),
         )
 
+    def missing_namespaces(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that are not namespaces of the cluster, sorted (one list call)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return []
+        existing = {
+            str((obj.get("metadata") or {}).get("name", ""))
+            for obj in self._list("Namespaces", self._core.list_namespace)
+        }
+        return [name for name in wanted if name not in existing]
+
     def _namespaces(self, selected: list[str] | None) -> dict[str, NamespaceInfo]:
         if selected is None:
             objects = list(self._list("Namespaces", self._core.list_namespace))

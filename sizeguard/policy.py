@@ -307,6 +307,10 @@ class _Base:
         return decision
 
 
+class PolicyUnavailableError(Exception):
+    """OPA gave no usable value for a :meth:`PolicyClient.query` (the message says why)."""
+
+
 class _UnusableAnswerError(Exception):
     """OPA answered, but not with a usable decision."""
 
@@ -376,6 +380,43 @@ class PolicyClient(_Base):
         except _UnusableAnswerError as exc:
             return self._finish(kind, started, error=str(exc))
         return self._finish(kind, started, decision, decision_id)
+
+    def query(self, path: str, policy_input: PolicyInput) -> Any:
+        """The value of ``data.<path>`` (``path`` with slashes) for an input, for a document
+        that is not a decision (e.g. ``sizeguard/plan/floors``). Raises
+        :class:`PolicyUnavailableError`, whose message is a sentence, when OPA gives none."""
+        started = time.perf_counter()
+        error: str | None
+        try:
+            response = self._client.post(
+                f"{self.url}/v1/data/{path}", content=self._encode(policy_input)
+            )
+        except httpx.HTTPError as exc:
+            error = self._describe_transport_error(exc)
+        else:
+            error = (
+                None
+                if response.status_code == 200
+                else f"HTTP {response.status_code} from {self.display_url}"
+                + _opa_error(response.content)
+            )
+        answer: Any = None
+        if error is None:
+            try:
+                answer = json.loads(response.content).get("result")
+            except (ValueError, AttributeError):
+                error = f"malformed answer from {self.display_url}"
+        if error is None and answer is None:
+            error = (
+                f"data.{path.replace('/', '.')} is undefined "
+                f"(are the sizeguard policies loaded into {self.display_url}?)"
+            )
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        if error is not None:
+            _log.warning("policy.query", path=path, engine_error=error, duration_ms=elapsed_ms)
+            raise PolicyUnavailableError(f"the policy engine (OPA) gave no {path}: {error}")
+        _log.info("policy.query", path=path, duration_ms=elapsed_ms)
+        return answer
 
     def close(self) -> None:
         self._client.close()

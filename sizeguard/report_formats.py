@@ -13,7 +13,7 @@ import io
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -31,12 +31,14 @@ from sizeguard.recommend import (
     Value,
     score,
 )
+from sizeguard.recommend.results import ObjectWarning
 from sizeguard.workloads import HpaInfo
 
 __all__ = [
     "FORMATS",
     "KrrParseError",
     "costs",
+    "describe_error",
     "from_krr",
     "render",
     "to_krr",
@@ -61,10 +63,18 @@ def _hpa_json(hpa: HpaInfo | None) -> dict[str, Any] | None:
         "min_replicas": hpa.min_replicas,
         "max_replicas": hpa.max_replicas,
         "current_replicas": hpa.current_replicas,
-        "desired_replicas": hpa.desired_replicas,
+        # krr requires a number here; an HPA whose controller has not written its status yet
+        # wants the replicas it has (or its minimum when that is unknown too).
+        "desired_replicas": _desired_replicas(hpa),
         "target_cpu_utilization_percentage": hpa.target_cpu_utilization_percentage,
         "target_memory_utilization_percentage": hpa.target_memory_utilization_percentage,
     }
+
+
+def _desired_replicas(hpa: HpaInfo) -> int:
+    if hpa.desired_replicas is not None:
+        return hpa.desired_replicas
+    return hpa.current_replicas if hpa.current_replicas is not None else hpa.min_replicas
 
 
 def _values(values: Mapping[str, Value]) -> dict[str, Value]:
@@ -144,6 +154,7 @@ def to_krr(result: ScanResult, prices: PriceModel | None = None) -> dict[str, An
             "settings": dict(result.settings),
         },
         "errors": list(result.errors),
+        "clusterSummary": {},
         "sizeguard": {
             "replicas": [r.to_json() for r in result.replicas],
             "cost": costs(result, prices).to_json(),
@@ -172,6 +183,21 @@ def _value(raw: object, where: str) -> Value:
     except ValueError as exc:
         raise KrrParseError(f"{where}: not a resource value: {raw!r}") from exc
     return "?" if math.isnan(number) else number
+
+
+def _warnings(raw: object, where: str) -> list[str]:
+    """krr's object warnings; krr's model refuses a report with any other value."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise KrrParseError(f"{where}: not a list")
+    known = get_args(ObjectWarning)
+    for value in raw:
+        if value not in known:
+            raise KrrParseError(
+                f"{where}: {value!r} is not one of krr's warnings ({', '.join(known)})"
+            )
+    return [str(w) for w in dict.fromkeys(raw)]
 
 
 def _severity(raw: object, where: str) -> Severity:
@@ -248,7 +274,7 @@ def from_krr(document: object) -> ScanResult:
                         },
                         info=dict(alloc.get("info") or {}),
                     ),
-                    warnings=[str(w) for w in obj.get("warnings") or []],
+                    warnings=_warnings(obj.get("warnings"), f"{where}.object.warnings"),
                     labels=dict(obj.get("labels") or {}),
                     annotations=dict(obj.get("annotations") or {}),
                 ),
@@ -272,6 +298,31 @@ def from_krr(document: object) -> ScanResult:
             {"message": f"the report's score {declared} differs from its scans' {result.score}"}
         )
     return result
+
+
+def describe_error(entry: Mapping[str, Any]) -> str:
+    """One sentence for an entry of a report's ``errors``: sizeguard's carry a ``message``
+    (and the ``namespace`` it concerns), krr's only a ``name`` and its details."""
+    where = f"namespace {entry['namespace']}: " if entry.get("namespace") else ""
+    if entry.get("message"):
+        return f"{where}{entry['message']}"
+    name = entry.get("name")
+    if name == "HistoryRangeError":
+        return (
+            "krr could not tell how much history Prometheus holds (HistoryRangeError), "
+            "so it computed the recommendations without checking that there is enough"
+        )
+    if name == "NotEnoughHistoryAvailable":
+        retry = entry.get("retry_after") or "an unknown time"
+        return (
+            "Prometheus does not hold enough history yet for the strategy "
+            f"(NotEnoughHistoryAvailable); krr suggests running again after {retry}"
+        )
+    details = {k: v for k, v in entry.items() if k not in ("name", "namespace")}
+    extra = f" ({json.dumps(details, default=str, sort_keys=True)})" if details else ""
+    if name:
+        return f"{where}krr reported {name}{extra}"
+    return f"{where}an error without a name or message{extra}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,69 +440,84 @@ def _table(result: ScanResult, colour: bool, prices: PriceModel | None) -> str:
                     f"maxReplicas {r.hpa_max_replicas[0]} -> {r.hpa_max_replicas[1]}"
                 )
             lines.append(f"  {r.kind} {r.namespace}/{r.name}: {change} ({r.reason})")
-    for error in result.errors:
-        where = f"[{error['namespace']}] " if error.get("namespace") else ""
-        lines.append(f"error: {where}{error.get('message', '')}")
+    lines.extend(f"error: {describe_error(error)}" for error in result.errors)
     return "\n".join(lines) + "\n"
 
 
-_CSV_COLUMNS = [
-    "namespace",
-    "kind",
-    "name",
-    "container",
-    "pods",
-    "old_pods",
-    "severity",
-    "cpu_request",
-    "cpu_request_recommended",
-    "cpu_request_severity",
-    "cpu_limit",
-    "cpu_limit_recommended",
-    "cpu_limit_severity",
-    "memory_request",
-    "memory_request_recommended",
-    "memory_request_severity",
-    "memory_limit",
-    "memory_limit_recommended",
-    "memory_limit_severity",
-    "info_cpu",
-    "info_memory",
-    "monthly_savings",
-]
+# krr's `csv` format: its columns, one row per container, the workload's cells only on the
+# first row of each run of rows for one (cluster, namespace, name), and its cell texts.
+_CSV_COLUMNS = ["Namespace", "Name", "Pods", "Old Pods", "Type", "Container", "Severity"]
+_CSV_RESOURCES = (("cpu", "CPU"), ("memory", "Memory"))
 
 
-def _csv(result: ScanResult, prices: PriceModel | None) -> str:
+def _krr_units(x: float) -> str:
+    """krr's ``resource_units.format`` (binary units, for cores and bytes alike)."""
+    if x < 1:
+        return f"{int(x * 1000)}m"
+    if x < 1024:
+        return str(x)
+    whole = int(x)
+    units = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+    power = 0  # a unit is kept until the value reaches ten of the next one
+    while power < len(units) - 1 and whole / 1024 ** (power + 1) >= 10:
+        power += 1
+    return f"{whole / 1024**power:.0f}{units[power]}"
+
+
+def _krr_value(value: Value) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, str):
+        return "?"
+    return _krr_units(float(value))
+
+
+def _krr_diff(current: Value, rec: Value, pods: int = 1) -> str:
+    """``(+|-)|recommended - current| x pods``; unset counts as 0, and "?" has no diff."""
+    if isinstance(rec, str):
+        return ""
+    delta = (rec if rec is not None else 0.0) - (
+        current if isinstance(current, int | float) else 0.0
+    )
+    return ("+" if delta >= 0 else "-") + _krr_value(abs(delta) * pods)
+
+
+def _krr_cell(current: Value, rec: Value, selector: str) -> str:
+    if current is None and rec is None:
+        return "unset"
+    diff = _krr_diff(current, rec) if selector == "requests" else ""
+    prefix = f"({diff}) " if diff else ""
+    return f"{prefix}{_krr_value(current)} -> {_krr_value(rec)}"
+
+
+def _csv(result: ScanResult) -> str:
+    columns = list(_CSV_COLUMNS)
+    for _, title in _CSV_RESOURCES:
+        columns += [f"{title} Diff", f"{title} Requests", f"{title} Limits"]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_CSV_COLUMNS)
-    summary = costs(result, prices)
-    for scan, cost in zip(result.scans, summary.items, strict=True):
+    writer = csv.DictWriter(buffer, columns)  # krr's dialect: excel, \r\n line ends
+    writer.writeheader()
+    previous: tuple[str | None, str, str] | None = None
+    for scan in result.scans:
         obj, rec = scan.object, scan.recommended
-        row: list[object] = [
-            obj.namespace,
-            obj.kind,
-            obj.name,
-            obj.container,
-            sum(1 for p in obj.pods if not p.deleted),
-            sum(1 for p in obj.pods if p.deleted),
-            scan.severity.value,
-        ]
-        for selector, resource in (
-            ("requests", "cpu"),
-            ("limits", "cpu"),
-            ("requests", "memory"),
-            ("limits", "memory"),
-        ):
-            current = getattr(obj.allocations, selector).get(resource)
-            value = getattr(rec, selector)[resource]
-            row += ["" if current is None else current, "" if value.value is None else value.value]
-            row.append(value.severity.value)
-        row += [
-            rec.info.get("cpu") or "",
-            rec.info.get("memory") or "",
-            f"{cost.savings_monthly:.2f}",
-        ]
+        current_pods = sum(1 for p in obj.pods if not p.deleted)
+        first = previous != (obj.cluster, obj.namespace, obj.name)
+        previous = (obj.cluster, obj.namespace, obj.name)
+        row: dict[str, str] = {
+            "Namespace": obj.namespace if first else "",
+            "Name": obj.name if first else "",
+            "Pods": str(current_pods) if first else "",
+            "Old Pods": str(len(obj.pods) - current_pods) if first else "",
+            "Type": obj.kind if first else "",
+            "Container": obj.container,
+            "Severity": scan.severity.value,
+        }
+        for resource, title in _CSV_RESOURCES:
+            request = obj.allocations.requests.get(resource)
+            limit = obj.allocations.limits.get(resource)
+            row[f"{title} Diff"] = _krr_diff(request, rec.requests[resource].value, current_pods)
+            row[f"{title} Requests"] = _krr_cell(request, rec.requests[resource].value, "requests")
+            row[f"{title} Limits"] = _krr_cell(limit, rec.limits[resource].value, "limits")
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -464,7 +530,7 @@ def render(
     if fmt == "yaml":
         return yaml.safe_dump(to_krr(result, prices), sort_keys=False)
     if fmt == "csv":
-        return _csv(result, prices)
+        return _csv(result)
     if fmt == "table":
         return _table(result, colour, prices)
     raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")

@@ -17,9 +17,15 @@ from typing import Any
 
 from sizeguard.cost import PriceModel
 from sizeguard.errors import CommandError
+from sizeguard.policy import PolicyClient, default_opa_url
 from sizeguard.prometheus import PrometheusClient
-from sizeguard.recommend import STRATEGIES, ScanResult, scan, settings_for
-from sizeguard.report_formats import FORMATS, KrrParseError, from_krr, render
+from sizeguard.recommend import STRATEGIES, ScanResult, opa_floors, scan, settings_for
+from sizeguard.recommend.results import (
+    prometheus_failures,
+    scanned_nothing,
+    workloads_without_data,
+)
+from sizeguard.report_formats import FORMATS, KrrParseError, describe_error, from_krr, render
 from sizeguard.workloads import WorkloadReader
 
 __all__ = ["register", "run_scan"]
@@ -97,9 +103,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--target-utilization",
         type=float,
-        default=70.0,
+        default=100.0,
         metavar="PCT",
-        help="CPU utilization target for replica recommendations (70; 0 disables them)",
+        help="CPU usage at the percentile as a share of the request, for the replica plans "
+        "(100: krr's request at today's replicas; 0 disables the plans)",
+    )
+    parser.add_argument(
+        "--opa-url",
+        default=None,
+        metavar="URL",
+        help="OPA with sizeguard's policies, for the plans' availability floors "
+        "(default: $OPA_URL or http://127.0.0.1:8181)",
     )
     parser.add_argument("--cpu-hourly-price", type=float, default=PriceModel.cpu_hourly)
     parser.add_argument(
@@ -155,7 +169,10 @@ def run_scan(args: argparse.Namespace) -> ScanResult:
         raise CommandError(f"invalid strategy settings: {exc}") from None
     try:
         with WorkloadReader(kubeconfig, context=args.context) as reader:
+            _check_namespaces(reader, args.namespace, kubeconfig)
             workloads = reader.workloads(args.namespace or None)
+    except CommandError:
+        raise
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read workloads through {kubeconfig}: {exc}") from None
     except Exception as exc:  # httpx errors carry the useful part in their message
@@ -182,13 +199,71 @@ def run_scan(args: argparse.Namespace) -> ScanResult:
                 memory_min_value=args.mem_min,
                 batch_pods=args.batch_pods,
                 target_utilization=(args.target_utilization / 100) or None,
+                floors=opa_floors(policy, kubeconfig, args.context),
             )
 
-    return asyncio.run(go())
+    with PolicyClient(args.opa_url or default_opa_url()) as policy:
+        return asyncio.run(go())
+
+
+def _check_namespaces(reader: WorkloadReader, names: list[str], kubeconfig: Path) -> None:
+    """Refuse namespaces the API server does not have: listing in one answers an empty list.
+
+    A namespace the credentials may not read (403) is scanned as asked; its workloads, if
+    any, are still listed."""
+    unknown = [
+        ns
+        for ns in sorted(set(names))
+        if reader.http.get(f"/api/v1/namespaces/{ns}").status_code == 404
+    ]
+    if unknown:
+        listed = ", ".join(unknown)
+        noun = "namespace" if len(unknown) == 1 else "namespaces"
+        raise CommandError(
+            f"the cluster of {kubeconfig} has no {noun} {listed}; nothing was scanned"
+        )
+
+
+def _notes(result: ScanResult, args: argparse.Namespace) -> list[str]:
+    """What the report does not cover, as sentences for stderr."""
+    notes = [describe_error(e).rstrip(".") + "." for e in result.errors]
+    gaps = workloads_without_data(result)
+    if gaps:
+        workloads = len({(s.object.kind, s.object.namespace, s.object.name) for s in result.scans})
+        shown = [f"{name} ({_gap_text(missing)})" for name, missing in list(gaps.items())[:20]]
+        more = f" and {len(gaps) - 20} more" if len(gaps) > 20 else ""
+        notes.append(
+            f"{len(gaps)} of {workloads} workloads lack data in Prometheus (their values are "
+            f'"?" where it is missing): {"; ".join(shown)}{more}.'
+        )
+    if not result.scans and args.from_krr is None:
+        where = f"namespace {', '.join(args.namespace)}" if args.namespace else "the cluster"
+        notes.append(f"there are no Deployments, StatefulSets or DaemonSets in {where}.")
+    return notes
+
+
+_GAPS = {
+    "NoPrometheusPods": "Prometheus lists none of its pods",
+    "NoPrometheusCPUMetrics": "no CPU metrics",
+    "NoPrometheusMemoryMetrics": "no memory metrics",
+}
+
+
+def _gap_text(missing: list[str]) -> str:
+    return ", ".join(_GAPS.get(w, w) for w in missing)
 
 
 def _scan_command(args: argparse.Namespace) -> int:
     result = run_scan(args)
+    if args.from_krr is None and scanned_nothing(result):
+        # The whole-scan failures (pod discovery) name the cause once; per-namespace copies
+        # of the same failure add nothing.
+        failures = prometheus_failures(result)
+        overall = [e for e in failures if not e.get("namespace")] or failures
+        causes = "; ".join(dict.fromkeys(describe_error(e).rstrip(".") for e in overall))
+        raise CommandError(
+            f"Prometheus gave no data for any workload, so there is no report: {causes}."
+        )
     prices = PriceModel(args.cpu_hourly_price, args.memory_gib_hourly_price, args.hours_per_month)
     to_file = args.output is not None
     colour = args.colour == "always" or (
@@ -202,4 +277,12 @@ def _scan_command(args: argparse.Namespace) -> int:
         args.output.write_text(text)
     else:
         sys.stdout.write(text)
+        sys.stdout.flush()
+    for note in _notes(result, args):
+        print(f"sizeguard: {note}", file=sys.stderr)
+    if args.from_krr is None and prometheus_failures(result):
+        raise CommandError(
+            "some Prometheus queries failed (the errors above); the report is written, with "
+            '"?" for what they left without data'
+        )
     return 0

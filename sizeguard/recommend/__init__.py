@@ -27,10 +27,14 @@ and never a number computed from data that is not there.
 from __future__ import annotations
 
 from sizeguard.recommend.collection import collect
+from sizeguard.recommend.floors import FloorLookup, FloorsUnavailableError, opa_floors
 from sizeguard.recommend.replicas import (
+    Demand,
+    Floor,
+    PlanSettings,
     ReplicaRecommendation,
     hpa_desired_replicas,
-    recommend_replicas,
+    plan_workload,
 )
 from sizeguard.recommend.results import (
     Allocations,
@@ -67,7 +71,12 @@ __all__ = [
     "STRATEGIES",
     "Allocations",
     "ContainerData",
+    "Demand",
+    "Floor",
+    "FloorLookup",
+    "FloorsUnavailableError",
     "ObjectData",
+    "PlanSettings",
     "PodRef",
     "Proposal",
     "RecommendationValue",
@@ -86,8 +95,9 @@ __all__ = [
     "cpu_severity",
     "hpa_desired_replicas",
     "memory_severity",
+    "opa_floors",
+    "plan_workload",
     "propose",
-    "recommend_replicas",
     "round_value",
     "scan",
     "score",

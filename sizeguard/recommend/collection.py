@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,10 @@ from sizeguard.prometheus import PrometheusClient, PrometheusError, format_durat
 from sizeguard.recommend.strategies import SimpleLimitSettings, SimpleSettings, StrategySettings
 
 _REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
+
+BatchProgress = Callable[[int, int], Awaitable[None]]
+"""Told ``(done, batches)``: once when the pods are discovered (0 done), then as each batch
+of namespaces has all its answers."""
 
 
 def _promql_regex_literal(value: str) -> str:
@@ -208,8 +212,10 @@ async def collect(
     batch_pods: int = 500,
     range_pods: int = 50,
     with_mean: bool = True,
+    progress: BatchProgress | None = None,
 ) -> Collected:
-    """Run the query plan: discovery, then one query per metric per batch of namespaces."""
+    """Run the query plan: discovery, then one query per metric per batch of namespaces
+    (``progress`` is told as each batch completes)."""
     out = Collected()
     out.pods = await discover_pods(client, settings, namespaces, at)
     counts: dict[str, int] = defaultdict(int)
@@ -275,5 +281,16 @@ async def collect(
                     jobs.append(run_range(namespace, chunk, aggregate))
         await asyncio.gather(*jobs)
 
-    await asyncio.gather(*(plan(batch) for batch in batches))
+    finished = 0
+
+    async def planned(batch: list[str]) -> None:
+        nonlocal finished
+        await plan(batch)
+        finished += 1
+        if progress is not None:
+            await progress(finished, len(batches))
+
+    if progress is not None:
+        await progress(0, len(batches))
+    await asyncio.gather(*(planned(batch) for batch in batches))
     return out

@@ -1,12 +1,40 @@
-"""Replica recommendations (the horizontal side), from per-pod CPU usage."""
+"""One plan per workload: its replica count and its per-pod CPU request, computed together.
+
+krr's CPU request for a container is the percentile of its per-pod usage, measured at today's
+replica count. Sizing replicas with the HPA formula against today's request as well would
+count the same demand twice (a 50m -> 293m request *and* 1 -> 9 replicas). A plan instead
+starts from the demand at the percentile, ``D`` = per-pod demand x current replicas ``R``
+(the HPA's current count when an HPA scales the workload), and a target utilization ``t`` at
+the percentile (1.0 by default: at an unchanged replica count the planned request is exactly
+krr's number, krr's own meaning of a request):
+
+1. Replicas ``N`` = max(R, the availability floor); the floor comes from policy data through
+   OPA (``policies/sizeguard/plan``). Demand never removes replicas: the request absorbs it.
+2. Request per pod ``r`` = D / (N x t), split over the containers in proportion to krr's
+   numbers and rounded as krr rounds (up to 1m, at least ``cpu_min_value`` per container).
+3. Only when ``r`` would exceed the floor's ``max_pod_cpu`` (unset by default) are replicas
+   added for demand, at a per-pod request no larger than today's (or the cap): then the
+   request is not raised at the same time.
+4. With an HPA the HPA owns the replicas: the request stays today's when krr gives "?" for
+   CPU (the HPA scales on CPU), else it is the one that keeps the HPA at today's count
+   (``t`` is the HPA's target); its minReplicas is at least the floor, its maxReplicas room
+   for the demand at the percentile plus ``hpa_headroom``.
+
+Every plan states the request it assumes (``assumed_cpu_request``, cores per pod), the
+utilization it gives at the percentile, the band [t x (1 - tolerance), t] and whether that
+utilization is inside it (rounding and krr's minimum can hold a request above the demand).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sizeguard.workloads import Workload
+
+_EPSILON = 1e-9
 
 
 def hpa_desired_replicas(
@@ -22,17 +50,72 @@ def hpa_desired_replicas(
 
 
 @dataclass(frozen=True)
+class Floor:
+    """What policy data says about a workload's replicas (``data.sizeguard.plan.floors``)."""
+
+    min_replicas: int
+    reason: str
+    workload_class: str = "default"
+    max_pod_cpu: float | None = None  # cores; None: no cap
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_replicas": self.min_replicas,
+            "class": self.workload_class,
+            "max_pod_cpu": self.max_pod_cpu,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    target_utilization: float = 1.0
+    tolerance: float = 0.1
+    cpu_min_value: int = 10  # millicores, krr's minimum per container
+    hpa_headroom: float = 0.25
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A workload's CPU at the percentile, per pod and per container (cores, unrounded: krr's
+    raw CPU request, computed even where an HPA makes krr answer "?"), krr's raw CPU limit
+    where its strategy gives one, and whether krr's report gives a CPU number at all."""
+
+    cpu: Mapping[str, float]
+    cpu_limits: Mapping[str, float | None] = field(default_factory=dict)
+    krr_defined: bool = True
+
+    @property
+    def per_pod(self) -> float:
+        return sum(self.cpu.values())
+
+
+@dataclass(frozen=True)
 class ReplicaRecommendation:
     kind: str
     namespace: str
     name: str
     current_replicas: int
-    utilization: float  # average usage / request, per pod
-    target_utilization: float
+    target_utilization: float  # at the percentile, of the assumed request
+    utilization: float  # at the percentile, with the plan
+    band: tuple[float, float]
+    within_band: bool
+    assumed_cpu_request: float  # cores per pod
+    current_cpu_request: float | None  # cores per pod today
+    cpu_demand: float  # cores per pod at the percentile, today
+    floor: Floor
+    planned_replicas: int  # what the plan runs: recommended, or the HPA's count for the demand
+    cpu_requests: dict[str, float] | None = None  # planned per container; None: today's
+    cpu_limits: dict[str, float] | None = None  # planned per container, where krr gives one
     recommended_replicas: int | None = None
+    hpa_name: str | None = None
     hpa_min_replicas: tuple[int, int] | None = None  # (current, proposed)
     hpa_max_replicas: tuple[int, int] | None = None
     reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -40,14 +123,13 @@ class ReplicaRecommendation:
             "namespace": self.namespace,
             "name": self.name,
             "current_replicas": self.current_replicas,
-            "utilization": round(self.utilization, 4),
-            "target_utilization": self.target_utilization,
-            "reason": self.reason,
+            "planned_replicas": self.planned_replicas,
         }
         if self.recommended_replicas is not None:
             out["recommended_replicas"] = self.recommended_replicas
         if self.hpa_min_replicas is not None and self.hpa_max_replicas is not None:
             out["hpa"] = {
+                "name": self.hpa_name,
                 "min_replicas": {
                     "current": self.hpa_min_replicas[0],
                     "recommended": self.hpa_min_replicas[1],
@@ -57,88 +139,240 @@ class ReplicaRecommendation:
                     "recommended": self.hpa_max_replicas[1],
                 },
             }
+        out |= {
+            "assumed_cpu_request": self.assumed_cpu_request,
+            "current_cpu_request": self.current_cpu_request,
+            "cpu_requests": self.cpu_requests,
+            "cpu_demand": _cores(self.cpu_demand),
+            "target_utilization": self.target_utilization,
+            "utilization": round(self.utilization, 4),
+            "band": [round(self.band[0], 4), round(self.band[1], 4)],
+            "within_band": self.within_band,
+            "floor": self.floor.to_json(),
+            "reason": self.reason,
+        }
+        if self.cpu_limits is not None:
+            out["cpu_limits"] = self.cpu_limits
         return out
 
 
-def recommend_replicas(
-    workload: Workload,
-    *,
-    peak_usage: float,
-    mean_usage: float,
-    target_utilization: float = 0.7,
-    tolerance: float = 0.1,
-    min_replicas: int = 1,
-    max_replicas: int | None = None,
-    max_scale_down: float = 0.5,
-    hpa_headroom: float = 0.25,
-) -> ReplicaRecommendation | None:
-    """Replicas for one workload from its per-pod CPU usage (cores) against its CPU request.
+def _cores(value: float) -> float:
+    return round(value, 6)
 
-    Without an HPA: the HPA formula on the per-pod ``peak_usage`` (the strategy's CPU
-    percentile), within [min_replicas, max_replicas], and never more than ``max_scale_down``
-    of the current replicas removed in one step. With an HPA: propose its minReplicas from the
-    mean usage and its maxReplicas from the peak usage plus ``hpa_headroom``.
-    """
-    if workload.kind == "DaemonSet" or workload.replicas is None:
+
+def _round_replicas(value: float) -> int:
+    return max(1, math.ceil(value - _EPSILON))
+
+
+def _krr_round(value: float, cpu_min_value: int) -> float:
+    """krr's CPU rounding: up to 1m, at least the minimum (millicores)."""
+    return max(math.ceil(value * 1000 - _EPSILON) / 1000, cpu_min_value / 1000)
+
+
+def split(per_pod: float, demand: Demand, cpu_min_value: int) -> dict[str, float]:
+    """A per-pod request over the containers, in proportion to krr's numbers, krr-rounded."""
+    total = demand.per_pod
+    share = {c: (v / total if total > 0 else 0.0) for c, v in demand.cpu.items()}
+    return {c: _krr_round(per_pod * s, cpu_min_value) for c, s in share.items()}
+
+
+def _limits(factor: float, demand: Demand, cpu_min_value: int) -> dict[str, float] | None:
+    """krr's CPU limits scaled like the requests (simple-limit gives them; simple none)."""
+    scaled = {
+        c: _krr_round(v * factor, cpu_min_value)
+        for c, v in demand.cpu_limits.items()
+        if v is not None and math.isfinite(v)
+    }
+    return scaled or None
+
+
+def _today(workload: Workload) -> float | None:
+    values = [c.cpu_request for c in workload.containers]
+    if any(v is None for v in values):
         return None
-    request = sum(c.cpu_request or 0.0 for c in workload.containers)
-    if request <= 0:
+    return sum(v or 0.0 for v in values)
+
+
+def _band(target: float, tolerance: float) -> tuple[float, float]:
+    return (target * (1 - tolerance), target)
+
+
+def _inside(utilization: float, band: tuple[float, float]) -> bool:
+    return band[0] - _EPSILON <= utilization <= band[1] + _EPSILON
+
+
+def plan_workload(
+    workload: Workload, demand: Demand, floor: Floor, settings: PlanSettings | None = None
+) -> ReplicaRecommendation | None:
+    """The plan of one workload with replicas (None for DaemonSets, for a workload scaled to
+    zero, and where the plan has no request to work from)."""
+    settings = settings or PlanSettings()
+    if workload.kind == "DaemonSet" or workload.replicas is None or not demand.cpu:
         return None
     current = workload.replicas
     if workload.hpa is not None and workload.hpa.current_replicas:
         current = workload.hpa.current_replicas
     if current <= 0:
         return None
-    target = target_utilization
-    if workload.hpa is not None and workload.hpa.target_cpu_utilization_percentage:
-        target = workload.hpa.target_cpu_utilization_percentage / 100
-    peak, mean = peak_usage / request, mean_usage / request
-    floor = max(1, math.ceil(current * (1 - max_scale_down)))
-
-    def bounded(value: int) -> int:
-        value = max(value, min_replicas, 1)
-        if max_replicas is not None:
-            value = min(value, max_replicas)
-        return value
-
-    def make(utilization: float, **extra: Any) -> ReplicaRecommendation:
-        return ReplicaRecommendation(
-            kind=workload.kind,
-            namespace=workload.namespace,
-            name=workload.name,
-            current_replicas=current,
-            target_utilization=target,
-            utilization=utilization,
-            **extra,
-        )
-
     if workload.hpa is None:
-        desired = hpa_desired_replicas(current, peak, target, tolerance)
-        recommended = bounded(max(desired, floor))
-        reason = (
-            f"per-pod CPU at the percentile is {peak:.0%} of the request against a "
-            f"{target:.0%} target"
+        return _plan_replicas(workload, current, demand, floor, settings)
+    return _plan_hpa(workload, current, demand, floor, settings)
+
+
+def _plan_replicas(
+    workload: Workload, current: int, demand: Demand, floor: Floor, settings: PlanSettings
+) -> ReplicaRecommendation:
+    t = settings.target_utilization
+    total = demand.per_pod * current
+    today = _today(workload)
+    replicas = max(current, floor.min_replicas)
+    reasons = [
+        f"demand at the percentile {total * 1000:.0f}m over {current} pod(s), planned at a "
+        f"{t:.0%} target; demand adds no replicas, the request absorbs it"
+    ]
+    if floor.min_replicas > current:
+        reasons.append(f"replicas raised to the availability floor: {floor.reason}")
+    cap = floor.max_pod_cpu
+    if cap is not None and total / (replicas * t) > cap + _EPSILON:
+        smallest = len(demand.cpu) * settings.cpu_min_value / 1000
+        ceiling = max(min(cap, today) if today else cap, smallest)
+        replicas = max(replicas, math.ceil(total / (ceiling * t) - _EPSILON))
+        for _ in range(100):  # rounding up per container may lift the request
+            if sum(split(total / (replicas * t), demand, settings.cpu_min_value).values()) <= (
+                ceiling + _EPSILON
+            ):
+                break
+            replicas += 1
+        reasons.append(
+            f"a pod would need more than the {cap * 1000:.0f}m cap "
+            "(config.availability.max_pod_cpu): replicas added at a per-pod request no "
+            f"larger than {ceiling * 1000:.0f}m"
         )
-        if desired < floor:
-            reason += f"; scale-down limited to {max_scale_down:.0%} per step"
-        return make(peak, recommended_replicas=recommended, reason=reason)
+    per_pod = total / (replicas * t)
+    requests = split(per_pod, demand, settings.cpu_min_value)
+    return _finish(
+        workload, current, demand, floor, settings, t, requests, reasons,
+        recommended_replicas=replicas,
+        cpu_limits=_limits(current / (replicas * t), demand, settings.cpu_min_value),
+    )  # fmt: skip
+
+
+def _plan_hpa(
+    workload: Workload, current: int, demand: Demand, floor: Floor, settings: PlanSettings
+) -> ReplicaRecommendation | None:
     hpa = workload.hpa
-    new_min = bounded(
-        max(
-            hpa_desired_replicas(current, mean, target, tolerance),
-            max(1, math.ceil(hpa.min_replicas * (1 - max_scale_down))),
+    assert hpa is not None
+    total = demand.per_pod * current
+    on_cpu = hpa.scales_on_cpu and hpa.target_cpu_utilization_percentage is not None
+    t = (
+        (hpa.target_cpu_utilization_percentage or 0) / 100
+        if on_cpu
+        else settings.target_utilization
+    )
+    reasons = [f"demand at the percentile {total * 1000:.0f}m over {current} pod(s)"]
+    if demand.krr_defined:
+        requests: dict[str, float] | None = split(
+            total / (current * t), demand, settings.cpu_min_value
         )
-    )
-    peak_need = math.ceil(current * peak / target * (1 + hpa_headroom))
-    new_max = max(new_min, peak_need, math.ceil(hpa.max_replicas * (1 - max_scale_down)))
-    if max_replicas is not None:
-        new_max = min(new_max, max_replicas)
-    return make(
-        mean,
+        limits = _limits(1 / t, demand, settings.cpu_min_value)
+        reasons.append(f"the request keeps the HPA at {current} replica(s) at a {t:.0%} target")
+        assumed = sum((requests or {}).values())
+    else:
+        requests, limits = None, None
+        today = _today(workload)
+        if not today:
+            return None  # nothing the HPA's utilization is measured against
+        assumed = today
+        reasons.append(
+            "krr gives no CPU request (the HPA scales on CPU): the plan keeps today's request "
+            "and sets the HPA's bounds for it"
+        )
+    new_min = max(floor.min_replicas, hpa.min_replicas)
+    new_max = max(hpa.max_replicas, new_min)
+    if on_cpu:
+        need = _round_replicas(total / (assumed * t))
+        new_min = max(floor.min_replicas, min(hpa.min_replicas, need))
+        new_max = max(hpa.max_replicas, new_min, math.ceil(need * (1 + settings.hpa_headroom)))
+        reasons.append(
+            f"the HPA runs {min(max(need, new_min), new_max)} replica(s) for the demand at the "
+            f"percentile; minReplicas at least the floor ({floor.min_replicas}), maxReplicas with "
+            f"{settings.hpa_headroom:.0%} headroom"
+        )
+        running = min(max(need, new_min), new_max)
+    else:
+        running = min(max(current, new_min), new_max)
+        reasons.append(
+            "the HPA does not scale on CPU utilization: its bounds stay, min at least the floor"
+        )
+    if floor.min_replicas > hpa.min_replicas:
+        reasons.append(f"minReplicas raised to the availability floor: {floor.reason}")
+    return _finish(
+        workload, current, demand, floor, settings, t, requests, reasons,
+        running=running, assumed=assumed, cpu_limits=limits,
+        hpa_name=hpa.name,
         hpa_min_replicas=(hpa.min_replicas, new_min),
-        hpa_max_replicas=(hpa.max_replicas, max(new_max, new_min)),
-        reason=(
-            f"mean CPU {mean:.0%} and peak {peak:.0%} of the request per pod against a "
-            f"{target:.0%} HPA target"
-        ),
+        hpa_max_replicas=(hpa.max_replicas, new_max),
+    )  # fmt: skip
+
+
+def _finish(
+    workload: Workload,
+    current: int,
+    demand: Demand,
+    floor: Floor,
+    settings: PlanSettings,
+    t: float,
+    requests: dict[str, float] | None,
+    reasons: list[str],
+    *,
+    running: int | None = None,
+    assumed: float | None = None,
+    **extra: Any,
+) -> ReplicaRecommendation:
+    total = demand.per_pod * current
+    if assumed is None:
+        assumed = sum((requests or {}).values())
+    replicas = running if running is not None else extra["recommended_replicas"]
+    utilization = total / (replicas * assumed) if assumed > 0 else 0.0
+    band = _band(t, settings.tolerance)
+    within = _inside(utilization, band)
+    if not within:
+        reasons.append(_outside(utilization, band, requests, settings, running is not None))
+    return ReplicaRecommendation(
+        kind=workload.kind,
+        namespace=workload.namespace,
+        name=workload.name,
+        current_replicas=current,
+        target_utilization=t,
+        utilization=utilization,
+        band=band,
+        within_band=within,
+        assumed_cpu_request=_cores(assumed),
+        current_cpu_request=_today(workload),
+        cpu_demand=demand.per_pod,
+        floor=floor,
+        planned_replicas=replicas,
+        cpu_requests=requests,
+        reason="; ".join(reasons),
+        **extra,
     )
+
+
+def _outside(
+    utilization: float,
+    band: tuple[float, float],
+    requests: dict[str, float] | None,
+    settings: PlanSettings,
+    hpa: bool,
+) -> str:
+    where = (
+        f"utilization at the percentile {utilization:.0%} is outside {band[0]:.0%}-{band[1]:.0%}"
+    )
+    if requests is not None and any(v <= settings.cpu_min_value / 1000 for v in requests.values()):
+        return (
+            f"{where}: krr's {settings.cpu_min_value}m minimum per container holds the "
+            "request above the demand"
+        )
+    if hpa:
+        return f"{where}: the HPA runs whole pods, and its bounds hold the count"
+    return f"{where}: the request is rounded up to whole millicores"

@@ -3,22 +3,36 @@ recommendation per workload."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sizeguard.prometheus import PrometheusClient, PrometheusError
-from sizeguard.recommend.collection import Collected, collect
-from sizeguard.recommend.replicas import ReplicaRecommendation, recommend_replicas
-from sizeguard.recommend.results import Allocations, ObjectData, PodRef, Scan, ScanResult, scan_for
+from sizeguard.recommend.collection import BatchProgress, Collected, collect
+from sizeguard.recommend.floors import FloorLookup, FloorsUnavailableError
+from sizeguard.recommend.replicas import (
+    Demand,
+    Floor,
+    PlanSettings,
+    ReplicaRecommendation,
+    plan_workload,
+)
+from sizeguard.recommend.results import (
+    Allocations,
+    ObjectData,
+    PodRef,
+    Scan,
+    ScanResult,
+    object_warnings,
+    scan_for,
+)
 from sizeguard.recommend.strategies import (
     ContainerData,
-    SimpleSettings,
+    Proposal,
     StrategySettings,
     describe,
-    failed_metrics,
-    gate,
     propose,
     strategy_name,
 )
@@ -54,16 +68,21 @@ def build_scans(
     cluster: str | None = None,
     cpu_min_value: int = 10,
     memory_min_value: int = 100,
-    target_utilization: float | None = 0.7,
+    floors: Mapping[tuple[str, str, str], Floor] | None = None,
+    plan: PlanSettings | None = None,
 ) -> tuple[list[Scan], list[ReplicaRecommendation]]:
+    """krr's scans per container and, for each workload with a floor in ``floors``, its plan
+    (sizeguard.recommend.replicas) from the same data; no plans without floors."""
     scans: list[Scan] = []
     replicas: list[ReplicaRecommendation] = []
+    # The plan's demand is krr's CPU number as if the HPA allowed one: the scans keep krr's "?".
+    unblocked = settings.model_copy(update={"allow_hpa": True})
+    plan = PlanSettings(cpu_min_value=cpu_min_value) if plan is None else plan
     for workload in workloads:
         seen = collected.pods.get(workload.key, set())
         live = set(workload.live_pods)
         pods = sorted(seen | live)
-        peak = mean = 0.0
-        usable = bool(workload.containers)
+        demand: dict[str, tuple[Proposal, Proposal]] = {}
         for c in workload.containers:
             obj = ObjectData(
                 cluster=cluster,
@@ -81,27 +100,42 @@ def build_scans(
                 annotations=workload.annotations,
             )
             data = container_data(collected, workload.namespace, pods, c.name)
-            if not pods:
-                obj.warnings.append("NoPodsFound")
+            obj.warnings = list(object_warnings(seen, live, data, settings))
             proposals = propose(settings, data, workload.hpa)
             scans.append(scan_for(obj, proposals, cpu_min_value, memory_min_value))
-            usable = (
-                usable
-                and not failed_metrics(data.errors, "cpu", settings)
-                and not any(e.startswith("cpu_mean:") for e in data.errors)
-                and gate(data.cpu, data.cpu_points, settings, False) is None
-            )
-            finite = [v for v in data.cpu.values() if math.isfinite(v)]
-            peak += max(finite, default=0.0)
-            means = [v for v in data.cpu_mean.values() if math.isfinite(v)]
-            mean += sum(means) / len(means) if means else 0.0
-        if target_utilization and usable and peak > 0:
-            rec = recommend_replicas(
-                workload, peak_usage=peak, mean_usage=mean, target_utilization=target_utilization
-            )
+            if floors is not None and workload.key in floors:
+                raw = propose(unblocked, data, workload.hpa) if workload.hpa else proposals
+                demand[c.name] = (proposals["cpu"], raw["cpu"])
+        if floors is not None and workload.key in floors:
+            rec = _plan(workload, demand, floors[workload.key], plan)
             if rec is not None:
                 replicas.append(rec)
     return scans, replicas
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _plan(
+    workload: Workload,
+    demand: Mapping[str, tuple[Proposal, Proposal]],
+    floor: Floor,
+    settings: PlanSettings,
+) -> ReplicaRecommendation | None:
+    """The plan of a workload whose every container has a CPU number (krr's, as if allowed)."""
+    if not demand or not all(_finite(raw.request) for _, raw in demand.values()):
+        return None
+    return plan_workload(
+        workload,
+        Demand(
+            cpu={c: float(raw.request or 0.0) for c, (_, raw) in demand.items()},
+            cpu_limits={c: raw.limit for c, (_, raw) in demand.items()},
+            krr_defined=all(_finite(krr.request) for krr, _ in demand.values()),
+        ),
+        floor,
+        settings,
+    )
 
 
 async def scan(
@@ -115,10 +149,16 @@ async def scan(
     cpu_min_value: int = 10,
     memory_min_value: int = 100,
     batch_pods: int = 500,
-    target_utilization: float | None = 0.7,
+    target_utilization: float | None = None,
+    floors: FloorLookup | None = None,
     clock: Callable[[], float] = time.time,
+    progress: BatchProgress | None = None,
 ) -> ScanResult:
-    """Recommendations for ``workloads`` from Prometheus (krr's ``simple``/``simple_limit``)."""
+    """Recommendations for ``workloads`` from Prometheus (krr's ``simple``/``simple_limit``);
+    ``progress`` is told as each batch of queries completes. With a ``target_utilization``
+    (1.0: krr's request at today's replicas), also one plan per workload with replicas
+    (sizeguard.recommend.replicas) with the availability floors ``floors`` gives; without
+    floors no plan is made and ``errors`` says why."""
     when = float(int(clock())) if at is None else at
     started = time.perf_counter()
     errors: list[dict[str, Any]] = []
@@ -138,7 +178,8 @@ async def scan(
             selected or None,
             at=when,
             batch_pods=batch_pods,
-            with_mean=target_utilization is not None and isinstance(settings, SimpleSettings),
+            with_mean=False,  # the plans work from the percentile, not the mean
+            progress=progress,
         )
     except PrometheusError as exc:
         # Discovery failed: no pod list, so nothing can be said about any workload.
@@ -157,7 +198,8 @@ async def scan(
         cluster=cluster,
         cpu_min_value=cpu_min_value,
         memory_min_value=memory_min_value,
-        target_utilization=target_utilization,
+        floors=None if target_utilization is None else await _floors(floors, workloads, errors),
+        plan=PlanSettings(target_utilization or 1.0, cpu_min_value=cpu_min_value),
     )
     return ScanResult(
         scans=scans,
@@ -173,3 +215,19 @@ async def scan(
             "evaluated_at": when,
         },
     )
+
+
+async def _floors(
+    floors: FloorLookup | None, workloads: Sequence[Workload], errors: list[dict[str, Any]]
+) -> Mapping[tuple[str, str, str], Floor] | None:
+    """The availability floors of the replica plans, or None with an error entry naming the
+    cause (fail closed: never a plan without floors)."""
+    if floors is None:
+        cause = "no policy engine (OPA) was given to answer the availability floors"
+    else:
+        try:
+            return await asyncio.to_thread(floors, workloads)
+        except FloorsUnavailableError as exc:
+            cause = str(exc)
+    errors.append({"kind": "availability_floors", "message": f"no replica plans: {cause}"})
+    return None

@@ -14,21 +14,22 @@ from collections.abc import Callable
 from typing import Any
 
 from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import NotFoundError, ToolError
 from fastmcp.exceptions import ValidationError as ArgumentsError
 from fastmcp.server.auth import AuthProvider
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from mcp_types import CallToolRequestParams, ToolAnnotations
 from pydantic import ValidationError
 
+from sizeguard import __version__
 from sizeguard.server.confirm import PendingConfirmations
 from sizeguard.server.executor import BeforePatch
 from sizeguard.server.models import describe_validation_error
 from sizeguard.server.service import Service
 from sizeguard.server.tools import confirming, executing, proposing, reading
-from sizeguard.server.tools.common import Runtime, bind
+from sizeguard.server.tools.common import READ_ONLY_REFUSAL, Runtime, bind, writes_hidden
 
-__all__ = ["MUTATING_TOOLS", "build_app"]
+__all__ = ["INSTRUCTIONS", "MUTATING_TOOLS", "READ_ONLY_INSTRUCTIONS", "build_app"]
 
 MUTATING_TOOLS = ("request_confirmation", "apply_changes", "scale_workload", "rollback_changes")
 
@@ -40,6 +41,12 @@ INSTRUCTIONS = (
     "creating or removing an HPA; a human approves with request_confirmation (or "
     "`sizeguard approve <id>` in a terminal); then apply_changes. You cannot approve a "
     "change yourself. Undo with rollback_changes."
+)
+READ_ONLY_INSTRUCTIONS = (
+    "sizeguard right-sizes and scales Kubernetes workloads safely. This server is read-only: "
+    "it changes nothing and records no approvals. Read with get_cluster_state, get_metrics, "
+    "scan_recommendations and recommend_scaling; propose with preview_changes (policy "
+    "decision, dry run, diff and cost of a change set, for a person to review)."
 )
 
 _READ = ToolAnnotations(
@@ -73,13 +80,22 @@ WRITE_TOOLS: tuple[tuple[Callable[..., Any], ToolAnnotations], ...] = (
 class ClearArgumentErrors(Middleware):
     """Arguments come from the model: a call whose arguments do not validate is refused with
     one readable line per problem (``edits.0.max_surge: ...``), never pydantic's repr of the
-    input."""
+    input. On a read-only server a call of a mutating tool (not listed) is refused saying
+    why."""
+
+    def __init__(self, *, read_only: bool) -> None:
+        self.read_only = read_only
 
     async def on_call_tool(
         self, context: MiddlewareContext[CallToolRequestParams], call_next: CallNext[Any, Any]
     ) -> Any:
         try:
             return await call_next(context)
+        except NotFoundError:
+            tool = getattr(context.message, "name", "")
+            if self.read_only and tool in MUTATING_TOOLS:
+                raise ToolError(f"{READ_ONLY_REFUSAL}; it does not offer {tool}") from None
+            raise
         except ArgumentsError as exc:
             cause = exc.__cause__
             if not isinstance(cause, ValidationError):
@@ -100,12 +116,19 @@ def build_app(
     """The MCP server over ``service``. ``auth`` verifies the bearer token of every HTTP
     request (:mod:`sizeguard.server.auth`; None over stdio and in process). ``before_patch``
     is a test seam (partial failures)."""
-    mcp = FastMCP(name, instructions=INSTRUCTIONS, mask_error_details=True, auth=auth)
-    mcp.add_middleware(ClearArgumentErrors())
+    hidden = writes_hidden(service)
+    mcp = FastMCP(
+        name,
+        instructions=READ_ONLY_INSTRUCTIONS if hidden else INSTRUCTIONS,
+        version=__version__,
+        mask_error_details=True,
+        auth=auth,
+    )
+    mcp.add_middleware(ClearArgumentErrors(read_only=hidden))
     bind(mcp, Runtime(service, PendingConfirmations(), before_patch))
     for tool in READ_TOOLS:
         mcp.tool(annotations=_READ)(tool)
-    if service.read_only or service.key is None:
+    if hidden:
         return mcp
     for tool, hints in WRITE_TOOLS:
         mcp.tool(annotations=hints)(tool)

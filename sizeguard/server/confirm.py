@@ -36,7 +36,7 @@ from mcp_types import (
     InputRequiredResult,
     UrlElicitationCapability,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from sizeguard.ledger import scrub_details
 
@@ -236,10 +236,33 @@ def _schema() -> dict[str, Any]:
 
 
 def _from_content(content: object) -> Answer:
+    """An accepted form approves only with ``approve: true``; anything else (no ``approve``,
+    a form that does not fit) is a decline."""
     if not isinstance(content, dict) or content.get("approve") is not True:
         return Answer("declined", message="the human did not approve")
     typed = content.get("namespace")
     return Answer("approved", typed=typed if isinstance(typed, str) else None)
+
+
+def _client_failed(exc: Exception, change_set_id: str) -> Answer:
+    """The client answered the question with an error instead of the human's answer: logged
+    (its type and first line, scrubbed), and a refusal that says so in a sentence."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    _log.warning(
+        "confirm.elicitation_failed",
+        change_set_id=change_set_id,
+        error_type=type(exc).__name__,
+        error=scrub_details(first),
+    )
+    said = f" ({first})" if first else ""
+    return Answer(
+        "refused",
+        message=(
+            f"the MCP client could not ask the human: it answered the question with an error"
+            f"{said}, so nothing was approved. A person can approve it in a terminal: "
+            f"`sizeguard approve {change_set_id}`"
+        ),
+    )
 
 
 async def ask(
@@ -283,7 +306,12 @@ async def ask(
         )
     if not can_elicit(ctx):
         return Answer("refused", message=refusal)
-    result = await ctx.elicit(text, response_type=ApprovalForm)
+    try:
+        result = await ctx.elicit(text, response_type=ApprovalForm)
+    except ValidationError:  # accepted, but without "approve" (or not this form): no approval
+        return Answer("declined", message="the human did not approve (the answer had no approve)")
+    except Exception as exc:  # the client's error, not the human's answer
+        return _client_failed(exc, change_set_id)
     if isinstance(result, AcceptedElicitation):
         data = result.data
         if isinstance(data, ApprovalForm) and data.approve:

@@ -7,10 +7,11 @@ outputs are what the assistant reads, so every field has a description.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sizeguard.cluster import Capacity, HpaState, NamespaceInfo, WorkloadState
 from sizeguard.policy import Finding
 
 _IN = ConfigDict(extra="forbid", frozen=True)
@@ -193,16 +194,50 @@ class Edit(BaseModel):
 
 
 _TYPE_TAG: Final = re.compile(r"^(constrained-)?(int|str|float|bool|dict|list)$|[\[\]]")
+_PATTERNS: Final = {
+    r"^cs-[0-9a-f]{20}$": "is not a change-set id (cs- and 20 hex digits, as preview_changes "
+    "returns it)",
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": "is not a Kubernetes name (lowercase letters, digits, "
+    "'-' and '.')",
+}
+_WORDS: Final = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field this tool takes",
+    "unexpected_keyword_argument": "is not a field this tool takes",
+}
+_PREFIXES: Final = (
+    ("Value error, ", ""),
+    ("Input should be ", "must be "),
+    ("String should ", "must "),
+    ("List should ", "must "),
+    ("Dictionary should ", "must "),
+    ("Value should ", "must "),
+)
+
+
+def _in_words(item: Any) -> str:
+    """One pydantic error item as a phrase after its field's name."""
+    kind = str(item.get("type", ""))
+    if kind == "string_pattern_mismatch":
+        pattern = str((item.get("ctx") or {}).get("pattern", ""))
+        return _PATTERNS.get(pattern, "does not have the form this field needs")
+    if kind in _WORDS:
+        return _WORDS[kind]
+    message = str(item["msg"])
+    for prefix, replacement in _PREFIXES:
+        if message.startswith(prefix):
+            return replacement + message.removeprefix(prefix)
+    return message
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """A pydantic error as one line a person reads (``edits.0.max_surge: ...``), never its
-    repr (which echoes the input back). The alternatives of a union are joined with "or"."""
+    """A pydantic error as one line a person reads (``edits.0.max_surge: must be ...``), never
+    its repr (which echoes the input back) nor its phrasing of a pattern. The alternatives of a
+    union are joined with "or"."""
     problems: dict[str, list[str]] = {}
     for item in error.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in item["loc"] if not _TYPE_TAG.search(str(part)))
-        message = str(item["msg"]).removeprefix("Value error, ")
-        problems.setdefault(where, []).append(message)
+        problems.setdefault(where, []).append(_in_words(item))
     parts = [
         (f"{where}: " if where else "") + " or ".join(dict.fromkeys(messages))
         for where, messages in list(problems.items())[:5]
@@ -223,7 +258,15 @@ class RecommendationFilter(BaseModel):
     min_severity: Literal["OK", "GOOD", "WARNING", "CRITICAL"] = Field(
         default="WARNING", description="only containers whose recommendation is this severe"
     )
-    max_targets: Annotated[int, Field(ge=1, le=1000, description="at most this many objects")] = 50
+    max_targets: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="preview_changes: at most this many objects in the change set "
+            "(scan_recommendations pages with cursor/limit instead)",
+        ),
+    ] = 50
 
 
 class DryRun(BaseModel):
@@ -397,10 +440,52 @@ class WorkloadUsage(BaseModel):
     memory_utilization: float | None
 
 
+class MissingData(BaseModel):
+    model_config = _OUT
+
+    target: str = Field(description="Kind/namespace/name")
+    reason: str
+
+
+class Coverage(BaseModel):
+    """Which workloads a result has usage data for. A query that failed for some of them
+    (and answered for others) is not a tool error: those are listed here with the reason."""
+
+    model_config = _OUT
+
+    workloads: int = Field(description="workloads this result is about")
+    with_data: int = Field(description="of them, those Prometheus had usage data for")
+    without: list[MissingData] = Field(
+        description="the others, each with why (no pods in the window, no series, a failed query)"
+    )
+
+
 class Metrics(BaseModel):
     model_config = _OUT
 
     window: str
     evaluated_at: float
     workloads: list[WorkloadUsage]
-    errors: list[str]
+    coverage: Coverage
+    total_workloads: int = Field(description="workloads selected, on every page")
+    next_cursor: str | None = Field(
+        default=None, description="pass as cursor (same arguments) for the next page"
+    )
+
+
+class ClusterStatePage(BaseModel):
+    """One page of the cluster's state: workloads in (namespace, name, kind) order, the HPAs
+    that scale them and their namespaces' labels; HPAs whose target is not a listed workload,
+    and namespaces without workloads, come on the last page. The capacity is the whole
+    cluster's, on every page."""
+
+    model_config = _OUT
+
+    workloads: list[WorkloadState]
+    hpas: list[HpaState]
+    namespaces: dict[str, NamespaceInfo]
+    capacity: Capacity
+    total_workloads: int = Field(description="workloads selected, on every page")
+    next_cursor: str | None = Field(
+        default=None, description="pass as cursor (same arguments) for the next page"
+    )

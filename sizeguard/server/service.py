@@ -49,6 +49,8 @@ from sizeguard.key_trust import KeyTrust, trusted_key_sets, verdict
 from sizeguard.ledger import Approval, Ledger
 from sizeguard.policy import ChangesetDecision, PolicyClient
 from sizeguard.quantities import cpu_millicores, memory_bytes
+from sizeguard.recommend.floors import FloorsUnavailableError, Key, opa_floors
+from sizeguard.recommend.replicas import Floor, ReplicaRecommendation
 from sizeguard.server.models import (
     CostDelta,
     DryRun,
@@ -59,6 +61,7 @@ from sizeguard.server.models import (
     describe_validation_error,
 )
 from sizeguard.server.strength import TWO_APPROVERS, Evidence, assess, needs_page
+from sizeguard.workloads import Workload
 
 __all__ = [
     "DEFAULT_APPROVAL_URL",
@@ -691,10 +694,27 @@ class Service:
             target=target_of(live), before=before, after=after, reason=reason[:4096], source=source
         )
 
+    def availability_floors(self, workloads: Sequence[Workload]) -> Mapping[Key, Floor]:
+        """The availability floors of the replica plans, from OPA (fail closed: raises
+        :class:`FloorsUnavailableError` naming the cause)."""
+        if self.kubeconfig is None:
+            raise FloorsUnavailableError(
+                "no kubeconfig to read the namespaces' labels with: start the server with "
+                "--kubeconfig or KUBECONFIG"
+            )
+        return opa_floors(self.policy, self.kubeconfig, self.context)(workloads)
+
     def change_set_from_recommendations(
-        self, scans: Sequence[dict[str, Any]], source: str
+        self,
+        scans: Sequence[dict[str, Any]],
+        source: str,
+        plans: Sequence[ReplicaRecommendation] = (),
     ) -> ChangeSet:
-        """A change set from krr-schema scans: each container's defined recommendation.
+        """A change set from krr-schema scans and the plans of the same scan, one change per
+        object: each container's defined recommendation, with the CPU request (and limit) of
+        its workload's plan in place of krr's, the plan's replicas, and an HPA's planned
+        bounds on the HPA itself. Requests and replicas come from one plan, so they never
+        count the same demand twice.
 
         ``"?"`` (undefined) keeps the current value; ``None`` means "unset" (krr's simple
         strategy recommends no CPU limit). Values are taken from the report as numbers and
@@ -708,20 +728,24 @@ class Service:
             wanted.setdefault(key, {})[str(obj.get("container"))] = scan.get("recommended") or {}
         if not wanted:
             raise ServiceError("no recommendations to apply (nothing matched the filter)")
-        lives = self._read_all(list(wanted))
+        planned = {p.key: p for p in plans if p.key in wanted}
+        hpas = {
+            (HPA_KIND, p.namespace, p.hpa_name): p
+            for p in planned.values()
+            if p.hpa_name is not None and p.hpa_min_replicas and p.hpa_max_replicas
+        }
+        refs = [*wanted, *hpas]
         changes = []
-        for key, live in zip(wanted, lives, strict=True):
+        for key, live in zip(refs, self._read_all(refs), strict=True):
             before = self._guarded(live)
-            containers = dict(before.containers)
-            for container, recommended in wanted[key].items():
-                if container not in containers:
-                    continue
-                containers[container] = _recommended(containers[container], recommended)
-            after = before.model_copy(update={"containers": containers})
+            plan = hpas.get(key) or planned.get(key)
+            if key in hpas:
+                after = _hpa_bounds(before, hpas[key])
+            else:
+                after = _planned(before, wanted[key], plan)
             if after != before:
-                changes.append(
-                    self._change(live, before, after, "krr-style recommendation", source)
-                )
+                reason = "krr-style recommendation" if plan is None else f"plan: {plan.reason}"
+                changes.append(self._change(live, before, after, reason, source))
         if not changes:
             raise ServiceError("the recommendations change nothing")
         return ChangeSet(changes=changes)
@@ -813,6 +837,11 @@ class Service:
             )
         elif trust.trusted is False:
             next_step = "do not ask for approval: " + trust.problem()
+        elif self.read_only or self.key is None:
+            next_step = (
+                "this sizeguard server is read-only: it cannot ask for approval or apply; the "
+                "change set is a proposal for a person to review"
+            )
         else:
             next_step = (
                 f"ask the human to approve it: request_confirmation('{stored.id}'), "
@@ -831,7 +860,8 @@ class Service:
             signing_key_check=trust.describe(),
             next_step=next_step,
         )
-        preview = preview.model_copy(update={"confirmation": confirmation_text(preview, "apply")})
+        op = change_set_op(source)
+        preview = preview.model_copy(update={"confirmation": confirmation_text(preview, op)})
         self.ledger.append_audit(
             actor=actor,
             event="change_set.previewed",
@@ -893,14 +923,16 @@ class Service:
                     + "); the signed rollback may, and the policy warns about it instead"
                 )
                 return DryRun(target=ref, admitted=True, warnings=[*exc.warnings, note])
-            return DryRun(target=ref, admitted=False, warnings=list(exc.warnings), error=str(exc))
+            return DryRun(
+                target=ref, admitted=False, warnings=_refused(exc.warnings), error=str(exc)
+            )
         except ValueError as exc:
             return DryRun(target=ref, admitted=False, warnings=[], error=str(exc))
         if change.after is not None and guarded_state(result.object) != change.after:
             return DryRun(
                 target=ref,
                 admitted=False,
-                warnings=result.warnings,
+                warnings=_refused(result.warnings),
                 error="the dry run did not produce the proposed values (defaulting or a "
                 "mutating webhook changed them)",
             )
@@ -979,6 +1011,20 @@ class Service:
         )
 
 
+_WEBHOOK_ADMITTED = "sizeguard: dry run admitted; "
+
+
+def _refused(warnings: Iterable[str]) -> list[str]:
+    """The warnings of a dry run that was refused: the webhook's "dry run admitted" is its own
+    verdict, not the dry run's, and says so."""
+    return [
+        "sizeguard's webhook did not object; " + w.removeprefix(_WEBHOOK_ADMITTED)
+        if w.startswith(_WEBHOOK_ADMITTED)
+        else w
+        for w in warnings
+    ]
+
+
 def page_url(service: Service, change_set_id: str | None = None) -> str | None:
     """The approval page (or one change set's page on it); None when there is no page."""
     if service.approval_url is None:
@@ -1033,6 +1079,45 @@ def _number(value: object) -> float | Literal["?"] | None:
     if value < 0:
         raise ServiceError(f"a recommendation value {value} is negative")
     return float(value)
+
+
+def _with_plan(
+    container: str, recommended: dict[str, Any], plan: ReplicaRecommendation | None
+) -> dict[str, Any]:
+    """krr's recommendation for a container with its plan's CPU request and limit."""
+    if plan is None or plan.cpu_requests is None or container not in plan.cpu_requests:
+        return recommended
+    requests = {**(recommended.get("requests") or {}), "cpu": plan.cpu_requests[container]}
+    limits = dict(recommended.get("limits") or {})
+    if plan.cpu_limits and container in plan.cpu_limits:
+        limits["cpu"] = plan.cpu_limits[container]
+    return {**recommended, "requests": requests, "limits": limits}
+
+
+def _planned(
+    before: GuardedState,
+    recommended: Mapping[str, dict[str, Any]],
+    plan: ReplicaRecommendation | None,
+) -> GuardedState:
+    """A workload's state with its containers' recommendations and its plan's replicas."""
+    containers = dict(before.containers)
+    for container, values in recommended.items():
+        if container in containers:
+            containers[container] = _recommended(
+                containers[container], _with_plan(container, values, plan)
+            )
+    update: dict[str, Any] = {"containers": containers}
+    if plan is not None and plan.recommended_replicas is not None and before.replicas is not None:
+        update["replicas"] = plan.recommended_replicas
+    return before.model_copy(update=update)
+
+
+def _hpa_bounds(before: GuardedState, plan: ReplicaRecommendation) -> GuardedState:
+    """An HPA's state with the bounds its workload's plan proposes."""
+    assert plan.hpa_min_replicas is not None and plan.hpa_max_replicas is not None
+    return before.model_copy(
+        update={"min_replicas": plan.hpa_min_replicas[1], "max_replicas": plan.hpa_max_replicas[1]}
+    )
 
 
 def _recommended(current: ContainerResources, recommended: dict[str, Any]) -> ContainerResources:

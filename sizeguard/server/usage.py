@@ -4,6 +4,10 @@ Pods are attributed to workloads through kube-state-metrics (``kube_pod_owner`` 
 ``kube_replicaset_owner``), exactly as the recommendations do; then two batched queries per
 resource give each pod's average and peak over the window. A workload's usage is the mean
 over its pods, so a pod replaced in the middle of the window does not count twice.
+
+A query that fails raises :class:`~sizeguard.prometheus.PrometheusError` (the tool answers
+with an error naming the cause, never an empty result); workloads Prometheus has no usage for
+are in ``coverage.without``, each with the reason.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from statistics import fmean
 
-from sizeguard.prometheus import PrometheusClient, PrometheusError, format_duration
+from sizeguard.prometheus import PrometheusClient, format_duration
 from sizeguard.recommend import settings_for
 from sizeguard.recommend.collection import discover_pods, namespace_matcher
-from sizeguard.server.models import Metrics, WorkloadUsage
+from sizeguard.server.models import Coverage, Metrics, MissingData, WorkloadUsage
 from sizeguard.workloads import Workload
 
 __all__ = ["usage"]
@@ -38,7 +42,15 @@ async def usage(
     when = float(int(time.time())) if at is None else at
     namespaces = sorted({w.namespace for w in workloads})
     window = format_duration(window_seconds)
-    errors: list[str] = []
+    without: list[MissingData] = []
+    if not workloads:
+        return Metrics(
+            window=window,
+            evaluated_at=when,
+            workloads=[],
+            coverage=Coverage(workloads=0, with_data=0, without=[]),
+            total_workloads=0,
+        )
     settings = settings_for("simple", history_duration=window_seconds / 3600)
     ns = namespace_matcher(namespaces or None)
     queries = {
@@ -47,11 +59,8 @@ async def usage(
         ("memory", "avg"): f"avg_over_time(({_MEMORY.format(ns=ns)})[{window}:1m])",
         ("memory", "max"): f"max_over_time(({_MEMORY.format(ns=ns)})[{window}:1m])",
     }
-    try:
-        pods = await discover_pods(client, settings, namespaces or None, when)
-        answers = await asyncio.gather(*(client.query(q, when) for q in queries.values()))
-    except PrometheusError as exc:
-        return Metrics(window=window, evaluated_at=when, workloads=[], errors=[str(exc)])
+    pods = await discover_pods(client, settings, namespaces or None, when)
+    answers = await asyncio.gather(*(client.query(q, when) for q in queries.values()))
     values: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
     for key, samples in zip(queries, answers, strict=True):
         values[key] = {
@@ -67,13 +76,17 @@ async def usage(
         memory_request = sum(c.memory_request or 0.0 for c in workload.containers) or None
         cpu_avg, memory_avg = _mean(found_in(("cpu", "avg"))), _mean(found_in(("memory", "avg")))
         seen = sum(1 for p in names if (workload.namespace, p) in values[("cpu", "avg")])
+        target = f"{workload.kind}/{workload.namespace}/{workload.name}"
         if not seen:
-            errors.append(
-                f"{workload.kind}/{workload.namespace}/{workload.name}: no usage data in the window"
+            reason = (
+                "no pods in the window (in the cluster or in kube-state-metrics)"
+                if not names
+                else "Prometheus has no CPU usage of its pods in the window"
             )
+            without.append(MissingData(target=target, reason=reason))
         result.append(
             WorkloadUsage(
-                target=f"{workload.kind}/{workload.namespace}/{workload.name}",
+                target=target,
                 pods=seen,
                 cpu_avg_cores=_round(cpu_avg),
                 cpu_peak_cores=_round(max(found_in(("cpu", "max")), default=None)),
@@ -85,7 +98,15 @@ async def usage(
                 memory_utilization=_ratio(memory_avg, memory_request),
             )
         )
-    return Metrics(window=window, evaluated_at=when, workloads=result, errors=errors)
+    return Metrics(
+        window=window,
+        evaluated_at=when,
+        workloads=result,
+        coverage=Coverage(
+            workloads=len(result), with_data=len(result) - len(without), without=without
+        ),
+        total_workloads=len(result),
+    )
 
 
 def _values_of(

@@ -23,8 +23,7 @@ import pytest
 
 from sizeguard import recommend
 from sizeguard.prometheus import PrometheusClient, PrometheusError
-from sizeguard.recommend import Scan, Severity
-from sizeguard.recommend import collection
+from sizeguard.recommend import Scan, Severity, collection
 from sizeguard.recommend.collection import Collected
 from sizeguard.sandbox import estate, metrics
 from sizeguard.workloads import Workload, WorkloadReader
@@ -407,6 +406,7 @@ def test_scan_command_prints_krr_json(sandbox: Sandbox, truth: Truth, tmp_path: 
         **os.environ,
         "KUBECONFIG": str(sandbox.kubeconfig),
         "PROMETHEUS_URL": sandbox.prometheus_url,
+        "OPA_URL": sandbox.opa_url,
     }
     out = tmp_path / "report.json"
     result = subprocess.run(
@@ -450,17 +450,21 @@ def test_scan_command_prints_krr_json(sandbox: Sandbox, truth: Truth, tmp_path: 
 def test_replicas_for_the_hpa_workload_are_hpa_bounds(
     workloads: list[Workload], collected: tuple[Collected, int]
 ) -> None:
-    _, replicas = recommend.build_scans(workloads, collected[0], recommend.settings_for("simple"))
+    floors = {w.key: recommend.Floor(2, "two") for w in workloads if w.replicas is not None}
+    settings = recommend.settings_for("simple")
+    _, replicas = recommend.build_scans(workloads, collected[0], settings, floors=floors)
     by_name = {(r.namespace, r.name): r for r in replicas}
     web = by_name[("shop-prod", "web")]
     assert web.recommended_replicas is None
     assert web.hpa_min_replicas is not None and web.hpa_min_replicas[0] == 3
     assert web.hpa_max_replicas is not None and web.hpa_max_replicas[0] == 10
     assert web.target_utilization == 0.7  # the HPA's own target
-    # Over-provisioned checkout: fewer replicas, but at most half removed in one step.
-    assert by_name[("shop-prod", "checkout")].recommended_replicas == 1
-    # No advice where CPU is unknown (too little history).
+    # Over-provisioned checkout: its request comes down, its replicas stay (one plan; see
+    # test_plan_sandbox.py for the whole estate).
+    assert by_name[("shop-prod", "checkout")].recommended_replicas == 2
+    # No advice where CPU is unknown (too little history), and none without floors.
     assert ("data", "etl") not in by_name
+    assert recommend.build_scans(workloads, collected[0], settings)[1] == []
 
 
 def test_krrs_fold_and_the_plain_form_agree_on_single_series(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sizeguard import recommend
@@ -111,6 +112,10 @@ def responder(
     return respond
 
 
+def _floors(workloads: Sequence[Workload]) -> dict[tuple[str, str, str], recommend.Floor]:
+    return {w.key: recommend.Floor(1, "at least 1 replica(s)") for w in workloads}
+
+
 def _scan(respond: Any, **settings: Any) -> tuple[ScanResult, Any]:
     with fake_prometheus(respond) as prom:
 
@@ -121,6 +126,8 @@ def _scan(respond: Any, **settings: Any) -> tuple[ScanResult, Any]:
                     _workloads(),
                     recommend.settings_for("simple", **settings),
                     at=1_700_000_000,
+                    target_utilization=1.0,
+                    floors=_floors,
                 )
 
         result = asyncio.run(go())
@@ -138,8 +145,9 @@ def test_good_data_gives_numbers_and_the_plan_is_batched() -> None:
     assert web.recommended.requests["cpu"].value == 0.301  # max over pods, rounded up to 1m
     assert web.recommended.requests["memory"].value == 288 * 2**20  # 250Mi x 1.15 -> 287.5 -> 288
     assert web.recommended.limits["cpu"].value is None
-    # Two namespaces, one batch: 2 discovery queries, the series index, 5 metric queries.
-    assert len(prom.requests) == 8
+    # Two namespaces, one batch: 2 discovery queries, the series index, 4 metric queries
+    # (the replica plans work from the percentile: no mean).
+    assert len(prom.requests) == 7
     (cpu_query,) = prom.queries("quantile_over_time")
     assert 'namespace=~"other|shop"' in cpu_query and "[14d:75s]" in cpu_query
     # One series per container: no `max by` fold needed.
@@ -153,7 +161,7 @@ def test_pods_with_several_series_get_krrs_fold() -> None:
     assert 'pod!~"web-5d9-b"' in plain and "max by" not in plain
     assert 'pod=~"web-5d9-b"' in folded
     assert "max by (namespace, pod, container, job) (rate(" in folded
-    assert len(prom.requests) == 3 + 2 * 5
+    assert len(prom.requests) == 3 + 2 * 4  # 4 metrics (no mean) per form
 
 
 def test_an_unusable_series_index_falls_back_to_the_fold() -> None:

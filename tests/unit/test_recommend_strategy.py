@@ -1,4 +1,4 @@
-"""krr's formulas as pure functions: strategies, rounding, severity, score, replicas."""
+"""krr's formulas as pure functions: strategies, rounding, severity, score, the HPA formula."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from sizeguard.recommend import (
     hpa_desired_replicas,
     memory_severity,
     propose,
-    recommend_replicas,
     round_value,
     score,
     settings_for,
 )
-from sizeguard.workloads import ContainerAllocation, HpaInfo, Workload
+from sizeguard.workloads import HpaInfo
 
 MI = 2**20
 
@@ -151,43 +150,7 @@ def test_hpa_formula_and_tolerance() -> None:
     assert hpa_desired_replicas(4, 0.2, 0.7) == 2  # ceil(1.14)
 
 
-def _workload(replicas: int = 4, hpa: HpaInfo | None = None) -> Workload:
-    return Workload(
-        "Deployment",
-        "ns",
-        "app",
-        [ContainerAllocation("app", 0.5, None, None, None)],
-        replicas=replicas,
-        hpa=hpa,
-    )
-
-
-def test_replicas_scale_up_and_limited_scale_down() -> None:
-    up = recommend_replicas(_workload(4), peak_usage=0.4, mean_usage=0.2)
-    assert up is not None and up.recommended_replicas == 5  # 0.8 utilization
-    down = recommend_replicas(_workload(10), peak_usage=0.05, mean_usage=0.02)
-    assert down is not None and down.recommended_replicas == 5  # 2 wanted, at most 50 % off
-    assert "scale-down limited" in down.reason
-    capped = recommend_replicas(_workload(4), peak_usage=2.0, mean_usage=1, max_replicas=6)
-    assert capped is not None and capped.recommended_replicas == 6
-    floor = recommend_replicas(_workload(1), peak_usage=0.01, mean_usage=0.01, min_replicas=2)
-    assert floor is not None and floor.recommended_replicas == 2
-
-
-def test_replicas_for_an_hpa_workload_propose_min_and_max() -> None:
-    rec = recommend_replicas(_workload(3, _hpa()), peak_usage=0.5, mean_usage=0.35)
-    assert rec is not None and rec.recommended_replicas is None
-    assert rec.hpa_min_replicas == (2, 3)  # mean 70 % = target: keep current 3
-    assert rec.hpa_max_replicas is not None and rec.hpa_max_replicas[0] == 10
-    assert rec.hpa_max_replicas[1] >= 5  # 3 x 1.0 / 0.7 x 1.25 = 5.4 -> 6, or half of 10
-    assert rec.to_json()["hpa"]["min_replicas"] == {"current": 2, "recommended": 3}
-
-
-def test_no_replica_advice_without_a_cpu_request_or_for_daemonsets() -> None:
-    bare = Workload("Deployment", "ns", "x", [ContainerAllocation("x")], replicas=2)
-    assert recommend_replicas(bare, peak_usage=1, mean_usage=1) is None
-    ds = Workload("DaemonSet", "ns", "x", [ContainerAllocation("x", 0.1)], replicas=None)
-    assert recommend_replicas(ds, peak_usage=1, mean_usage=1) is None
+# The replica plans (sizeguard.recommend.replicas) are tested in test_plan.py.
 
 
 def test_queries_escape_namespaces_and_use_krrs_step() -> None:

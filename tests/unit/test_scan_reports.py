@@ -55,6 +55,24 @@ def test_a_wrong_score_is_flagged(document: dict) -> None:  # type: ignore[type-
         ({}, "missing 'scans'"),
         ({"scans": {}}, "not a list"),
         ({"scans": [{"object": {}}]}, "scans[0].object: missing 'allocations'"),
+        (
+            {
+                "scans": [
+                    {
+                        "object": {
+                            "allocations": {},
+                            "warnings": ["NoPodsFound"],
+                            **{k: "x" for k in ("name", "container", "namespace")},
+                        },
+                        "recommended": {
+                            sel: {r: {"value": None} for r in ("cpu", "memory")}
+                            for sel in ("requests", "limits")
+                        },
+                    }
+                ]
+            },
+            "scans[0].object.warnings: 'NoPodsFound' is not one of krr's warnings",
+        ),
     ],
 )
 def test_broken_reports_say_where(doc: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -70,9 +88,9 @@ def test_formats(document: dict) -> None:  # type: ignore[type-arg]
     coloured = render(result, "table", colour=True)
     assert "\x1b[33m" in coloured and "\x1b[32m" in coloured
     lines = render(result, "csv").splitlines()
-    assert lines[0].startswith("namespace,kind,name,container,pods,old_pods,severity")
+    assert lines[0].startswith("Namespace,Name,Pods,Old Pods,Type,Container,Severity,CPU Diff")
     assert len(lines) == 4 and lines[1].startswith(
-        "demo,Deployment,web,web,2,0,WARNING,0.5,0.292,OK"
+        "demo,web,2,0,Deployment,web,WARNING,-416m,(-208m) 500m -> 292m,1.0 -> unset,"
     )
     as_yaml = yaml.safe_load(render(result, "yaml"))
     assert as_yaml["scans"] == document["scans"]
@@ -130,3 +148,28 @@ def test_krr_style_flags_are_accepted_with_underscores() -> None:
     )
     assert (args.cpu_percentile, args.history_duration, args.allow_hpa) == (90, 48, True)
     assert args.strategy == "simple-limit"
+
+
+def test_krrs_error_entries_are_told_in_sentences(
+    document: dict,  # type: ignore[type-arg]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    document["errors"] = [
+        {"name": "HistoryRangeError"},
+        {"name": "NotEnoughHistoryAvailable", "retry_after": "2026-07-30T10:00:00"},
+        {"name": "SomethingNew", "cluster": "east"},
+    ]
+    source = tmp_path / "krr.json"
+    source.write_text(json.dumps(document))
+    assert main(["scan", "--from-krr", str(source)]) == 0  # krr's notes, not a failure
+    captured = capsys.readouterr()
+    errors = [line for line in captured.out.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: krr could not tell how much history Prometheus holds (HistoryRangeError), so "
+        "it computed the recommendations without checking that there is enough",
+        "error: Prometheus does not hold enough history yet for the strategy "
+        "(NotEnoughHistoryAvailable); krr suggests running again after 2026-07-30T10:00:00",
+        'error: krr reported SomethingNew ({"cluster": "east"})',
+    ]
+    assert captured.err.count("sizeguard: ") == 3 and "NotEnoughHistoryAvailable" in captured.err

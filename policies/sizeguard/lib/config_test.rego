@@ -18,6 +18,11 @@ fixture := {
 		"min": 0,
 		"max": 200,
 	},
+	"availability": {
+		"min_replicas": {"default": 1, "production": 2, "fixed": 1},
+		"fixed_kinds": ["StatefulSet"],
+		"max_pod_cpu": null,
+	},
 	"max_targets": 50,
 	"capacity": {"headroom_percent": 10},
 	"risk": {"weights": {

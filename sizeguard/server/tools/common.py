@@ -1,9 +1,12 @@
-"""What every tool shares: its server's runtime, and the one way a tool call runs."""
+"""What every tool shares: its server's runtime, the one way a tool call runs, and the one
+sequence of progress notifications of a call."""
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,11 +26,26 @@ from sizeguard.server.executor import BeforePatch
 from sizeguard.server.models import describe_validation_error
 from sizeguard.server.service import Service, ServiceError
 
-__all__ = ["Runtime", "bind", "run", "runtime", "thread"]
+__all__ = [
+    "Progress",
+    "Runtime",
+    "bind",
+    "check_namespaces",
+    "progress",
+    "run",
+    "runtime",
+    "thread",
+    "writes_hidden",
+]
 
 T = TypeVar("T")
 
 _log = structlog.get_logger("sizeguard.server")
+
+READ_ONLY_REFUSAL = (
+    "sizeguard: this sizeguard server is read-only (started with --read-only, or without a "
+    "signing key): it changes nothing and records no approvals"
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,72 @@ def runtime(ctx: Context) -> Runtime:
 def thread(function: Callable[..., T], *args: Any) -> Awaitable[T]:
     """Run a synchronous (blocking) function in a worker thread."""
     return anyio.to_thread.run_sync(function, *args)
+
+
+def writes_hidden(service: Service) -> bool:
+    """This server offers no mutating tool (``--read-only``, or no signing key): its texts
+    must not send the model to one."""
+    return service.read_only or service.key is None
+
+
+async def check_namespaces(service: Service, namespaces: Sequence[str]) -> None:
+    """Refuse namespaces the API server does not know, naming them (an empty result would
+    read as "nothing to do")."""
+    missing = await thread(service.cluster.missing_namespaces, namespaces)
+    if missing:
+        names = ", ".join(missing)
+        raise ServiceError(
+            f"no namespace {names} in the cluster"
+            if len(missing) == 1
+            else f"no namespaces {names} in the cluster"
+        )
+
+
+class Progress:
+    """The progress notifications of one tool call: out of one total fixed for the call, each
+    greater than the last (the MCP spec requires it; a repeat or a step back is not sent), the
+    last one total/total when the call ends (:func:`run` sends it).
+
+    A step that has steps of its own reports into a part of the range: ``with
+    progress.part(0.0, 0.7): ...`` maps its fractions 0..1 into 0..70% of the current range.
+    """
+
+    TOTAL = 100.0
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._sent = -1.0
+        self._range = (0.0, 1.0)
+
+    async def at(self, fraction: float, message: str) -> None:
+        """Report ``fraction`` (0..1) of the current range, if it is further than the last."""
+        low, high = self._range
+        value = round((low + (high - low) * min(max(fraction, 0.0), 1.0)) * self.TOTAL, 1)
+        if value <= self._sent:
+            return
+        self._sent = value
+        await self._ctx.report_progress(value, self.TOTAL, message)
+
+    async def done(self, message: str = "done") -> None:
+        self._range = (0.0, 1.0)
+        await self.at(1.0, message)
+
+    @contextmanager
+    def part(self, start: float, end: float) -> Iterator[Progress]:
+        low, high = saved = self._range
+        self._range = (low + (high - low) * start, low + (high - low) * end)
+        try:
+            yield self
+        finally:
+            self._range = saved
+
+
+_PROGRESS: ContextVar[Progress | None] = ContextVar("sizeguard_progress", default=None)
+
+
+def progress(ctx: Context) -> Progress:
+    """The progress of the tool call being run (a fresh one outside :func:`run`)."""
+    return _PROGRESS.get() or Progress(ctx)
 
 
 def _audit_call(
@@ -88,9 +172,11 @@ async def run(
     client's self-reported name as a detail."""
     service = runtime(ctx).service
     who = (requester(ctx), client_name(ctx))
+    calls = Progress(ctx)
+    token = _PROGRESS.set(calls)
     try:
-        if mutating and (service.read_only or service.key is None):
-            raise ToolError("sizeguard: this server is read-only; mutating tools are refused")
+        if mutating and writes_hidden(service):
+            raise ToolError(READ_ONLY_REFUSAL)
         result = await work()
     except ToolError as exc:
         await thread(_audit_call, service, who, tool, arguments, "error")
@@ -104,15 +190,24 @@ async def run(
     except Exception as exc:
         await thread(_audit_call, service, who, tool, arguments, "error")
         _log.error(
-            "tool.call", tool=tool, requester=who[0], result="error", error_type=type(exc).__name__
+            "tool.call",
+            tool=tool,
+            requester=who[0],
+            result="error",
+            error_type=type(exc).__name__,
+            error=scrub_details(str(exc).splitlines()[0][:300] if str(exc) else ""),
         )
         raise ToolError(
-            f"sizeguard: internal error ({type(exc).__name__}); see the server's log"
+            f"sizeguard: internal error in {tool} ({type(exc).__name__}): a fault in sizeguard, "
+            "not in the request; the server's log has the details"
         ) from None
+    finally:
+        _PROGRESS.reset(token)
     status = getattr(result, "status", None)
     outcome = str(status) if status is not None else "ok"
     if isinstance(result, InputRequiredResult):
         outcome = "input_required"
     await thread(_audit_call, service, who, tool, arguments, outcome)
     _log.info("tool.call", tool=tool, requester=who[0], result=outcome)
+    await calls.done(outcome)
     return result

@@ -15,7 +15,7 @@ from sizeguard.server import executor
 from sizeguard.server.auth import requester
 from sizeguard.server.models import ChangeSetId, Confirmation, Edit, Execution, Name, Preview
 from sizeguard.server.service import ServiceError
-from sizeguard.server.tools.common import run, runtime, thread
+from sizeguard.server.tools.common import progress, run, runtime, thread
 from sizeguard.server.tools.confirming import confirm
 
 __all__ = ["Outcome", "apply_changes", "rollback_changes", "scale_workload"]
@@ -39,14 +39,12 @@ def _applying(ctx: Context, change_set_id: str, actor: str) -> Callable[[], Awai
     runtime_ = runtime(ctx)
 
     async def work() -> Execution:
-        await ctx.report_progress(0, 1, f"applying {change_set_id}")
-        result = await thread(
+        await progress(ctx).at(0.5, f"applying {change_set_id}")
+        return await thread(
             lambda: executor.apply_change_set(
                 runtime_.service, change_set_id, actor=actor, before_patch=runtime_.before_patch
             )
         )
-        await ctx.report_progress(1, 1, result.status)
-        return result
 
     return work
 

@@ -10,31 +10,39 @@ from fastmcp import Context
 from pydantic import Field
 
 from sizeguard.changes import ChangeSet
+from sizeguard.recommend import PlanSettings
 from sizeguard.report_formats import to_krr
 from sizeguard.server.auth import requester
 from sizeguard.server.models import Edit, Preview, RecommendationFilter
 from sizeguard.server.service import ServiceError
-from sizeguard.server.tools.common import run, runtime, thread
-from sizeguard.server.tools.reading import run_scan, severe_enough
+from sizeguard.server.tools.common import progress, run, runtime, thread
+from sizeguard.server.tools.reading import refuse_without_floors, run_scan, severe_enough
 
 __all__ = ["preview_changes"]
 
 
 async def _from_recommendations(ctx: Context, flt: RecommendationFilter) -> ChangeSet:
+    """One change set from a scan: krr's per-container values with each workload's plan
+    (its CPU request and replicas, or its HPA's bounds) in place of krr's CPU request; no
+    change set when the plans cannot be made (no availability floors)."""
     service = runtime(ctx).service
-    result = await run_scan(ctx, flt, None)
+    result = await run_scan(ctx, flt, PlanSettings().target_utilization)
+    refuse_without_floors(result)
     scans = severe_enough(to_krr(result, service.prices)["scans"], flt.min_severity)
-    keys = list(
-        dict.fromkeys(
-            (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) for s in scans
-        )
-    )[: flt.max_targets]
+    keys = set(
+        list(
+            dict.fromkeys(
+                (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) for s in scans
+            )
+        )[: flt.max_targets]
+    )
     chosen = [
         s
         for s in scans
-        if (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) in set(keys)
+        if (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) in keys
     ]
-    return await thread(service.change_set_from_recommendations, chosen, "recommendation")
+    plans = [p for p in result.replicas if p.key in keys]
+    return await thread(service.change_set_from_recommendations, chosen, "recommendation", plans)
 
 
 async def preview_changes(
@@ -64,14 +72,15 @@ async def preview_changes(
     async def work() -> Preview:
         if bool(edits) == (from_recommendations is not None):
             raise ServiceError("give either edits or from_recommendations (exactly one)")
+        steps = progress(ctx)
         if from_recommendations is not None:
-            change_set = await _from_recommendations(ctx, from_recommendations)
+            with steps.part(0.0, 0.7):
+                change_set = await _from_recommendations(ctx, from_recommendations)
         else:
+            await steps.at(0.0, "reading the objects")
             change_set = await thread(service.change_set_from_edits, edits, "edit")
-        await ctx.report_progress(1, 2, f"checking {len(change_set.changes)} object(s)")
-        preview = await thread(lambda: service.preview(change_set, actor=actor, source="preview"))
-        await ctx.report_progress(2, 2, "done")
-        return preview
+        await steps.at(0.75, f"checking {len(change_set.changes)} object(s): policy, dry run")
+        return await thread(lambda: service.preview(change_set, actor=actor, source="preview"))
 
     return await run(
         ctx,

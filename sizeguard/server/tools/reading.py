@@ -1,30 +1,41 @@
 """The read-only tools: the cluster, metrics, recommendations, the safety report, the audit
-history and the Markdown report. None of them writes to the cluster."""
+history and the Markdown report. None of them writes to the cluster.
+
+Their results tell the truth about what they cover: a namespace the API server does not know,
+or a Prometheus that does not answer, is a tool error naming it, never an empty result; when
+some queries failed and others answered, ``coverage`` names the workloads without data and
+why. The large ones page (``cursor``/``limit``, :mod:`sizeguard.server.paging`).
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastmcp import Context
 from pydantic import BaseModel, ConfigDict, Field
 
-from sizeguard.cluster import ClusterState
-from sizeguard.prometheus import PrometheusClient
-from sizeguard.recommend import ReplicaRecommendation, scan, settings_for
+from sizeguard.cluster import ClusterState, WorkloadState
+from sizeguard.prometheus import ErrorKind, PrometheusClient, PrometheusError
+from sizeguard.recommend import ReplicaRecommendation, Scan, ScanResult, scan, settings_for
 from sizeguard.report_formats import to_krr
 from sizeguard.server import report
 from sizeguard.server.auth import requester
 from sizeguard.server.models import (
     ChangeSetId,
+    ClusterStatePage,
+    Coverage,
     History,
     Metrics,
+    MissingData,
     Name,
     RecommendationFilter,
     SafetyReport,
 )
+from sizeguard.server.paging import DEFAULT_LIMIT, Cursor, Limit, Page, page, workload_key
 from sizeguard.server.service import Service, ServiceError
-from sizeguard.server.tools.common import run, runtime, thread
+from sizeguard.server.tools.common import check_namespaces, progress, run, runtime, thread
 from sizeguard.server.usage import usage
 from sizeguard.workloads import Workload, WorkloadReader
 
@@ -38,36 +49,60 @@ __all__ = [
     "get_metrics",
     "get_safety_report",
     "recommend_scaling",
+    "refuse_without_floors",
     "run_scan",
+    "scan_coverage",
     "scan_recommendations",
+    "select_workloads",
     "severe_enough",
 ]
 
 _DEFAULT_FILTER = RecommendationFilter()
+_PROMETHEUS = frozenset(get_args(ErrorKind))  # a scan-wide error of these kinds: no answer at all
 _SEVERITY_RANK = {"UNKNOWN": -1, "GOOD": 0, "OK": 1, "WARNING": 2, "CRITICAL": 3}
 
 
 class ScanReport(BaseModel):
-    """krr-compatible recommendations (``scans`` uses krr's JSON schema) plus cost."""
+    """krr-compatible recommendations (``scans`` uses krr's JSON schema) plus cost, for one
+    page of workloads."""
 
     model_config = ConfigDict(frozen=True)
 
     strategy: str
     description: str
     score: int
-    scans: list[dict[str, Any]]
+    scans: list[dict[str, Any]] = Field(
+        description="the containers of this page's workloads as severe as min_severity"
+    )
     cost: dict[str, Any]
-    errors: list[dict[str, Any]]
-    shown: int
-    total: int
+    errors: list[dict[str, Any]] = Field(
+        description="queries that failed, by namespace (krr's errors); coverage says which "
+        "workloads they leave without data"
+    )
+    coverage: Coverage
+    total_workloads: int = Field(description="workloads the filter selects, on every page")
+    next_cursor: str | None = Field(
+        default=None, description="pass as cursor (same filter) for the next page"
+    )
 
 
 class ScalingReport(BaseModel):
+    """One plan per workload with replicas: its replicas (or HPA bounds) and per-pod CPU
+    request together (docs/recommendations.md, "One plan per workload")."""
+
     model_config = ConfigDict(frozen=True)
 
-    target_utilization: float
-    recommendations: list[dict[str, Any]]
+    target_utilization: float = Field(
+        description="CPU utilization at the percentile the plans aim at, of the request they "
+        "assume (an HPA on CPU: its own target)"
+    )
+    recommendations: list[dict[str, Any]] = Field(
+        description="the plans: recommended_replicas or hpa bounds, assumed_cpu_request "
+        "(cores per pod), cpu_requests per container, utilization, band, within_band, floor, "
+        "reason"
+    )
     errors: list[dict[str, Any]]
+    coverage: Coverage
 
 
 class ReportText(BaseModel):
@@ -82,22 +117,85 @@ def severe_enough(scans: Sequence[dict[str, Any]], min_severity: str) -> list[di
     return [s for s in scans if _SEVERITY_RANK.get(str(s.get("severity")), -1) >= floor]
 
 
-async def _workloads(
+def _key(workload: Workload) -> tuple[str, ...]:
+    return workload_key(workload.kind, workload.namespace, workload.name)
+
+
+def _target(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}/{namespace}/{name}"
+
+
+async def select_workloads(
     service: Service, namespaces: Sequence[str], names: Sequence[str] = ()
 ) -> list[Workload]:
+    """The workloads of ``namespaces`` (all: empty) named ``names`` (all: empty), in page
+    order. A namespace the API server does not know is an error naming it."""
     if service.kubeconfig is None:
         raise ServiceError("no kubeconfig: start the server with --kubeconfig or KUBECONFIG")
+    await check_namespaces(service, namespaces)
 
     def read() -> list[Workload]:
         assert service.kubeconfig is not None
         with WorkloadReader(service.kubeconfig, context=service.context) as reader:
             found = reader.workloads(list(namespaces) or None)
-        return [w for w in found if not names or w.name in names]
+        return sorted((w for w in found if not names or w.name in names), key=_key)
 
     try:
         return await thread(read)
     except Exception as exc:  # httpx and parsing errors: say what, not a traceback
         raise ServiceError(f"cannot read workloads: {exc}") from None
+
+
+def _without_data(scans: Sequence[Scan], failed: dict[str, str], namespace: str) -> str | None:
+    """Why a workload's scans have no usage data, or None when they have it."""
+    if namespace in failed:
+        return f"Prometheus queries for namespace {namespace} failed: {failed[namespace]}"
+    if not scans:
+        return "it has no containers"
+    if all(not s.object.pods for s in scans):
+        return "no pods in the window (in the cluster or in kube-state-metrics)"
+    for s in scans:
+        if any(s.recommended.info.get(r) == "No data" for r in ("cpu", "memory")):
+            return f"Prometheus has no usage series of container {s.object.container}"
+    return None
+
+
+def scan_coverage(result: ScanResult, workloads: Sequence[Workload] | None = None) -> Coverage:
+    """Which workloads of a scan have usage data, and why the others have none. Without
+    ``workloads``, those the scans are about."""
+    by_workload: dict[tuple[str, str, str], list[Scan]] = defaultdict(list)
+    for s in result.scans:
+        by_workload[(s.object.kind, s.object.namespace, s.object.name)].append(s)
+    keys = list(by_workload) if workloads is None else [w.key for w in workloads]
+    failed: dict[str, str] = {}
+    for error in result.errors:
+        if "namespace" in error:
+            failed.setdefault(str(error["namespace"]), str(error.get("message", "")))
+    without = [
+        MissingData(target=_target(*key), reason=reason)
+        for key in keys
+        if (reason := _without_data(by_workload.get(key, []), failed, key[1])) is not None
+    ]
+    return Coverage(workloads=len(keys), with_data=len(keys) - len(without), without=without)
+
+
+def _refuse_unanswered(result: ScanResult, coverage: Coverage) -> None:
+    """A scan Prometheus answered nothing of is an error naming the cause, not an empty
+    result; a partial one is not (its coverage says what is missing)."""
+    whole = [e for e in result.errors if "namespace" not in e and e.get("kind") in _PROMETHEUS]
+    if whole:
+        raise ServiceError(f"no recommendations: {whole[0].get('message', 'Prometheus failed')}")
+    failed = [m for m in coverage.without if m.reason.startswith("Prometheus queries")]
+    if coverage.workloads and coverage.with_data == 0 and len(failed) == coverage.workloads:
+        raise ServiceError(
+            f"no recommendations: every Prometheus query failed ({failed[0].reason})"
+        )
+
+
+def _description(text: str) -> str:
+    """krr's description of the strategy, without its advice about krr's command-line flags
+    (this tool has none of them)."""
+    return "".join(line for line in text.splitlines(keepends=True) if "--allow-hpa" not in line)
 
 
 def _prometheus(service: Service) -> PrometheusClient:
@@ -109,37 +207,99 @@ def _prometheus(service: Service) -> PrometheusClient:
 
 
 async def run_scan(
-    ctx: Context, flt: RecommendationFilter, target_utilization: float | None
-) -> Any:
-    """Recommendations for the workloads ``flt`` selects, from Prometheus."""
+    ctx: Context,
+    flt: RecommendationFilter,
+    target_utilization: float | None,
+    *,
+    workloads: Sequence[Workload] | None = None,
+) -> ScanResult:
+    """Recommendations for ``workloads`` (default: those ``flt`` selects) from Prometheus,
+    with progress per batch of queries. Unknown namespaces, and a Prometheus that answered
+    nothing, are errors naming the cause."""
     service = runtime(ctx).service
-    await ctx.report_progress(0, 3, "reading workloads")
-    found = await _workloads(service, flt.namespaces, flt.names)
-    await ctx.report_progress(1, 3, f"querying Prometheus for {len(found)} workloads")
+    steps = progress(ctx)
+    if workloads is None:
+        await steps.at(0.0, "reading workloads")
+        workloads = await select_workloads(service, flt.namespaces, flt.names)
+    await steps.at(0.1, f"asking Prometheus which pods {len(workloads)} workloads ran")
+
+    async def batches(done: int, total: int) -> None:
+        await steps.at(
+            0.2 + 0.75 * done / max(total, 1),
+            f"queried Prometheus: {done} of {total} batches of namespaces",
+        )
+
     async with _prometheus(service) as client:
         result = await scan(
             client,
-            found,
+            workloads,
             settings_for(flt.strategy),
-            namespaces=flt.namespaces or None,
             target_utilization=target_utilization,
+            floors=service.availability_floors,
+            progress=batches,
         )
-    await ctx.report_progress(2, 3, "building recommendations")
+    _refuse_unanswered(result, scan_coverage(result, workloads))
+    await steps.at(1.0, f"built recommendations for {len(workloads)} workloads")
     return result
+
+
+def _cluster_page(state: ClusterState, chosen: Page[WorkloadState]) -> ClusterStatePage:
+    """The HPAs of a page's workloads and their namespaces; the HPAs and namespaces no
+    workload names come on the last page."""
+    workloads = chosen.items
+    last = chosen.next_cursor is None
+    hpa_of = {(w.target.namespace, w.hpa) for w in workloads if w.hpa}
+    named = {(w.target.namespace, w.hpa) for w in state.workloads if w.hpa}
+    hpas = [
+        h
+        for h in state.hpas
+        if (h.target.namespace, h.target.name) in hpa_of
+        or (last and (h.target.namespace, h.target.name) not in named)
+    ]
+    used = {w.target.namespace for w in state.workloads} | {h.target.namespace for h in state.hpas}
+    shown = {w.target.namespace for w in workloads} | {h.target.namespace for h in hpas}
+    return ClusterStatePage(
+        workloads=workloads,
+        hpas=hpas,
+        namespaces={
+            name: info
+            for name, info in state.namespaces.items()
+            if name in shown or (last and name not in used)
+        },
+        capacity=state.capacity,
+        total_workloads=len(state.workloads),
+        next_cursor=chosen.next_cursor,
+    )
 
 
 async def get_cluster_state(
     ctx: Context,
     namespaces: Annotated[list[Name], Field(description="empty: all namespaces")] = [],  # noqa: B006
-) -> ClusterState:
-    """Workloads (replicas, readiness, requests/limits per container), HPAs, namespace
-    labels and the cluster's allocatable capacity and current requests."""
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> ClusterStatePage:
+    """Workloads (replicas, readiness, requests/limits per container), their HPAs, namespace
+    labels and the cluster's allocatable capacity and current requests. Pages of `limit`
+    workloads in (namespace, name, kind) order: pass `next_cursor` back as `cursor` for the
+    next page."""
     service = runtime(ctx).service
+    arguments = {"namespaces": namespaces}
+
+    async def work() -> ClusterStatePage:
+        await check_namespaces(service, namespaces)
+        state = await thread(service.cluster_state, namespaces)
+        chosen = page(
+            state.workloads,
+            lambda w: workload_key(w.target.kind, w.target.namespace, w.target.name),
+            tool="get_cluster_state",
+            arguments=arguments,
+            cursor=cursor,
+            limit=limit,
+        )
+        return _cluster_page(state, chosen)
+
     return await run(
-        ctx,
-        "get_cluster_state",
-        {"namespaces": namespaces},
-        lambda: thread(service.cluster_state, namespaces),
+        ctx, "get_cluster_state", {**arguments, "cursor": cursor, "limit": limit}, work
     )
 
 
@@ -148,52 +308,87 @@ async def get_metrics(
     namespaces: Annotated[list[Name], Field(description="empty: all namespaces")] = [],  # noqa: B006
     names: Annotated[list[Name], Field(description="workload names; empty: all")] = [],  # noqa: B006
     window_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> Metrics:
     """CPU and memory usage per workload over a window (average and peak per pod) and
-    utilization against requests, from Prometheus."""
+    utilization against requests, from Prometheus; `coverage` names the workloads it has no
+    usage for. Pages of `limit` workloads: pass `next_cursor` back as `cursor`."""
     service = runtime(ctx).service
+    arguments = {"namespaces": namespaces, "names": names, "window_hours": window_hours}
 
     async def work() -> Metrics:
-        await ctx.report_progress(0, 2, "reading workloads")
-        found = await _workloads(service, namespaces, names)
-        await ctx.report_progress(1, 2, "querying Prometheus")
-        async with _prometheus(service) as client:
-            result = await usage(client, found, window_seconds=int(window_hours * 3600))
-        await ctx.report_progress(2, 2, "done")
-        return result
+        steps = progress(ctx)
+        await steps.at(0.0, "reading workloads")
+        found = await select_workloads(service, namespaces, names)
+        chosen = page(
+            found, _key, tool="get_metrics", arguments=arguments, cursor=cursor, limit=limit
+        )
+        await steps.at(0.3, f"querying Prometheus for {len(chosen.items)} workloads")
+        try:
+            async with _prometheus(service) as client:
+                window = int(window_hours * 3600)
+                result = await usage(client, chosen.items, window_seconds=window)
+        except PrometheusError as exc:
+            raise ServiceError(f"no metrics: {exc}") from None
+        return result.model_copy(
+            update={"total_workloads": len(found), "next_cursor": chosen.next_cursor}
+        )
+
+    return await run(ctx, "get_metrics", {**arguments, "cursor": cursor, "limit": limit}, work)
+
+
+async def scan_recommendations(
+    ctx: Context,
+    filter: RecommendationFilter = _DEFAULT_FILTER,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> ScanReport:
+    """krr-compatible CPU/memory recommendations (strategy simple or simple-limit) with
+    severity and monthly cost, filtered by namespace, name and minimum severity; `coverage`
+    names the workloads without usage data. Pages of `limit` workloads in (namespace, name,
+    kind) order: pass `next_cursor` back as `cursor` (same filter) for the next page."""
+    service = runtime(ctx).service
+    arguments = filter.model_dump()
+
+    async def work() -> ScanReport:
+        await progress(ctx).at(0.0, "reading workloads")
+        found = await select_workloads(service, filter.namespaces, filter.names)
+        chosen = page(
+            found,
+            _key,
+            tool="scan_recommendations",
+            arguments=arguments,
+            cursor=cursor,
+            limit=limit,
+        )
+        result = await run_scan(ctx, filter, None, workloads=chosen.items)
+        document = to_krr(result, service.prices)
+        return ScanReport(
+            strategy=result.strategy,
+            description=_description(result.description),
+            score=result.score,
+            scans=severe_enough(document["scans"], filter.min_severity),
+            cost=document.get("cost", {}),
+            errors=result.errors,
+            coverage=scan_coverage(result, chosen.items),
+            total_workloads=len(found),
+            next_cursor=chosen.next_cursor,
+        )
 
     return await run(
         ctx,
-        "get_metrics",
-        {"namespaces": namespaces, "names": names, "window_hours": window_hours},
+        "scan_recommendations",
+        {"filter": arguments, "cursor": cursor, "limit": limit},
         work,
     )
 
 
-async def scan_recommendations(
-    ctx: Context, filter: RecommendationFilter = _DEFAULT_FILTER
-) -> ScanReport:
-    """krr-compatible CPU/memory recommendations (strategy simple or simple-limit) with
-    severity and monthly cost, filtered by namespace, name and minimum severity."""
-    service = runtime(ctx).service
-
-    async def work() -> ScanReport:
-        result = await run_scan(ctx, filter, None)
-        document = to_krr(result, service.prices)
-        scans = severe_enough(document["scans"], filter.min_severity)
-        await ctx.report_progress(3, 3, "done")
-        return ScanReport(
-            strategy=result.strategy,
-            description=result.description,
-            score=result.score,
-            scans=scans[: filter.max_targets],
-            cost=document.get("cost", {}),
-            errors=result.errors,
-            shown=min(len(scans), filter.max_targets),
-            total=len(scans),
-        )
-
-    return await run(ctx, "scan_recommendations", filter.model_dump(), work)
+def refuse_without_floors(result: ScanResult) -> None:
+    """No availability floors, no plans: an error naming the cause (fail closed)."""
+    for error in result.errors:
+        if error.get("kind") == "availability_floors":
+            raise ServiceError(str(error.get("message")))
 
 
 async def recommend_scaling(
@@ -201,20 +396,31 @@ async def recommend_scaling(
     namespaces: Annotated[list[Name], Field(description="empty: all namespaces")] = [],  # noqa: B006
     names: Annotated[list[Name], Field(description="workload names; empty: all")] = [],  # noqa: B006
     target_utilization: Annotated[
-        float, Field(gt=0, le=1, description="0.7 = 70% of the CPU request")
-    ] = 0.7,
+        float,
+        Field(
+            gt=0,
+            le=1,
+            description="CPU usage at the percentile as a share of the request; 1.0 (the "
+            "default) keeps krr's request at today's replicas",
+        ),
+    ] = 1.0,
 ) -> ScalingReport:
-    """Replica recommendations from CPU usage (the HPA formula with its 10% tolerance,
-    bounded, scale-down limited per step); for a workload with an HPA, its min/max."""
+    """One plan per workload: replicas and per-pod CPU request computed together for the
+    demand at the strategy's percentile, so that they never count it twice. Replicas are
+    at least the availability floor from policy (e.g. 2 in production) and are not changed
+    for demand; with an HPA, its min/max for the request the plan assumes. Each plan names
+    assumed_cpu_request and the utilization it gives."""
 
     async def work() -> ScalingReport:
         flt = RecommendationFilter(namespaces=namespaces, names=names)
         result = await run_scan(ctx, flt, target_utilization)
+        refuse_without_floors(result)
         recs: list[ReplicaRecommendation] = result.replicas
         return ScalingReport(
             target_utilization=target_utilization,
             recommendations=[r.to_json() for r in recs],
             errors=result.errors,
+            coverage=scan_coverage(result),
         )
 
     return await run(

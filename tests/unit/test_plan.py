@@ -1,0 +1,386 @@
+"""One plan per workload: replicas and the per-pod CPU request from the same demand."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sizeguard.changes import ContainerResources, GuardedState
+from sizeguard.policy import PolicyClient
+from sizeguard.prometheus import PrometheusClient
+from sizeguard.recommend import (
+    Demand,
+    Floor,
+    PlanSettings,
+    ScanResult,
+    plan_workload,
+    scan,
+    settings_for,
+)
+from sizeguard.recommend.floors import (
+    FloorsUnavailableError,
+    floors_input,
+    opa_floors,
+    parse_floors,
+)
+from sizeguard.server.service import _hpa_bounds, _planned
+from sizeguard.workloads import ContainerAllocation, HpaInfo, Workload
+
+from .test_prometheus_fake_server import fake_prometheus
+from .test_recommend_bad_data import _workloads as bad_data_workloads
+from .test_recommend_bad_data import responder
+
+ONE = Floor(1, "at least 1 replica(s)")
+TWO = Floor(
+    2, "shop-prod/x is in production namespace shop-prod: at least 2 replicas", "production"
+)
+
+
+def workload(
+    replicas: int = 1,
+    requests: tuple[float | None, ...] = (0.05,),
+    hpa: HpaInfo | None = None,
+    kind: str = "Deployment",
+) -> Workload:
+    containers = [ContainerAllocation(f"c{i}", r) for i, r in enumerate(requests)]
+    return Workload(kind, "ns", "app", containers, replicas=replicas, hpa=hpa)
+
+
+def demand(*cpu: float, defined: bool = True, limits: tuple[float, ...] = ()) -> Demand:
+    return Demand(
+        cpu={f"c{i}": v for i, v in enumerate(cpu)},
+        cpu_limits={f"c{i}": v for i, v in enumerate(limits)},
+        krr_defined=defined,
+    )
+
+
+def hpa(
+    min_replicas: int = 3, max_replicas: int = 10, current: int = 3, cpu: bool = True
+) -> HpaInfo:
+    return HpaInfo(
+        name="app",
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        current_replicas=current,
+        desired_replicas=current,
+        target_cpu_utilization_percentage=70 if cpu else None,
+        target_memory_utilization_percentage=None if cpu else 80,
+        scales_on_cpu=cpu,
+        scales_on_memory=not cpu,
+    )
+
+
+def test_an_under_provisioned_workload_gets_krrs_request_and_keeps_its_replicas() -> None:
+    """The issue's data/redis: 50m -> 293m *and* 1 -> 9 replicas was the double count."""
+    plan = plan_workload(workload(1, (0.05,)), demand(0.2925), ONE)
+    assert plan is not None
+    assert plan.recommended_replicas == 1 and plan.planned_replicas == 1
+    assert plan.cpu_requests == {"c0": 0.293}  # krr's number, rounded as krr rounds
+    assert plan.assumed_cpu_request == 0.293
+    assert plan.target_utilization == 1.0 and plan.band == (0.9, 1.0)
+    assert plan.within_band and 0.99 < plan.utilization <= 1.0
+    assert "the request absorbs it" in plan.reason
+
+
+def test_an_over_provisioned_workload_keeps_its_replicas_and_cuts_the_request() -> None:
+    """The issue's shop-prod/checkout: 2 -> 74m *and* 2 -> 1 replicas was the double count."""
+    plan = plan_workload(workload(2, (2.0,)), demand(0.0735), TWO)
+    assert plan is not None
+    assert plan.recommended_replicas == 2
+    assert plan.cpu_requests == {"c0": 0.074}
+    assert plan.current_cpu_request == 2.0 and plan.within_band
+
+
+def test_the_floor_adds_replicas_and_the_request_shrinks_for_the_same_demand() -> None:
+    plan = plan_workload(workload(1, (0.5,)), demand(0.3), TWO)
+    assert plan is not None and plan.recommended_replicas == 2
+    assert plan.cpu_requests == {"c0": 0.15}  # 300m of demand over two pods
+    assert plan.floor is TWO and "availability floor" in plan.reason
+    assert plan.to_json()["floor"] == {
+        "min_replicas": 2,
+        "class": "production",
+        "max_pod_cpu": None,
+        "reason": TWO.reason,
+    }
+
+
+def test_the_request_is_split_in_proportion_to_krrs_numbers() -> None:
+    plan = plan_workload(workload(2, (0.5, 0.1)), demand(0.2, 0.05), Floor(4, "four"))
+    assert plan is not None and plan.recommended_replicas == 4
+    assert plan.cpu_requests == {"c0": 0.1, "c1": 0.025}
+    assert plan.assumed_cpu_request == 0.125 and plan.within_band
+
+
+def test_krrs_minimum_holds_the_request_above_the_demand_and_the_plan_says_so() -> None:
+    plan = plan_workload(workload(3, (0.1,)), demand(0.003), ONE)
+    assert plan is not None and plan.cpu_requests == {"c0": 0.01}
+    assert plan.recommended_replicas == 3  # no replicas removed: that would cut both
+    assert not plan.within_band and math.isclose(plan.utilization, 0.3)
+    assert "10m minimum per container" in plan.reason
+    assert plan.to_json()["within_band"] is False
+
+
+def test_a_lower_target_leaves_headroom_in_the_request() -> None:
+    plan = plan_workload(workload(2, (0.1,)), demand(0.2), ONE, PlanSettings(0.8))
+    assert plan is not None and plan.cpu_requests == {"c0": 0.25}
+    assert plan.band == pytest.approx((0.72, 0.8)) and plan.within_band
+
+
+def test_the_cap_adds_replicas_without_raising_the_request() -> None:
+    capped = Floor(1, "one", max_pod_cpu=1.0)
+    # Today 500m, below the 1-core cap: 6 cores of demand go to pods of at most 500m.
+    plan = plan_workload(workload(2, (0.5,)), demand(3.0), capped)
+    assert plan is not None and plan.recommended_replicas == 12
+    assert plan.assumed_cpu_request == 0.5 and plan.within_band
+    assert "1000m cap" in plan.reason
+    # Today 2 cores, above the cap: pods of at most the cap.
+    plan = plan_workload(workload(2, (2.0,)), demand(3.0), capped)
+    assert plan is not None and plan.recommended_replicas == 6
+    assert plan.assumed_cpu_request == 1.0
+    # Below the cap nothing changes.
+    plan = plan_workload(workload(2, (0.5,)), demand(0.4), capped)
+    assert plan is not None and plan.recommended_replicas == 2
+
+
+def test_the_cap_with_rounding_still_never_raises_the_request() -> None:
+    capped = Floor(1, "one", max_pod_cpu=0.1)
+    plan = plan_workload(workload(3, (0.1, 0.1, 0.1)), demand(0.1001, 0.1001, 0.1001), capped)
+    assert plan is not None and plan.assumed_cpu_request <= 0.3
+    assert plan.recommended_replicas is not None and plan.recommended_replicas > 3
+
+
+def test_an_hpa_on_cpu_owns_replicas_and_krrs_question_mark_keeps_todays_request() -> None:
+    plan = plan_workload(
+        workload(3, (0.25,), hpa()), demand(0.22, defined=False), TWO
+    )  # 660m of demand
+    assert plan is not None
+    assert plan.recommended_replicas is None and plan.cpu_requests is None
+    assert plan.assumed_cpu_request == 0.25 and plan.target_utilization == 0.7
+    assert plan.hpa_name == "app"
+    # ceil(0.66 / (0.25 x 0.7)) = 4 pods at the percentile; min stays 3, max stays 10.
+    assert plan.planned_replicas == 4
+    assert plan.hpa_min_replicas == (3, 3) and plan.hpa_max_replicas == (10, 10)
+    assert math.isclose(plan.utilization, 0.66)
+    assert plan.within_band  # 66% within 63%-70%
+    body = plan.to_json()
+    assert body["hpa"]["name"] == "app" and body["assumed_cpu_request"] == 0.25
+
+
+def test_hpa_bounds_follow_the_demand_and_min_never_goes_below_the_floor() -> None:
+    # Demand needs 20 pods at 100m x 70%: max rises to 25 (25% headroom).
+    plan = plan_workload(workload(5, (0.1,), hpa(1, 10, 5)), demand(0.28, defined=False), TWO)
+    assert plan is not None
+    assert plan.hpa_min_replicas == (1, 2)  # raised to the floor
+    assert plan.hpa_max_replicas == (10, 25) and plan.planned_replicas == 20
+    assert "minReplicas raised to the availability floor" in plan.reason
+    # Tiny demand: min comes down to what the demand needs, never below the floor.
+    plan = plan_workload(workload(5, (0.1,), hpa(5, 10, 5)), demand(0.001, defined=False), TWO)
+    assert plan is not None and plan.hpa_min_replicas == (5, 2)
+    assert not plan.within_band and "whole pods" in plan.reason
+
+
+def test_an_hpa_on_cpu_with_krrs_number_gets_the_request_that_keeps_its_count() -> None:
+    plan = plan_workload(workload(3, (0.25,), hpa()), demand(0.21), TWO)
+    assert plan is not None
+    assert plan.cpu_requests == {"c0": 0.3}  # 210m / 70%
+    assert plan.planned_replicas == 3 and plan.within_band
+
+
+def test_an_hpa_on_memory_keeps_its_bounds_and_the_request_is_krrs() -> None:
+    plan = plan_workload(workload(3, (0.25,), hpa(cpu=False)), demand(0.21), TWO)
+    assert plan is not None
+    assert plan.cpu_requests == {"c0": 0.21} and plan.target_utilization == 1.0
+    assert plan.hpa_min_replicas == (3, 3) and plan.hpa_max_replicas == (10, 10)
+    assert "does not scale on CPU" in plan.reason
+
+
+def test_simple_limits_scale_with_the_request() -> None:
+    plan = plan_workload(workload(1, (0.5,)), demand(0.2, limits=(0.4,)), TWO)
+    assert plan is not None and plan.cpu_requests == {"c0": 0.1}
+    assert plan.cpu_limits == {"c0": 0.2}
+
+
+def test_no_plan_for_daemonsets_workloads_at_zero_or_without_a_request_under_an_hpa() -> None:
+    daemon = Workload("DaemonSet", "ns", "x", [ContainerAllocation("c0", 0.1)], replicas=None)
+    assert plan_workload(daemon, demand(0.1), ONE) is None
+    assert plan_workload(workload(0), demand(0.1), ONE) is None
+    assert plan_workload(workload(1), Demand(cpu={}), ONE) is None
+    unset = workload(3, (None,), hpa())
+    assert plan_workload(unset, demand(0.1, defined=False), ONE) is None
+
+
+@given(
+    replicas=st.integers(1, 50),
+    floor=st.integers(1, 5),
+    today=st.lists(st.floats(0.001, 8), min_size=1, max_size=3),
+    usage=st.lists(st.floats(0.0005, 8), min_size=3, max_size=3),
+    target=st.sampled_from([0.5, 0.7, 1.0]),
+)
+def test_no_plan_moves_requests_and_replicas_the_same_way(
+    replicas: int, floor: int, today: list[float], usage: list[float], target: float
+) -> None:
+    work = workload(replicas, tuple(today))
+    plan = plan_workload(
+        work, demand(*usage[: len(today)]), Floor(floor, "f"), PlanSettings(target)
+    )
+    assert plan is not None and plan.recommended_replicas is not None
+    assert plan.recommended_replicas == max(replicas, floor)  # demand adds none, removes none
+    request_up = plan.assumed_cpu_request > sum(today) + 1e-9
+    request_down = plan.assumed_cpu_request < sum(today) - 1e-9
+    assert not (request_up and plan.recommended_replicas > max(replicas, floor))
+    assert not (request_down and plan.recommended_replicas < replicas)
+    # The planned pods hold the demand at the target, at most krr's rounding above it.
+    total = sum(usage[: len(today)]) * replicas
+    assert plan.utilization <= target + 1e-9
+    assert math.isclose(
+        plan.utilization * plan.assumed_cpu_request * plan.recommended_replicas, total
+    )
+    assert plan.within_band or "minimum" in plan.reason or "rounded" in plan.reason
+
+
+# --- the floors, from OPA's answer -----------------------------------------------------------
+
+
+def test_floors_input_names_workloads_and_namespace_labels() -> None:
+    work = workload()
+    work.labels = {"app": "x"}
+    assert floors_input([work], {"ns": {"environment": "production"}}) == {
+        "workloads": [
+            {"kind": "Deployment", "namespace": "ns", "name": "app", "labels": {"app": "x"}}
+        ],
+        "namespaces": {"ns": {"labels": {"environment": "production"}}},
+    }
+
+
+def test_floors_are_parsed_and_a_missing_or_bad_one_fails_them_all() -> None:
+    work = workload()
+    answer = {
+        "Deployment/ns/app": {
+            "class": "production",
+            "min_replicas": 2,
+            "max_pod_cpu": None,
+            "reason": "r",
+        }
+    }
+    assert parse_floors(answer, [work]) == {work.key: Floor(2, "r", "production")}
+    with pytest.raises(FloorsUnavailableError, match="no availability floor for Deployment ns/app"):
+        parse_floors({}, [work])
+    bad = {"Deployment/ns/app": {"class": "x", "min_replicas": "two", "reason": "r"}}
+    with pytest.raises(FloorsUnavailableError, match="is not valid \\(min_replicas"):
+        parse_floors(bad, [work])
+    with pytest.raises(FloorsUnavailableError, match="not an object"):
+        parse_floors(["x"], [work])
+
+
+def test_an_unreachable_opa_gives_no_floors(tmp_path: object) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    policy = PolicyClient("http://127.0.0.1:9", transport=httpx.MockTransport(refuse))
+    from sizeguard.policy import PolicyUnavailableError
+
+    with pytest.raises(PolicyUnavailableError, match="gave no sizeguard/plan/floors: cannot reach"):
+        policy.query("sizeguard/plan/floors", {"workloads": []})
+    # No workloads with replicas: nothing to ask.
+    assert opa_floors(policy, kubeconfig=None, context=None)([]) == {}  # type: ignore[arg-type]
+
+
+def _fake_scan(floors: object) -> ScanResult:
+    with fake_prometheus(
+        responder(cpu={"web-5d9-a": 0.2, "web-5d9-b": 0.3, "db-7f-a": 0.1})
+    ) as prom:
+
+        async def go() -> ScanResult:
+            async with PrometheusClient(prom.url, timeout=0.5, retries=0) as client:
+                return await scan(
+                    client,
+                    bad_data_workloads(),
+                    settings_for("simple"),
+                    at=1_700_000_000,
+                    target_utilization=1.0,
+                    floors=floors,  # type: ignore[arg-type]
+                )
+
+        return asyncio.run(go())
+
+
+def test_a_scan_makes_plans_only_with_floors_and_says_why_not() -> None:
+    def floors(found: Any) -> dict[Any, Floor]:
+        return {w.key: TWO for w in found}
+
+    planned = _fake_scan(floors)
+    web = next(p for p in planned.replicas if p.name == "web")
+    assert web.recommended_replicas == 2 and web.cpu_requests == {"web": 0.3}
+    without = _fake_scan(None)
+    assert without.replicas == [] and without.errors == [
+        {
+            "kind": "availability_floors",
+            "message": "no replica plans: no policy engine (OPA) was given to answer the "
+            "availability floors",
+        }
+    ]
+    assert [s.recommended for s in without.scans] == [s.recommended for s in planned.scans]
+
+    def down(found: Any) -> dict[Any, Floor]:
+        raise FloorsUnavailableError("the policy engine (OPA) gave no sizeguard/plan/floors: x")
+
+    refused = _fake_scan(down)
+    assert refused.replicas == []
+    assert refused.errors[0]["message"].endswith("gave no sizeguard/plan/floors: x")
+
+
+# --- one change set from the plan ------------------------------------------------------------
+
+
+def _state(replicas: int | None, cpu: int) -> GuardedState:
+    return GuardedState.model_validate(
+        {
+            "replicas": replicas,
+            "containers": {
+                "c0": ContainerResources(
+                    cpu_request=cpu, cpu_limit=None, memory_request=100 * 2**20, memory_limit=None
+                )
+            },
+            "init_containers": {},
+            "min_replicas": None,
+            "max_replicas": None,
+        }
+    )
+
+
+def test_the_change_takes_the_plans_request_and_replicas_with_krrs_memory() -> None:
+    plan = plan_workload(workload(1, (0.5,)), demand(0.3), TWO)
+    assert plan is not None
+    krr = {
+        "requests": {"cpu": {"value": 0.3}, "memory": {"value": 200 * 2**20}},
+        "limits": {"cpu": {"value": None}, "memory": {"value": 200 * 2**20}},
+    }
+    after = _planned(_state(1, 500), {"c0": krr}, plan)
+    assert after.replicas == 2
+    assert after.containers["c0"].cpu_request == 150  # the plan's, not krr's 300m
+    assert after.containers["c0"].memory_request == 200 * 2**20
+    assert after.containers["c0"].cpu_limit is None
+    # Without a plan, krr's numbers as they are.
+    assert _planned(_state(1, 500), {"c0": krr}, None).containers["c0"].cpu_request == 300
+
+
+def test_the_hpa_change_takes_the_plans_bounds() -> None:
+    plan = plan_workload(workload(5, (0.1,), hpa(1, 10, 5)), demand(0.28, defined=False), TWO)
+    assert plan is not None
+    before = GuardedState.model_validate(
+        {
+            "replicas": None,
+            "containers": {},
+            "init_containers": {},
+            "min_replicas": 1,
+            "max_replicas": 10,
+        }
+    )
+    after = _hpa_bounds(before, plan)
+    assert (after.min_replicas, after.max_replicas) == (2, 25)
