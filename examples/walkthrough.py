@@ -46,6 +46,25 @@ def step(number: int, title: str) -> None:
     print(f"\n\033[1m[{number}] {title}\033[0m" if sys.stdout.isatty() else f"\n[{number}] {title}")
 
 
+def plan_line(plan: dict[str, Any]) -> str:
+    """One workload's plan: replicas and the per-pod CPU request it assumes, together."""
+    replicas = f"replicas {plan['current_replicas']} -> {plan['planned_replicas']}"
+    if plan.get("hpa"):
+        bounds = plan["hpa"]
+        replicas = (
+            f"HPA min {bounds['min_replicas']['current']} -> "
+            f"{bounds['min_replicas']['recommended']}, max {bounds['max_replicas']['current']}"
+            f" -> {bounds['max_replicas']['recommended']}"
+        )
+    request = plan["assumed_cpu_request"]
+    per_pod = "?" if request is None else f"{float(request) * 1000:.0f}m"
+    return (
+        f"plan {plan['kind']}/{plan['name']}: {replicas}, CPU request per pod {per_pod}, "
+        f"utilization at the percentile {plan['utilization']:.0%} (band "
+        f"{plan['band'][0]:.0%}-{plan['band'][1]:.0%})"
+    )
+
+
 def say(text: str, indent: int = 4) -> None:
     for line in text.splitlines() or [""]:
         print(
@@ -144,7 +163,13 @@ async def walkthrough(args: argparse.Namespace) -> int:
                 f"{mem if mem in (None, '?') else f'{float(mem) / 2**20:.0f}Mi'}"
             )
 
-        step(3, f"preview_changes: a change set for {ns}/{name} (nothing changes yet)")
+        scaling = (
+            await client.call_tool("recommend_scaling", {"namespaces": [ns]})
+        ).structured_content
+        for plan in scaling["recommendations"]:
+            say(plan_line(plan))
+
+        step(3, f"preview_changes: the plan for {ns}/{name} as one change set (nothing changes)")
         flt = {"namespaces": [ns], "names": [name], "min_severity": "OK"}
         preview = (
             await client.call_tool("preview_changes", {"from_recommendations": flt})
