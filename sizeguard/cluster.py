@@ -53,6 +53,7 @@ from sizeguard.changes import (
     target_of,
 )
 from sizeguard.quantities import cpu_millicores, format_cpu, format_memory, memory_bytes
+from sizeguard.texts import no_namespaces
 from sizeguard.workloads import hpa_info
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "NamespaceInfo",
     "PatchResult",
     "ResourceTotals",
+    "UnknownNamespacesError",
     "WorkloadState",
     "create_body",
     "parse_warning",
@@ -136,6 +138,15 @@ class ClusterError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UnknownNamespacesError(ClusterError):
+    """Namespaces the API server does not have (``names``, sorted); listing in one would
+    answer an empty list, which reads as "nothing to do"."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__("not_found", f"{no_namespaces(names)} in the cluster", status=404)
+        self.names = tuple(names)
 
 
 # --- models at the boundary --------------------------------------------------------------------
@@ -923,16 +934,29 @@ class Cluster:
             capacity=self.capacity(),
         )
 
-    def missing_namespaces(self, names: Iterable[str]) -> list[str]:
-        """Those of ``names`` that are not namespaces of the cluster, sorted (one list call)."""
-        wanted = sorted(set(names))
-        if not wanted:
-            return []
-        existing = {
-            str((obj.get("metadata") or {}).get("name", ""))
-            for obj in self._list("Namespaces", self._core.list_namespace)
-        }
-        return [name for name in wanted if name not in existing]
+    def namespace_labels(self, names: Iterable[str]) -> dict[str, dict[str, str] | None]:
+        """The labels of each of ``names`` (sorted), one GET per namespace, so that
+        namespace-scoped credentials work: None for a namespace they may not read (403; it is
+        scanned as asked). Namespaces the API server does not have (404) raise
+        :class:`UnknownNamespacesError` naming all of them."""
+        labels: dict[str, dict[str, str] | None] = {}
+        unknown: list[str] = []
+        for name in sorted(set(names)):
+            what = f"Namespace {name}"
+            try:
+                response = self._call("read", what, self._core.read_namespace, name)
+            except ClusterError as exc:
+                if exc.kind == "not_found":
+                    unknown.append(name)
+                elif exc.kind == "forbidden":
+                    labels[name] = None
+                else:
+                    raise
+                continue
+            labels[name] = _labels(self._json(response, "read", what).get("metadata") or {})
+        if unknown:
+            raise UnknownNamespacesError(unknown)
+        return labels
 
     def _namespaces(self, selected: list[str] | None) -> dict[str, NamespaceInfo]:
         if selected is None:

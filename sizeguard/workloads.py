@@ -23,12 +23,14 @@ import httpx
 import yaml
 
 from sizeguard.quantities import cpu_millicores, memory_bytes
+from sizeguard.texts import describe_http_error
 
 __all__ = [
     "KINDS",
     "ContainerAllocation",
     "HpaInfo",
     "Workload",
+    "WorkloadReadError",
     "WorkloadReader",
     "hpa_info",
     "workload_from_object",
@@ -153,6 +155,11 @@ def hpa_info(obj: dict[str, Any]) -> tuple[tuple[str, str, str], HpaInfo]:
     return (ref.get("kind", ""), meta.get("namespace", ""), ref.get("name", "")), info
 
 
+class WorkloadReadError(Exception):
+    """The API server did not give the workloads; the message is a sentence naming the
+    request and its answer (:func:`sizeguard.texts.describe_http_error`)."""
+
+
 class WorkloadReader:
     """A read-only view of the cluster through one kubeconfig context."""
 
@@ -177,11 +184,18 @@ class WorkloadReader:
             params = {"limit": "500"}
             if token:
                 params["continue"] = token
-            response = self.http.get(path, params=params)
-            if response.status_code == 404:
-                return
-            response.raise_for_status()
-            body = response.json()
+            try:
+                response = self.http.get(path, params=params)
+                if response.status_code == 404:
+                    return
+                response.raise_for_status()
+                body = response.json()
+            except httpx.HTTPError as exc:
+                raise WorkloadReadError(describe_http_error(exc)) from None
+            except ValueError:
+                raise WorkloadReadError(
+                    f"the API server's answer to GET {path} is not JSON"
+                ) from None
             yield from body.get("items", [])
             token = body.get("metadata", {}).get("continue", "")
             if not token:

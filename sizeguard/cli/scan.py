@@ -15,18 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sizeguard.cluster import Cluster, ClusterError, UnknownNamespacesError
 from sizeguard.cost import PriceModel
 from sizeguard.errors import CommandError
 from sizeguard.policy import PolicyClient, default_opa_url
 from sizeguard.prometheus import PrometheusClient
 from sizeguard.recommend import STRATEGIES, ScanResult, opa_floors, scan, settings_for
-from sizeguard.recommend.results import (
-    prometheus_failures,
-    scanned_nothing,
-    workloads_without_data,
-)
+from sizeguard.recommend.results import Coverage, coverage
+from sizeguard.recommend.strategies import StrategySettings
 from sizeguard.report_formats import FORMATS, KrrParseError, describe_error, from_krr, render
-from sizeguard.workloads import WorkloadReader
+from sizeguard.texts import no_namespaces
+from sizeguard.workloads import Workload, WorkloadReader, WorkloadReadError
 
 __all__ = ["register", "run_scan"]
 
@@ -103,17 +102,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--target-utilization",
         type=float,
-        default=100.0,
+        default=None,
         metavar="PCT",
-        help="CPU usage at the percentile as a share of the request, for the replica plans "
-        "(100: krr's request at today's replicas; 0 disables the plans)",
+        help="make replica plans: CPU usage at the percentile as a share of the request "
+        "(100, the default when plans are made: krr's request at today's replicas; 0: no plans)",
     )
     parser.add_argument(
         "--opa-url",
         default=None,
         metavar="URL",
-        help="OPA with sizeguard's policies, for the plans' availability floors "
-        "(default: $OPA_URL or http://127.0.0.1:8181)",
+        help="OPA with sizeguard's policies, for the plans' availability floors; with it (or "
+        "$OPA_URL, or --target-utilization) the report has replica plans "
+        "(default URL: $OPA_URL or http://127.0.0.1:8181)",
     )
     parser.add_argument("--cpu-hourly-price", type=float, default=PriceModel.cpu_hourly)
     parser.add_argument(
@@ -128,66 +128,17 @@ def register(subparsers: Any) -> None:
 
 def run_scan(args: argparse.Namespace) -> ScanResult:
     if args.from_krr is not None:
-        try:
-            document = json.loads(args.from_krr.read_text())
-            return from_krr(document)
-        except OSError as exc:
-            raise CommandError(f"cannot read {args.from_krr}: {exc.strerror}") from None
-        except (ValueError, KrrParseError) as exc:
-            raise CommandError(f"{args.from_krr} is not a krr JSON report: {exc}") from None
+        return _read_krr(args.from_krr)
     url = args.prometheus_url or os.environ.get("PROMETHEUS_URL", "")
     if not url:
         raise CommandError("no Prometheus: pass --prometheus-url or set PROMETHEUS_URL")
-    kubeconfig = args.kubeconfig or (
-        Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-        if os.environ.get("KUBECONFIG")
-        else None
-    )
-    if kubeconfig is None:
-        default = Path.home() / ".kube" / "config"
-        if not default.exists():
-            raise CommandError("no cluster: pass --kubeconfig or set KUBECONFIG")
-        kubeconfig = default
-    overrides = {
-        name: getattr(args, name)
-        for name in (
-            "history_duration",
-            "timeframe_duration",
-            "cpu_percentile",
-            "cpu_request",
-            "cpu_limit",
-            "memory_buffer_percentage",
-            "points_required",
-            "allow_hpa",
-            "use_oomkill_data",
-            "oom_memory_buffer_percentage",
-        )
-    }
-    try:
-        settings = settings_for(args.strategy, **overrides)
-    except ValueError as exc:
-        raise CommandError(f"invalid strategy settings: {exc}") from None
-    try:
-        with WorkloadReader(kubeconfig, context=args.context) as reader:
-            _check_namespaces(reader, args.namespace, kubeconfig)
-            workloads = reader.workloads(args.namespace or None)
-    except CommandError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read workloads through {kubeconfig}: {exc}") from None
-    except Exception as exc:  # httpx errors carry the useful part in their message
-        raise CommandError(f"cannot read workloads through {kubeconfig}: {exc}") from None
+    kubeconfig = _kubeconfig(args)
+    settings = _settings(args)
+    labels = _check_namespaces(kubeconfig, args.context, args.namespace)
+    workloads = _read_workloads(kubeconfig, args.context, args.namespace)
 
     async def go() -> ScanResult:
-        async with PrometheusClient(
-            url,
-            timeout=args.prometheus_timeout,
-            retries=args.prometheus_retries,
-            max_concurrency=args.max_concurrency,
-            headers={"Authorization": args.prometheus_auth_header}
-            if args.prometheus_auth_header
-            else None,
-        ) as client:
+        async with _prometheus(args, url) as client:
             return await scan(
                 client,
                 workloads,
@@ -198,67 +149,145 @@ def run_scan(args: argparse.Namespace) -> ScanResult:
                 cpu_min_value=args.cpu_min,
                 memory_min_value=args.mem_min,
                 batch_pods=args.batch_pods,
-                target_utilization=(args.target_utilization / 100) or None,
-                floors=opa_floors(policy, kubeconfig, args.context),
+                target_utilization=plan_target(args),
+                floors=opa_floors(policy, kubeconfig, args.context, labels),
             )
 
     with PolicyClient(args.opa_url or default_opa_url()) as policy:
         return asyncio.run(go())
 
 
-def _check_namespaces(reader: WorkloadReader, names: list[str], kubeconfig: Path) -> None:
-    """Refuse namespaces the API server does not have: listing in one answers an empty list.
+def plan_target(args: argparse.Namespace) -> float | None:
+    """The target utilization of the replica plans (a share), or None for no plans. Plans are
+    made when asked for: ``--target-utilization`` (0: none), ``--opa-url`` or ``$OPA_URL``
+    (their availability floors come from OPA). A krr-style scan without them needs no OPA
+    and writes krr's report alone."""
+    if args.target_utilization is not None:
+        return (args.target_utilization / 100) or None
+    if args.opa_url or os.environ.get("OPA_URL"):
+        return 1.0
+    return None
 
-    A namespace the credentials may not read (403) is scanned as asked; its workloads, if
-    any, are still listed."""
-    unknown = [
-        ns
-        for ns in sorted(set(names))
-        if reader.http.get(f"/api/v1/namespaces/{ns}").status_code == 404
-    ]
-    if unknown:
-        listed = ", ".join(unknown)
-        noun = "namespace" if len(unknown) == 1 else "namespaces"
+
+PLANS_SKIPPED = (
+    "no replica plans: they need OPA for the availability floors; pass --opa-url or set "
+    "OPA_URL (or --target-utilization PCT) to get them."
+)
+
+
+def _read_krr(path: Path) -> ScanResult:
+    try:
+        document = json.loads(path.read_text())
+        return from_krr(document)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, KrrParseError) as exc:
+        raise CommandError(f"{path} is not a krr JSON report: {exc}") from None
+
+
+def _kubeconfig(args: argparse.Namespace) -> Path:
+    """``--kubeconfig``, else the first file of ``KUBECONFIG``, else ``~/.kube/config``."""
+    if args.kubeconfig is not None:
+        return Path(args.kubeconfig)
+    if os.environ.get("KUBECONFIG"):
+        return Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+    default = Path.home() / ".kube" / "config"
+    if not default.exists():
+        raise CommandError("no cluster: pass --kubeconfig or set KUBECONFIG")
+    return default
+
+
+_SETTINGS = (
+    "history_duration",
+    "timeframe_duration",
+    "cpu_percentile",
+    "cpu_request",
+    "cpu_limit",
+    "memory_buffer_percentage",
+    "points_required",
+    "allow_hpa",
+    "use_oomkill_data",
+    "oom_memory_buffer_percentage",
+)
+
+
+def _settings(args: argparse.Namespace) -> StrategySettings:
+    try:
+        return settings_for(args.strategy, **{name: getattr(args, name) for name in _SETTINGS})
+    except ValueError as exc:
+        raise CommandError(f"invalid strategy settings: {exc}") from None
+
+
+def _read_workloads(kubeconfig: Path, context: str | None, namespaces: list[str]) -> list[Workload]:
+    try:
+        with WorkloadReader(kubeconfig, context=context) as reader:
+            return reader.workloads(namespaces or None)
+    except WorkloadReadError as exc:
+        raise CommandError(f"cannot read workloads through {kubeconfig}: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {kubeconfig}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:  # a kubeconfig without what it needs
+        raise CommandError(f"cannot use {kubeconfig}: {exc}") from None
+
+
+def _prometheus(args: argparse.Namespace, url: str) -> PrometheusClient:
+    return PrometheusClient(
+        url,
+        timeout=args.prometheus_timeout,
+        retries=args.prometheus_retries,
+        max_concurrency=args.max_concurrency,
+        headers={"Authorization": args.prometheus_auth_header}
+        if args.prometheus_auth_header
+        else None,
+    )
+
+
+def _check_namespaces(
+    kubeconfig: Path, context: str | None, names: list[str]
+) -> dict[str, dict[str, str] | None]:
+    """The labels of the namespaces asked for (the floors use them), refusing those the API
+    server does not have: listing in one answers an empty list. One GET per namespace
+    (:meth:`Cluster.namespace_labels`): a namespace the credentials may not read (403) is
+    scanned as asked; its workloads, if any, are still listed."""
+    if not names:
+        return {}
+    try:
+        with Cluster.from_kubeconfig(kubeconfig, context=context) as cluster:
+            return cluster.namespace_labels(names)
+    except UnknownNamespacesError as exc:
         raise CommandError(
-            f"the cluster of {kubeconfig} has no {noun} {listed}; nothing was scanned"
-        )
+            f"the cluster of {kubeconfig} has {no_namespaces(exc.names)}; nothing was scanned"
+        ) from None
+    except ClusterError as exc:
+        raise CommandError(str(exc)) from None
 
 
-def _notes(result: ScanResult, args: argparse.Namespace) -> list[str]:
+def _notes(result: ScanResult, args: argparse.Namespace, covered: Coverage) -> list[str]:
     """What the report does not cover, as sentences for stderr."""
     notes = [describe_error(e).rstrip(".") + "." for e in result.errors]
-    gaps = workloads_without_data(result)
+    gaps = covered.gaps
     if gaps:
-        workloads = len({(s.object.kind, s.object.namespace, s.object.name) for s in result.scans})
-        shown = [f"{name} ({_gap_text(missing)})" for name, missing in list(gaps.items())[:20]]
+        shown = [f"{g.label} ({g.detail})" for g in gaps[:20]]
         more = f" and {len(gaps) - 20} more" if len(gaps) > 20 else ""
         notes.append(
-            f"{len(gaps)} of {workloads} workloads lack data in Prometheus (their values are "
-            f'"?" where it is missing): {"; ".join(shown)}{more}.'
+            f"{len(gaps)} of {covered.workloads} workloads lack data in Prometheus (their values "
+            f'are "?" where it is missing): {"; ".join(shown)}{more}.'
         )
+    if args.from_krr is None and args.target_utilization is None and plan_target(args) is None:
+        notes.append(PLANS_SKIPPED)
     if not result.scans and args.from_krr is None:
         where = f"namespace {', '.join(args.namespace)}" if args.namespace else "the cluster"
         notes.append(f"there are no Deployments, StatefulSets or DaemonSets in {where}.")
     return notes
 
 
-_GAPS = {
-    "NoPrometheusPods": "Prometheus lists none of its pods",
-    "NoPrometheusCPUMetrics": "no CPU metrics",
-    "NoPrometheusMemoryMetrics": "no memory metrics",
-}
-
-
-def _gap_text(missing: list[str]) -> str:
-    return ", ".join(_GAPS.get(w, w) for w in missing)
-
-
 def _scan_command(args: argparse.Namespace) -> int:
     result = run_scan(args)
-    if args.from_krr is None and scanned_nothing(result):
+    covered = coverage(result)
+    if args.from_krr is None and covered.answered_nothing:
         # The whole-scan failures (pod discovery) name the cause once; per-namespace copies
         # of the same failure add nothing.
-        failures = prometheus_failures(result)
+        failures = covered.failures
         overall = [e for e in failures if not e.get("namespace")] or failures
         causes = "; ".join(dict.fromkeys(describe_error(e).rstrip(".") for e in overall))
         raise CommandError(
@@ -278,9 +307,9 @@ def _scan_command(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
-    for note in _notes(result, args):
+    for note in _notes(result, args, covered):
         print(f"sizeguard: {note}", file=sys.stderr)
-    if args.from_krr is None and prometheus_failures(result):
+    if args.from_krr is None and covered.failures:
         raise CommandError(
             "some Prometheus queries failed (the errors above); the report is written, with "
             '"?" for what they left without data'

@@ -14,15 +14,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sizeguard.cluster import Cluster, ClusterError
 from sizeguard.policy import PolicyClient, PolicyUnavailableError
 from sizeguard.recommend.replicas import Floor
-from sizeguard.workloads import Workload, WorkloadReader
+from sizeguard.texts import describe_validation_error
+from sizeguard.workloads import Workload
 
 __all__ = [
     "FLOORS_PATH",
     "FloorLookup",
     "FloorsUnavailableError",
     "Key",
+    "NamespaceLabels",
     "floors_input",
     "opa_floors",
     "planned_workloads",
@@ -79,11 +82,9 @@ def parse_floors(answer: object, workloads: Sequence[Workload]) -> dict[Key, Flo
         try:
             parsed = _Answer.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "value"
             raise FloorsUnavailableError(
                 f"the availability floor OPA gave for {w.kind} {w.namespace}/{w.name} is not "
-                f"valid ({where}: {first['msg']})"
+                f"valid ({describe_validation_error(exc)})"
             ) from None
         floors[w.key] = Floor(
             min_replicas=max(1, parsed.min_replicas),
@@ -94,33 +95,60 @@ def parse_floors(answer: object, workloads: Sequence[Workload]) -> dict[Key, Flo
     return floors
 
 
+NamespaceLabels = Mapping[str, Mapping[str, str] | None]
+"""Labels per namespace as :meth:`~sizeguard.cluster.Cluster.namespace_labels` answers them
+(None: the credentials may not read the namespace)."""
+
+
 def read_namespace_labels(
-    kubeconfig: Path, context: str | None, namespaces: Iterable[str]
+    kubeconfig: Path,
+    context: str | None,
+    namespaces: Iterable[str],
+    known: NamespaceLabels | None = None,
 ) -> dict[str, dict[str, str]]:
-    """The labels of each namespace (the production rules read them)."""
+    """The labels of each namespace (the production rules read them): those the namespace
+    check already read (``known``) as they are, the others read now. Fail closed: a namespace
+    whose labels cannot be read is a :class:`FloorsUnavailableError` naming it."""
+    wanted = sorted(set(namespaces))
     labels: dict[str, dict[str, str]] = {}
-    with WorkloadReader(kubeconfig, context=context) as reader:
-        for namespace in sorted(set(namespaces)):
-            try:
-                response = reader.http.get(f"/api/v1/namespaces/{namespace}")
-                response.raise_for_status()
-                meta = response.json().get("metadata") or {}
-            except Exception as exc:  # httpx and JSON errors: say what, not a traceback
-                raise FloorsUnavailableError(
-                    f"cannot read the labels of namespace {namespace}: {exc}"
-                ) from None
-            labels[namespace] = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    for namespace in wanted:
+        given = (known or {}).get(namespace)
+        if given is not None:
+            labels[namespace] = dict(given)
+    missing = [ns for ns in wanted if ns not in labels]
+    if not missing:
+        return labels
+    try:
+        with Cluster.from_kubeconfig(kubeconfig, context=context) as cluster:
+            read = cluster.namespace_labels(missing)
+    except ClusterError as exc:
+        raise FloorsUnavailableError(f"cannot read the labels of the namespaces: {exc}") from None
+    for namespace in missing:
+        found = read.get(namespace)
+        if found is None:
+            raise FloorsUnavailableError(
+                f"cannot read the labels of namespace {namespace}: the credentials may not "
+                "read it (403 Forbidden), and the production rules need them"
+            )
+        labels[namespace] = found
     return labels
 
 
-def opa_floors(policy: PolicyClient, kubeconfig: Path, context: str | None = None) -> FloorLookup:
-    """A :data:`FloorLookup` asking ``policy`` (OPA) with the namespaces' labels."""
+def opa_floors(
+    policy: PolicyClient,
+    kubeconfig: Path,
+    context: str | None = None,
+    known_labels: NamespaceLabels | None = None,
+) -> FloorLookup:
+    """A :data:`FloorLookup` asking ``policy`` (OPA) with the namespaces' labels (those of
+    ``known_labels``, from the namespace check, are not read again)."""
 
     def lookup(workloads: Sequence[Workload]) -> Mapping[Key, Floor]:
         chosen = planned_workloads(workloads)
         if not chosen:
             return {}
-        labels = read_namespace_labels(kubeconfig, context, (w.namespace for w in chosen))
+        namespaces = (w.namespace for w in chosen)
+        labels = read_namespace_labels(kubeconfig, context, namespaces, known_labels)
         try:
             answer = policy.query(FLOORS_PATH, floors_input(chosen, labels))
         except PolicyUnavailableError as exc:

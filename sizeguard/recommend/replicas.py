@@ -14,11 +14,16 @@ krr's number, krr's own meaning of a request):
    numbers and rounded as krr rounds (up to 1m, at least ``cpu_min_value`` per container).
 3. Only when ``r`` would exceed the floor's ``max_pod_cpu`` (unset by default) are replicas
    added for demand, at a per-pod request no larger than today's (or the cap): then the
-   request is not raised at the same time.
-4. With an HPA the HPA owns the replicas: the request stays today's when krr gives "?" for
-   CPU (the HPA scales on CPU), else it is the one that keeps the HPA at today's count
-   (``t`` is the HPA's target); its minReplicas is at least the floor, its maxReplicas room
-   for the demand at the percentile plus ``hpa_headroom``.
+   request is not raised at the same time (and when today's request is below krr's minimum,
+   no replicas are added: the request rises).
+4. With an HPA the HPA owns the replicas, and a plan never lowers its minReplicas (people set
+   it for zone spread or bursts; the reason says when the demand alone needs fewer): it is at
+   least the floor. With krr's CPU number, the request is the one that keeps the HPA at
+   today's count (or the floor; ``t`` is the HPA's target). When krr gives "?" for CPU (the
+   HPA scales on CPU), or when krr's minimum would let the HPA drop pods while the request
+   falls, the request stays today's and maxReplicas makes room for the demand at the
+   percentile plus ``hpa_headroom``. Either way a plan never cuts both the request and the
+   pods, nor raises both beyond the floor.
 
 Every plan states the request it assumes (``assumed_cpu_request``, cores per pod), the
 utilization it gives at the percentile, the band [t x (1 - tolerance), t] and whether that
@@ -224,7 +229,6 @@ def _plan_replicas(
 ) -> ReplicaRecommendation:
     t = settings.target_utilization
     total = demand.per_pod * current
-    today = _today(workload)
     replicas = max(current, floor.min_replicas)
     reasons = [
         f"demand at the percentile {total * 1000:.0f}m over {current} pod(s), planned at a "
@@ -234,22 +238,9 @@ def _plan_replicas(
         reasons.append(f"replicas raised to the availability floor: {floor.reason}")
     cap = floor.max_pod_cpu
     if cap is not None and total / (replicas * t) > cap + _EPSILON:
-        smallest = len(demand.cpu) * settings.cpu_min_value / 1000
-        ceiling = max(min(cap, today) if today else cap, smallest)
-        replicas = max(replicas, math.ceil(total / (ceiling * t) - _EPSILON))
-        for _ in range(100):  # rounding up per container may lift the request
-            if sum(split(total / (replicas * t), demand, settings.cpu_min_value).values()) <= (
-                ceiling + _EPSILON
-            ):
-                break
-            replicas += 1
-        reasons.append(
-            f"a pod would need more than the {cap * 1000:.0f}m cap "
-            "(config.availability.max_pod_cpu): replicas added at a per-pod request no "
-            f"larger than {ceiling * 1000:.0f}m"
-        )
-    per_pod = total / (replicas * t)
-    requests = split(per_pod, demand, settings.cpu_min_value)
+        replicas, why = _capped(replicas, total, demand, cap, _today(workload), settings)
+        reasons.append(why)
+    requests = split(total / (replicas * t), demand, settings.cpu_min_value)
     return _finish(
         workload, current, demand, floor, settings, t, requests, reasons,
         recommended_replicas=replicas,
@@ -257,62 +248,175 @@ def _plan_replicas(
     )  # fmt: skip
 
 
+def _capped(
+    replicas: int,
+    total: float,
+    demand: Demand,
+    cap: float,
+    today: float | None,
+    settings: PlanSettings,
+) -> tuple[int, str]:
+    """The replicas for a per-pod cap: the fewest whose (krr-rounded) request is at most the
+    cap and today's request, so that replicas are added only while the request does not rise.
+    When today's request is below the smallest one krr gives, no replicas are added."""
+    t = settings.target_utilization
+    ceiling = min(cap, today) if today else cap
+    floor_m = max(settings.cpu_min_value, 1) / 1000  # the smallest request of a container
+    if ceiling < len(demand.cpu) * floor_m - _EPSILON:
+        return replicas, (
+            f"a pod would need more than the {cap * 1000:.0f}m cap "
+            "(config.availability.max_pod_cpu), but today's request is below krr's minimum: "
+            "the request rises to hold the demand and no replicas are added"
+        )
+
+    def fits(count: int) -> bool:
+        per_pod = split(total / (count * t), demand, settings.cpu_min_value)
+        return sum(per_pod.values()) <= ceiling + _EPSILON
+
+    # Past ``high`` every container is at krr's minimum, which fits: bisect in between.
+    share = max((v / demand.per_pod for v in demand.cpu.values()), default=1.0)
+    low = max(replicas, math.ceil(total / (ceiling * t) - _EPSILON))
+    high = max(low, math.ceil(total * share / (floor_m * t)) + 1)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle + 1, high)
+    return low, (
+        f"a pod would need more than the {cap * 1000:.0f}m cap "
+        "(config.availability.max_pod_cpu): replicas added at a per-pod request no "
+        f"larger than {ceiling * 1000:.0f}m"
+    )
+
+
+@dataclass(frozen=True)
+class _HpaPlan:
+    requests: dict[str, float] | None  # None: today's
+    limits: dict[str, float] | None
+    assumed: float
+    running: int
+    max_replicas: int
+    reasons: list[str]
+
+
 def _plan_hpa(
     workload: Workload, current: int, demand: Demand, floor: Floor, settings: PlanSettings
 ) -> ReplicaRecommendation | None:
+    """An HPA owns the replicas. The plan never lowers its minReplicas (at least the floor)
+    and either sets the request that keeps the HPA at its count (krr's number) or keeps
+    today's request and gives maxReplicas room for the demand: never a lower request and
+    fewer pods."""
     hpa = workload.hpa
     assert hpa is not None
-    total = demand.per_pod * current
     on_cpu = hpa.scales_on_cpu and hpa.target_cpu_utilization_percentage is not None
     t = (
         (hpa.target_cpu_utilization_percentage or 0) / 100
         if on_cpu
         else settings.target_utilization
     )
-    reasons = [f"demand at the percentile {total * 1000:.0f}m over {current} pod(s)"]
-    if demand.krr_defined:
-        requests: dict[str, float] | None = split(
-            total / (current * t), demand, settings.cpu_min_value
-        )
-        limits = _limits(1 / t, demand, settings.cpu_min_value)
-        reasons.append(f"the request keeps the HPA at {current} replica(s) at a {t:.0%} target")
-        assumed = sum((requests or {}).values())
-    else:
-        requests, limits = None, None
-        today = _today(workload)
-        if not today:
-            return None  # nothing the HPA's utilization is measured against
-        assumed = today
-        reasons.append(
-            "krr gives no CPU request (the HPA scales on CPU): the plan keeps today's request "
-            "and sets the HPA's bounds for it"
-        )
     new_min = max(floor.min_replicas, hpa.min_replicas)
-    new_max = max(hpa.max_replicas, new_min)
-    if on_cpu:
-        need = _round_replicas(total / (assumed * t))
-        new_min = max(floor.min_replicas, min(hpa.min_replicas, need))
-        new_max = max(hpa.max_replicas, new_min, math.ceil(need * (1 + settings.hpa_headroom)))
-        reasons.append(
-            f"the HPA runs {min(max(need, new_min), new_max)} replica(s) for the demand at the "
-            f"percentile; minReplicas at least the floor ({floor.min_replicas}), maxReplicas with "
-            f"{settings.hpa_headroom:.0%} headroom"
-        )
-        running = min(max(need, new_min), new_max)
-    else:
-        running = min(max(current, new_min), new_max)
-        reasons.append(
-            "the HPA does not scale on CPU utilization: its bounds stay, min at least the floor"
-        )
+    reasons = [
+        f"demand at the percentile {demand.per_pod * current * 1000:.0f}m over {current} pod(s)"
+    ]
     if floor.min_replicas > hpa.min_replicas:
         reasons.append(f"minReplicas raised to the availability floor: {floor.reason}")
+    today = _today(workload)
+    plan = None
+    if demand.krr_defined:
+        plan = _hpa_with_krr(current, demand, t, on_cpu, new_min, hpa.max_replicas, today, settings)
+        if plan is None:
+            reasons.append(
+                "krr's request, held up by its minimum, would let the HPA drop pods while the "
+                "request falls: the plan keeps today's request"
+            )
+    elif on_cpu:
+        reasons.append(
+            "krr gives no CPU request (the HPA scales on CPU): the plan keeps today's request"
+        )
+    if plan is None:
+        if not today:
+            return None  # nothing the HPA's utilization is measured against
+        plan = _hpa_keeping_request(
+            current, demand, t, on_cpu, new_min, hpa.max_replicas, today, settings
+        )
     return _finish(
-        workload, current, demand, floor, settings, t, requests, reasons,
-        running=running, assumed=assumed, cpu_limits=limits,
+        workload, current, demand, floor, settings, t, plan.requests, [*reasons, *plan.reasons],
+        running=plan.running, assumed=plan.assumed, cpu_limits=plan.limits,
         hpa_name=hpa.name,
         hpa_min_replicas=(hpa.min_replicas, new_min),
-        hpa_max_replicas=(hpa.max_replicas, new_max),
+        hpa_max_replicas=(hpa.max_replicas, plan.max_replicas),
     )  # fmt: skip
+
+
+def _hpa_with_krr(
+    current: int,
+    demand: Demand,
+    t: float,
+    on_cpu: bool,
+    new_min: int,
+    max_replicas: int,
+    today: float | None,
+    settings: PlanSettings,
+) -> _HpaPlan | None:
+    """The request that keeps the HPA at today's count (or the floor), from krr's number;
+    None when krr's minimum would make the HPA drop pods while the request falls."""
+    total = demand.per_pod * current
+    running = max(current, new_min)
+    requests = split(total / (running * t), demand, settings.cpu_min_value)
+    assumed = sum(requests.values())
+    limits = _limits(current / (running * t), demand, settings.cpu_min_value)
+    new_max = max(max_replicas, running)
+    if not on_cpu:
+        reasons = [
+            "the HPA does not scale on CPU utilization: its bounds stay, min at least the "
+            f"floor; the request is for {running} replica(s) at a {t:.0%} target"
+        ]
+        return _HpaPlan(requests, limits, assumed, running, new_max, reasons)
+    reasons = [f"the request keeps the HPA at {running} replica(s) at a {t:.0%} target"]
+    need = _round_replicas(total / (assumed * t))
+    new_max = max(new_max, math.ceil(need * (1 + settings.hpa_headroom)))
+    if not _inside(total / (running * assumed), _band(t, settings.tolerance)):
+        # Beyond the HPA's tolerance (its default, 10%, is the band's): it scales to
+        # ``need`` pods within its bounds.
+        held = min(max(need, new_min), new_max)
+        if held < current and today is not None and assumed < today - _EPSILON:
+            return None
+        running = held
+        reasons = [f"the HPA runs {held} replica(s) with krr's request"]
+    reasons.append(f"maxReplicas with {settings.hpa_headroom:.0%} headroom")
+    return _HpaPlan(requests, limits, assumed, running, new_max, reasons)
+
+
+def _hpa_keeping_request(
+    current: int,
+    demand: Demand,
+    t: float,
+    on_cpu: bool,
+    new_min: int,
+    max_replicas: int,
+    today: float,
+    settings: PlanSettings,
+) -> _HpaPlan:
+    """Today's request: on CPU the HPA runs the pods the demand needs within its bounds."""
+    total = demand.per_pod * current
+    new_max = max(max_replicas, new_min)
+    if not on_cpu:
+        running = max(current, new_min)
+        reasons = [
+            "the HPA does not scale on CPU utilization: its bounds stay, min at least the floor"
+        ]
+        return _HpaPlan(None, None, today, running, max(new_max, running), reasons)
+    need = _round_replicas(total / (today * t))
+    new_max = max(new_max, math.ceil(need * (1 + settings.hpa_headroom)))
+    running = min(max(need, new_min), new_max)
+    reasons = [
+        f"the HPA runs {running} replica(s) for the demand at the percentile; maxReplicas "
+        f"with {settings.hpa_headroom:.0%} headroom"
+    ]
+    if need < new_min:
+        reasons.append(
+            f"the demand alone needs {need} pod(s), but the plan never lowers minReplicas "
+            f"({new_min}; often set for zone spread or bursts): lower it yourself if you mean to"
+        )
+    return _HpaPlan(None, None, today, running, new_max, reasons)
 
 
 def _finish(

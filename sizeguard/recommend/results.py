@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -21,7 +22,7 @@ from sizeguard.recommend.strategies import (
     score,
     severity,
 )
-from sizeguard.workloads import HpaInfo
+from sizeguard.workloads import HpaInfo, Workload
 
 # The only object warnings krr's result model accepts (``PodWarning`` in krr v1.29).
 ObjectWarning = Literal["NoPrometheusPods", "NoPrometheusCPUMetrics", "NoPrometheusMemoryMetrics"]
@@ -143,20 +144,6 @@ def object_warnings(
     return warnings
 
 
-def workloads_without_data(result: ScanResult) -> dict[str, list[str]]:
-    """``"Kind namespace/name"`` -> what Prometheus lacked, for the workloads some of whose
-    containers got no CPU or no memory metrics (in report order)."""
-    gaps: dict[str, list[str]] = {}
-    for scan in result.scans:
-        obj = scan.object
-        missing = [w for w in (NO_PODS, NO_CPU, NO_MEMORY) if w in obj.warnings]
-        if NO_CPU not in missing and NO_MEMORY not in missing:
-            continue
-        known = gaps.setdefault(f"{obj.kind} {obj.namespace}/{obj.name}", [])
-        known.extend(w for w in missing if w not in known)
-    return gaps
-
-
 def prometheus_failures(result: ScanResult) -> list[dict[str, Any]]:
     """The ``errors`` entries that are Prometheus failing: a failed discovery (its
     :class:`~sizeguard.prometheus.PrometheusError` kind) or a query failed in a namespace."""
@@ -165,12 +152,137 @@ def prometheus_failures(result: ScanResult) -> list[dict[str, Any]]:
     ]
 
 
-def scanned_nothing(result: ScanResult) -> bool:
-    """True when Prometheus failed and no container got any metric: a report of "?" only."""
-    return (
-        bool(prometheus_failures(result))
-        and bool(result.scans)
-        and all(
-            NO_CPU in s.object.warnings and NO_MEMORY in s.object.warnings for s in result.scans
+GapReason = Literal[
+    "query_failed",  # Prometheus queries of its namespace failed, and left it without data
+    "no_containers",  # nothing to measure
+    "no_pods",  # no pod in the window, in the cluster or in kube-state-metrics
+    "pods_unseen",  # the API server lists pods Prometheus knows nothing of (NoPrometheusPods)
+    "no_metrics",  # Prometheus has no CPU or memory series of a container
+    "not_enough_data",  # fewer samples than the strategy's points_required
+]
+NO_PODS_TEXT = "no pods in the window (in the cluster or in kube-state-metrics)"
+_RESOURCE_WARNINGS: tuple[tuple[ResourceName, ObjectWarning], ...] = (
+    ("cpu", NO_CPU),
+    ("memory", NO_MEMORY),
+)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A workload without usage data (or with too little), and why: ``reason`` to decide on,
+    ``detail`` to read."""
+
+    kind: str
+    namespace: str
+    name: str
+    reason: GapReason
+    detail: str
+    missing: frozenset[str] = frozenset({"cpu", "memory"})
+
+    @property
+    def target(self) -> str:
+        """``Kind/namespace/name`` (the MCP tools' form)."""
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        """``Kind namespace/name`` (the command line's form)."""
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which workloads of a scan have usage data: ``gaps`` names the others, and
+    ``failures`` the Prometheus errors among the scan's ``errors``."""
+
+    workloads: int
+    gaps: list[Gap]
+    failures: list[dict[str, Any]]
+
+    @property
+    def with_data(self) -> int:
+        return self.workloads - len(self.gaps)
+
+    @property
+    def answered_nothing(self) -> bool:
+        """Prometheus failed and left every workload with something to measure without any
+        data: a report of "?" only, which must not read as a result."""
+        failed = [g for g in self.gaps if g.reason == "query_failed"]
+        return (
+            bool(self.failures)
+            and bool(failed)
+            and all(g.reason in ("query_failed", "no_containers") for g in self.gaps)
+            and len(self.gaps) == self.workloads
+            and all(g.missing == {"cpu", "memory"} for g in failed)
         )
-    )
+
+    @property
+    def cause(self) -> str:
+        """Why Prometheus failed, in its words: a whole-scan failure, else the first one."""
+        whole = [e for e in self.failures if not e.get("namespace")]
+        first = (whole or self.failures or [{}])[0]
+        return str(first.get("message") or "Prometheus failed")
+
+
+def _missing(scans: Sequence[Scan]) -> frozenset[str]:
+    return frozenset(r for s in scans for r, w in _RESOURCE_WARNINGS if w in s.object.warnings)
+
+
+def _short_of_points(scans: Sequence[Scan]) -> list[tuple[str, str]]:
+    """(resource, container) whose recommendation is krr's "Not enough data"."""
+    return [
+        (resource, s.object.container)
+        for s in scans
+        for resource in RESOURCES
+        if s.recommended.info.get(resource) == "Not enough data"
+    ]
+
+
+def _gap(key: tuple[str, str, str], scans: Sequence[Scan], failed: Mapping[str, str]) -> Gap | None:
+    """Why a workload's scans lack usage data, or None when they have it."""
+    kind, namespace, name = key
+    missing = _missing(scans)
+
+    def gap(reason: GapReason, detail: str, lacking: frozenset[str] = missing) -> Gap:
+        return Gap(kind, namespace, name, reason, detail, lacking)
+
+    if not scans:
+        return gap("no_containers", "it has no containers", frozenset())
+    if namespace in failed and missing:
+        return gap(
+            "query_failed",
+            f"Prometheus queries for namespace {namespace} failed: {failed[namespace]}",
+        )
+    if all(not s.object.pods for s in scans):
+        return gap("no_pods", NO_PODS_TEXT)
+    if any(NO_PODS in s.object.warnings for s in scans):
+        return gap("pods_unseen", "Prometheus lists none of its pods")
+    if missing:
+        words = {"cpu": "no CPU metrics", "memory": "no memory metrics"}
+        return gap("no_metrics", ", ".join(words[r] for r in sorted(missing)))
+    short = _short_of_points(scans)
+    if short:
+        return gap(
+            "not_enough_data",
+            "not enough data points (points_required) for "
+            + ", ".join(f"{r} of container {c}" for r, c in short),
+            frozenset(r for r, _ in short),
+        )
+    return None
+
+
+def coverage(result: ScanResult, workloads: Iterable[Workload] | None = None) -> Coverage:
+    """Which of ``workloads`` (default: those the scans are about) have usage data, and why
+    the others have none. The one answer the MCP tools (``coverage``) and ``sizeguard scan``
+    (its notes and exit status) both give."""
+    by_workload: dict[tuple[str, str, str], list[Scan]] = defaultdict(list)
+    for s in result.scans:
+        by_workload[(s.object.kind, s.object.namespace, s.object.name)].append(s)
+    keys = list(by_workload) if workloads is None else [w.key for w in workloads]
+    failures = prometheus_failures(result)
+    failed: dict[str, str] = {}
+    for error in failures:
+        if error.get("namespace"):
+            failed.setdefault(str(error["namespace"]), str(error.get("message", "")))
+    gaps = [g for key in keys if (g := _gap(key, by_workload.get(key, []), failed)) is not None]
+    return Coverage(workloads=len(keys), gaps=gaps, failures=failures)

@@ -27,7 +27,13 @@ from sizeguard.server.executor import BeforePatch
 from sizeguard.server.models import describe_validation_error
 from sizeguard.server.service import Service
 from sizeguard.server.tools import confirming, executing, proposing, reading
-from sizeguard.server.tools.common import READ_ONLY_REFUSAL, Runtime, bind, writes_hidden
+from sizeguard.server.tools.common import (
+    READ_ONLY_REFUSAL,
+    Runtime,
+    audit_refusal,
+    bind,
+    writes_hidden,
+)
 
 __all__ = ["INSTRUCTIONS", "MUTATING_TOOLS", "READ_ONLY_INSTRUCTIONS", "build_app"]
 
@@ -83,7 +89,8 @@ class ClearArgumentErrors(Middleware):
     input. On a read-only server a call of a mutating tool (not listed) is refused saying
     why."""
 
-    def __init__(self, *, read_only: bool) -> None:
+    def __init__(self, service: Service, *, read_only: bool) -> None:
+        self.service = service
         self.read_only = read_only
 
     async def on_call_tool(
@@ -94,7 +101,16 @@ class ClearArgumentErrors(Middleware):
         except NotFoundError:
             tool = getattr(context.message, "name", "")
             if self.read_only and tool in MUTATING_TOOLS:
-                raise ToolError(f"{READ_ONLY_REFUSAL}; it does not offer {tool}") from None
+                refusal = f"{READ_ONLY_REFUSAL}; it does not offer {tool}"
+                arguments = getattr(context.message, "arguments", None)
+                await audit_refusal(
+                    self.service,
+                    context.fastmcp_context,
+                    tool,
+                    dict(arguments) if isinstance(arguments, dict) else {},
+                    refusal,
+                )
+                raise ToolError(refusal) from None
             raise
         except ArgumentsError as exc:
             cause = exc.__cause__
@@ -124,7 +140,7 @@ def build_app(
         mask_error_details=True,
         auth=auth,
     )
-    mcp.add_middleware(ClearArgumentErrors(read_only=hidden))
+    mcp.add_middleware(ClearArgumentErrors(service, read_only=hidden))
     bind(mcp, Runtime(service, PendingConfirmations(), before_patch))
     for tool in READ_TOOLS:
         mcp.tool(annotations=_READ)(tool)

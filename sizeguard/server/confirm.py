@@ -26,7 +26,10 @@ from typing import Any, Final, Literal
 import structlog
 from fastmcp import Context
 from fastmcp.server.elicitation import AcceptedElicitation
+from mcp import MCPError
 from mcp_types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
     ClientCapabilities,
     ElicitationCapability,
     ElicitRequest,
@@ -244,22 +247,40 @@ def _from_content(content: object) -> Answer:
     return Answer("approved", typed=typed if isinstance(typed, str) else None)
 
 
-def _client_failed(exc: Exception, change_set_id: str) -> Answer:
-    """The client answered the question with an error instead of the human's answer: logged
-    (its type and first line, scrubbed), and a refusal that says so in a sentence."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
+def _client_words(text: str) -> str:
+    """The client's own words, made safe to show the model: one line of printable text, at
+    most 200 characters, and nothing that looks like a secret."""
+    first = (text.strip().splitlines() or [""])[0]
+    printable = "".join(c for c in first if c.isprintable())[:200]
+    scrubbed = scrub_details(printable)
+    return scrubbed if isinstance(scrubbed, str) else ""
+
+
+def _client_failed(exc: MCPError, change_set_id: str) -> Answer:
+    """The client answered the question with an error (or not in time, or the connection
+    closed) instead of the human's answer: logged (its code and first line, scrubbed), and a
+    refusal that says so in a sentence."""
+    words = _client_words(exc.error.message)
     _log.warning(
         "confirm.elicitation_failed",
         change_set_id=change_set_id,
         error_type=type(exc).__name__,
-        error=scrub_details(first),
+        error_code=exc.error.code,
+        error=words,
     )
-    said = f" ({first})" if first else ""
+    if exc.error.code == REQUEST_TIMEOUT:
+        what = "the MCP client did not answer the question in time"
+    elif exc.error.code == CONNECTION_CLOSED:
+        what = "the connection to the MCP client closed before it answered the question"
+    else:
+        said = f" ({words})" if words else ""
+        what = (
+            f"the MCP client could not ask the human: it answered the question with an error{said}"
+        )
     return Answer(
         "refused",
         message=(
-            f"the MCP client could not ask the human: it answered the question with an error"
-            f"{said}, so nothing was approved. A person can approve it in a terminal: "
+            f"{what}, so nothing was approved. A person can approve it in a terminal: "
             f"`sizeguard approve {change_set_id}`"
         ),
     )
@@ -310,7 +331,7 @@ async def ask(
         result = await ctx.elicit(text, response_type=ApprovalForm)
     except ValidationError:  # accepted, but without "approve" (or not this form): no approval
         return Answer("declined", message="the human did not approve (the answer had no approve)")
-    except Exception as exc:  # the client's error, not the human's answer
+    except MCPError as exc:  # the client's error (or time-out), not the human's answer
         return _client_failed(exc, change_set_id)
     if isinstance(result, AcceptedElicitation):
         data = result.data

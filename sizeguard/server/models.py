@@ -6,13 +6,14 @@ outputs are what the assistant reads, so every field has a description.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sizeguard.cluster import Capacity, HpaState, NamespaceInfo, WorkloadState
 from sizeguard.policy import Finding
+from sizeguard.recommend.results import GapReason
+from sizeguard.texts import describe_validation_error as describe_validation_error  # re-export
 
 _IN = ConfigDict(extra="forbid", frozen=True)
 _OUT = ConfigDict(frozen=True)
@@ -193,59 +194,6 @@ class Edit(BaseModel):
         return self
 
 
-_TYPE_TAG: Final = re.compile(r"^(constrained-)?(int|str|float|bool|dict|list)$|[\[\]]")
-_PATTERNS: Final = {
-    r"^cs-[0-9a-f]{20}$": "is not a change-set id (cs- and 20 hex digits, as preview_changes "
-    "returns it)",
-    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": "is not a Kubernetes name (lowercase letters, digits, "
-    "'-' and '.')",
-}
-_WORDS: Final = {
-    "missing": "is required",
-    "extra_forbidden": "is not a field this tool takes",
-    "unexpected_keyword_argument": "is not a field this tool takes",
-}
-_PREFIXES: Final = (
-    ("Value error, ", ""),
-    ("Input should be ", "must be "),
-    ("String should ", "must "),
-    ("List should ", "must "),
-    ("Dictionary should ", "must "),
-    ("Value should ", "must "),
-)
-
-
-def _in_words(item: Any) -> str:
-    """One pydantic error item as a phrase after its field's name."""
-    kind = str(item.get("type", ""))
-    if kind == "string_pattern_mismatch":
-        pattern = str((item.get("ctx") or {}).get("pattern", ""))
-        return _PATTERNS.get(pattern, "does not have the form this field needs")
-    if kind in _WORDS:
-        return _WORDS[kind]
-    message = str(item["msg"])
-    for prefix, replacement in _PREFIXES:
-        if message.startswith(prefix):
-            return replacement + message.removeprefix(prefix)
-    return message
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """A pydantic error as one line a person reads (``edits.0.max_surge: must be ...``), never
-    its repr (which echoes the input back) nor its phrasing of a pattern. The alternatives of a
-    union are joined with "or"."""
-    problems: dict[str, list[str]] = {}
-    for item in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in item["loc"] if not _TYPE_TAG.search(str(part)))
-        problems.setdefault(where, []).append(_in_words(item))
-    parts = [
-        (f"{where}: " if where else "") + " or ".join(dict.fromkeys(messages))
-        for where, messages in list(problems.items())[:5]
-    ]
-    more = len(problems) - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
 class RecommendationFilter(BaseModel):
     """Which workloads' recommendations: namespaces, names, strategy, minimum severity, and
     at most how many objects."""
@@ -331,6 +279,15 @@ class Preview(BaseModel):
     )
     signing_key_check: str = Field(
         default="", description="what the webhook said about the signing key, in words"
+    )
+    coverage: Coverage | None = Field(
+        default=None,
+        description="from recommendations: the workloads the filter selected, and those "
+        "without usage data (not in the change set)",
+    )
+    truncated: int = Field(
+        default=0,
+        description="from recommendations: workloads with recommendations left out by max_targets",
     )
     next_step: str
 
@@ -444,7 +401,12 @@ class MissingData(BaseModel):
     model_config = _OUT
 
     target: str = Field(description="Kind/namespace/name")
-    reason: str
+    kind: GapReason = Field(
+        description="query_failed (Prometheus failed for its namespace), no_containers, "
+        "no_pods (none in the window), pods_unseen (Prometheus knows none of its live pods), "
+        "no_metrics (no CPU or memory series), not_enough_data (fewer samples than required)"
+    )
+    reason: str = Field(description="the same, in words")
 
 
 class Coverage(BaseModel):

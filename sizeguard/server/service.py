@@ -49,7 +49,7 @@ from sizeguard.key_trust import KeyTrust, trusted_key_sets, verdict
 from sizeguard.ledger import Approval, Ledger
 from sizeguard.policy import ChangesetDecision, PolicyClient
 from sizeguard.quantities import cpu_millicores, memory_bytes
-from sizeguard.recommend.floors import FloorsUnavailableError, Key, opa_floors
+from sizeguard.recommend.floors import FloorsUnavailableError, Key, NamespaceLabels, opa_floors
 from sizeguard.recommend.replicas import Floor, ReplicaRecommendation
 from sizeguard.server.models import (
     CostDelta,
@@ -396,6 +396,25 @@ def pod_cost(state: GuardedState | None, prices: PriceModel) -> float:
     return prices.monthly(cpu / 1000, memory)
 
 
+def _refuse_drift(change_set: ChangeSet, lives: Sequence[dict[str, Any] | None]) -> None:
+    """A change set built from objects that changed meanwhile is refused, as is removing an
+    HPA younger than 2 minutes."""
+    drifted = [
+        problem
+        for c, live in zip(change_set.changes, lives, strict=True)
+        if (problem := drift_problem(c, live)) is not None
+    ]
+    if drifted:
+        raise ServiceError(
+            "the cluster changed while the change set was built ("
+            + "; ".join(drifted[:5])
+            + "); preview again"
+        )
+    for change, live in zip(change_set.changes, lives, strict=True):
+        if change.operation == "delete" and live is not None:
+            refuse_young(live)
+
+
 def _pods(state: GuardedState | None, live: Mapping[str, Any] | None) -> int:
     if state is None:
         return 0
@@ -694,15 +713,19 @@ class Service:
             target=target_of(live), before=before, after=after, reason=reason[:4096], source=source
         )
 
-    def availability_floors(self, workloads: Sequence[Workload]) -> Mapping[Key, Floor]:
+    def availability_floors(
+        self, workloads: Sequence[Workload], known_labels: NamespaceLabels | None = None
+    ) -> Mapping[Key, Floor]:
         """The availability floors of the replica plans, from OPA (fail closed: raises
-        :class:`FloorsUnavailableError` naming the cause)."""
+        :class:`FloorsUnavailableError` naming the cause). ``known_labels``: the namespaces'
+        labels the namespace check read (not read again)."""
         if self.kubeconfig is None:
             raise FloorsUnavailableError(
                 "no kubeconfig to read the namespaces' labels with: start the server with "
                 "--kubeconfig or KUBECONFIG"
             )
-        return opa_floors(self.policy, self.kubeconfig, self.context)(workloads)
+        lookup = opa_floors(self.policy, self.kubeconfig, self.context, known_labels)
+        return lookup(workloads)
 
     def change_set_from_recommendations(
         self,
@@ -781,84 +804,31 @@ class Service:
         stored = self.ledger.put_change_set(change_set, source=source)
         decision = self.decide(change_set)
         lives = self._read_maybe([refs_of(c) for c in change_set.changes])
-        drifted = [
-            problem
-            for c, live in zip(change_set.changes, lives, strict=True)
-            if (problem := drift_problem(c, live)) is not None
-        ]
-        if drifted:
-            raise ServiceError(
-                "the cluster changed while the change set was built ("
-                + "; ".join(drifted[:5])
-                + "); preview again"
-            )
-        for change, live in zip(change_set.changes, lives, strict=True):
-            if change.operation == "delete" and live is not None:
-                refuse_young(live)
+        _refuse_drift(change_set, lives)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             answers = list(pool.map(self._dry_run, change_set.changes, lives))
         dry_runs = [dry_run for dry_run, _ in answers]
         trust = verdict(self.signing_kid, [s for _, sets in answers for s in sets])
-        diff = []
-        before_total = after_total = 0.0
-        for change, live in zip(change_set.changes, lives, strict=True):
-            cost_before = pod_cost(change.before, self.prices) * _pods(change.before, live)
-            cost_after = pod_cost(change.after, self.prices) * _pods(change.after, live)
-            before_total += cost_before
-            after_total += cost_after
-            diff.append(
-                TargetDiff(
-                    target=change.target.ref(),
-                    operation=change.operation,
-                    lines=diff_lines(change),
-                    monthly_cost_before=round(cost_before, 2),
-                    monthly_cost_after=round(cost_after, 2),
-                )
-            )
-        typed = typed_namespaces(decision) if decision.allowed else []
-        policy = PolicyView(
-            allowed=decision.allowed,
-            risk=decision.risk,
-            violations=decision.violations,
-            warnings=decision.warnings,
-            requires=decision.requires,
-        )
-        cost = CostDelta(
-            monthly_before=round(before_total, 2),
-            monthly_after=round(after_total, 2),
-            monthly_delta=round(after_total - before_total, 2),
-        )
+        diff, cost = self._diff_and_cost(change_set, lives)
         rejected = [d for d in dry_runs if not d.admitted]
-        if not decision.allowed:
-            next_step = "the policy denies this change set; change it and preview again"
-        elif rejected:
-            next_step = (
-                "the apiserver refused the dry run of some targets; fix them and preview again"
-            )
-        elif trust.trusted is False:
-            next_step = "do not ask for approval: " + trust.problem()
-        elif self.read_only or self.key is None:
-            next_step = (
-                "this sizeguard server is read-only: it cannot ask for approval or apply; the "
-                "change set is a proposal for a person to review"
-            )
-        else:
-            next_step = (
-                f"ask the human to approve it: request_confirmation('{stored.id}'), "
-                f"then apply_changes('{stored.id}')"
-            )
         preview = Preview(
             change_set_id=stored.id,
             targets=len(change_set.changes),
             diff=diff,
-            policy=policy,
+            policy=PolicyView(
+                allowed=decision.allowed,
+                risk=decision.risk,
+                violations=decision.violations,
+                warnings=decision.warnings,
+                requires=decision.requires,
+            ),
             dry_run=dry_runs,
             cost=cost,
             confirmation="",
-            typed_confirmation=typed,
+            typed_confirmation=typed_namespaces(decision) if decision.allowed else [],
             signing_key_trusted=trust.trusted,
             signing_key_check=trust.describe(),
-            next_step=next_step,
+            next_step=self._next_step(stored.id, decision, rejected, trust),
         )
         op = change_set_op(source)
         preview = preview.model_copy(update={"confirmation": confirmation_text(preview, op)})
@@ -877,6 +847,58 @@ class Service:
             },
         )
         return preview
+
+    def _diff_and_cost(
+        self, change_set: ChangeSet, lives: Sequence[dict[str, Any] | None]
+    ) -> tuple[list[TargetDiff], CostDelta]:
+        """Each target's diff with its monthly cost before and after, and the totals."""
+        diff = []
+        before_total = after_total = 0.0
+        for change, live in zip(change_set.changes, lives, strict=True):
+            cost_before = pod_cost(change.before, self.prices) * _pods(change.before, live)
+            cost_after = pod_cost(change.after, self.prices) * _pods(change.after, live)
+            before_total += cost_before
+            after_total += cost_after
+            diff.append(
+                TargetDiff(
+                    target=change.target.ref(),
+                    operation=change.operation,
+                    lines=diff_lines(change),
+                    monthly_cost_before=round(cost_before, 2),
+                    monthly_cost_after=round(cost_after, 2),
+                )
+            )
+        cost = CostDelta(
+            monthly_before=round(before_total, 2),
+            monthly_after=round(after_total, 2),
+            monthly_delta=round(after_total - before_total, 2),
+        )
+        return diff, cost
+
+    def _next_step(
+        self,
+        change_set_id: str,
+        decision: ChangesetDecision,
+        rejected: Sequence[DryRun],
+        trust: KeyTrust,
+    ) -> str:
+        """What to do with a preview. A read-only server gives no advice about approving
+        (it offers no approval), whatever the webhook said about its key."""
+        if not decision.allowed:
+            return "the policy denies this change set; change it and preview again"
+        if rejected:
+            return "the apiserver refused the dry run of some targets; fix them and preview again"
+        if self.read_only or self.key is None:
+            return (
+                "this sizeguard server is read-only: it cannot ask for approval or apply; the "
+                "change set is a proposal for a person to review"
+            )
+        if trust.trusted is False:
+            return "do not ask for approval: " + trust.problem()
+        return (
+            f"ask the human to approve it: request_confirmation('{change_set_id}'), "
+            f"then apply_changes('{change_set_id}')"
+        )
 
     @property
     def signing_kid(self) -> str | None:

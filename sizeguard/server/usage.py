@@ -20,6 +20,7 @@ from statistics import fmean
 from sizeguard.prometheus import PrometheusClient, format_duration
 from sizeguard.recommend import settings_for
 from sizeguard.recommend.collection import discover_pods, namespace_matcher
+from sizeguard.recommend.results import NO_PODS_TEXT
 from sizeguard.server.models import Coverage, Metrics, MissingData, WorkloadUsage
 from sizeguard.workloads import Workload
 
@@ -31,6 +32,21 @@ _CPU = (
 _MEMORY = 'sum by (namespace, pod) (container_memory_working_set_bytes{{container!="", {ns}}})'
 
 
+Values = dict[tuple[str, str], dict[tuple[str, str], float]]
+"""(resource, avg|max) -> (namespace, pod) -> value."""
+
+
+def _queries(namespaces: Sequence[str], window: str) -> dict[tuple[str, str], str]:
+    ns = namespace_matcher(list(namespaces) or None)
+    cpu, memory = _CPU.format(ns=ns), _MEMORY.format(ns=ns)
+    return {
+        ("cpu", "avg"): f"avg_over_time(({cpu})[{window}:1m])",
+        ("cpu", "max"): f"max_over_time(({cpu})[{window}:1m])",
+        ("memory", "avg"): f"avg_over_time(({memory})[{window}:1m])",
+        ("memory", "max"): f"max_over_time(({memory})[{window}:1m])",
+    }
+
+
 async def usage(
     client: PrometheusClient,
     workloads: Sequence[Workload],
@@ -40,64 +56,24 @@ async def usage(
 ) -> Metrics:
     """Per-pod average and peak CPU (cores) and memory (bytes) of each workload."""
     when = float(int(time.time())) if at is None else at
-    namespaces = sorted({w.namespace for w in workloads})
     window = format_duration(window_seconds)
-    without: list[MissingData] = []
     if not workloads:
+        empty = Coverage(workloads=0, with_data=0, without=[])
         return Metrics(
-            window=window,
-            evaluated_at=when,
-            workloads=[],
-            coverage=Coverage(workloads=0, with_data=0, without=[]),
-            total_workloads=0,
+            window=window, evaluated_at=when, workloads=[], coverage=empty, total_workloads=0
         )
+    namespaces = sorted({w.namespace for w in workloads})
     settings = settings_for("simple", history_duration=window_seconds / 3600)
-    ns = namespace_matcher(namespaces or None)
-    queries = {
-        ("cpu", "avg"): f"avg_over_time(({_CPU.format(ns=ns)})[{window}:1m])",
-        ("cpu", "max"): f"max_over_time(({_CPU.format(ns=ns)})[{window}:1m])",
-        ("memory", "avg"): f"avg_over_time(({_MEMORY.format(ns=ns)})[{window}:1m])",
-        ("memory", "max"): f"max_over_time(({_MEMORY.format(ns=ns)})[{window}:1m])",
-    }
-    pods = await discover_pods(client, settings, namespaces or None, when)
+    queries = _queries(namespaces, window)
+    pods = await discover_pods(client, settings, namespaces, when)
     answers = await asyncio.gather(*(client.query(q, when) for q in queries.values()))
-    values: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
-    for key, samples in zip(queries, answers, strict=True):
-        values[key] = {
-            (s.labels.get("namespace", ""), s.labels.get("pod", "")): s.value for s in samples
-        }
-    result = []
-    for workload in workloads:
-        names = pods.get(workload.key, set()) | set(workload.live_pods)
-
-        found_in = _values_of(values, workload.namespace, names)
-
-        cpu_request = sum(c.cpu_request or 0.0 for c in workload.containers) or None
-        memory_request = sum(c.memory_request or 0.0 for c in workload.containers) or None
-        cpu_avg, memory_avg = _mean(found_in(("cpu", "avg"))), _mean(found_in(("memory", "avg")))
-        seen = sum(1 for p in names if (workload.namespace, p) in values[("cpu", "avg")])
-        target = f"{workload.kind}/{workload.namespace}/{workload.name}"
-        if not seen:
-            reason = (
-                "no pods in the window (in the cluster or in kube-state-metrics)"
-                if not names
-                else "Prometheus has no CPU usage of its pods in the window"
-            )
-            without.append(MissingData(target=target, reason=reason))
-        result.append(
-            WorkloadUsage(
-                target=target,
-                pods=seen,
-                cpu_avg_cores=_round(cpu_avg),
-                cpu_peak_cores=_round(max(found_in(("cpu", "max")), default=None)),
-                memory_avg_bytes=_round(memory_avg),
-                memory_peak_bytes=_round(max(found_in(("memory", "max")), default=None)),
-                cpu_request_cores=cpu_request,
-                memory_request_bytes=memory_request,
-                cpu_utilization=_ratio(cpu_avg, cpu_request),
-                memory_utilization=_ratio(memory_avg, memory_request),
-            )
-        )
+    values: Values = {
+        key: {(s.labels.get("namespace", ""), s.labels.get("pod", "")): s.value for s in samples}
+        for key, samples in zip(queries, answers, strict=True)
+    }
+    names = [pods.get(w.key, set()) | set(w.live_pods) for w in workloads]
+    result = [_usage_of(w, n, values) for w, n in zip(workloads, names, strict=True)]
+    without = [m for n, u in zip(names, result, strict=True) if (m := _missing(n, u))]
     return Metrics(
         window=window,
         evaluated_at=when,
@@ -109,8 +85,42 @@ async def usage(
     )
 
 
+def _usage_of(workload: Workload, names: set[str], values: Values) -> WorkloadUsage:
+    """One workload's usage from its pods' values (``names``: in Prometheus or live)."""
+    found_in = _values_of(values, workload.namespace, names)
+    cpu_request = sum(c.cpu_request or 0.0 for c in workload.containers) or None
+    memory_request = sum(c.memory_request or 0.0 for c in workload.containers) or None
+    cpu_avg, memory_avg = _mean(found_in(("cpu", "avg"))), _mean(found_in(("memory", "avg")))
+    return WorkloadUsage(
+        target=f"{workload.kind}/{workload.namespace}/{workload.name}",
+        pods=sum(1 for p in names if (workload.namespace, p) in values[("cpu", "avg")]),
+        cpu_avg_cores=_round(cpu_avg),
+        cpu_peak_cores=_round(max(found_in(("cpu", "max")), default=None)),
+        memory_avg_bytes=_round(memory_avg),
+        memory_peak_bytes=_round(max(found_in(("memory", "max")), default=None)),
+        cpu_request_cores=cpu_request,
+        memory_request_bytes=memory_request,
+        cpu_utilization=_ratio(cpu_avg, cpu_request),
+        memory_utilization=_ratio(memory_avg, memory_request),
+    )
+
+
+def _missing(names: set[str], found: WorkloadUsage) -> MissingData | None:
+    """Why a workload has no usage, or None when Prometheus has some of its pods
+    (``names``: its pods in Prometheus or live)."""
+    if found.pods:
+        return None
+    if not names:
+        return MissingData(target=found.target, kind="no_pods", reason=NO_PODS_TEXT)
+    return MissingData(
+        target=found.target,
+        kind="no_metrics",
+        reason="Prometheus has no CPU usage of its pods in the window",
+    )
+
+
 def _values_of(
-    values: dict[tuple[str, str], dict[tuple[str, str], float]], namespace: str, pods: set[str]
+    values: Values, namespace: str, pods: set[str]
 ) -> Callable[[tuple[str, str]], list[float]]:
     def found(key: tuple[str, str]) -> list[float]:
         return [values[key][(namespace, p)] for p in pods if (namespace, p) in values[key]]

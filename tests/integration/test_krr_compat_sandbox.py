@@ -21,6 +21,7 @@ import pytest
 import yaml
 from fastmcp import Client
 
+from sizeguard.recommend.results import NO_PODS_TEXT
 from sizeguard.server.app import build_app
 
 from ..unit.krr_model import ResourceScan, Result, formatter_problems, krr_score
@@ -113,7 +114,7 @@ def test_workloads_without_data_get_krrs_warnings_and_are_named(
     assert [p.deleted for p in unseen.object.pods] == [False]  # the API server's live pod
     assert "2 of 2 workloads lack data in Prometheus" in result.stderr
     assert "Deployment krr-compat/unseen (Prometheus lists none of its pods" in result.stderr
-    assert "Deployment krr-compat/idle (no CPU metrics, no memory metrics)" in result.stderr
+    assert f"Deployment krr-compat/idle ({NO_PODS_TEXT})" in result.stderr
 
 
 def test_the_mcp_scans_are_krr_scans(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -185,6 +185,7 @@ def test_partial_data_is_a_result_that_says_which_workloads_it_covers(
     assert coverage["workloads"] == report["total_workloads"]
     assert coverage["with_data"] == coverage["workloads"] - len(coverage["without"]) > 0
     assert all("namespace data failed" in m["reason"] for m in coverage["without"])
+    assert {m["kind"] for m in coverage["without"]} == {"query_failed"}
     assert any(e.get("namespace") == "data" for e in report["errors"])
     # krr's strategy description, without advice about a flag this tool does not have
     assert "HPA" in report["description"] and "--allow-hpa" not in report["description"]
@@ -215,6 +216,98 @@ def test_an_unknown_namespace_is_a_tool_error_naming_it(
 def test_one_unknown_namespace_is_named_alone(app: FastMCP) -> None:
     result, _ = call(app, "get_metrics", {"namespaces": ["no-such-ns-a"]})
     assert error_text(result) == "sizeguard: no namespace no-such-ns-a in the cluster"
+
+
+# --- names that match no workload ----------------------------------------------------------------
+
+NAME_READERS = [
+    ("get_metrics", {"namespaces": ["shop-staging"], "names": ["web", "no-such-app"]}),
+    (
+        "scan_recommendations",
+        {"filter": {"namespaces": ["shop-staging"], "names": ["web", "no-such-app"]}},
+    ),
+    ("recommend_scaling", {"namespaces": ["shop-staging"], "names": ["web", "no-such-app"]}),
+    (
+        "preview_changes",
+        {"from_recommendations": {"namespaces": ["shop-staging"], "names": ["no-such-app"]}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("tool", "args"), NAME_READERS, ids=[t for t, _ in NAME_READERS])
+def test_a_name_no_workload_has_is_a_tool_error_naming_it(
+    app: FastMCP, tool: str, args: dict[str, Any]
+) -> None:
+    result, _ = call(app, tool, args)
+    assert error_text(result) == (
+        "sizeguard: no Deployment, StatefulSet or DaemonSet named no-such-app in namespace "
+        "shop-staging"
+    )
+
+
+# --- a preview from recommendations, and the plans, say what they cover --------------------------
+
+COVERED = ["shop-staging", "data", "shop-prod"]
+
+
+def test_a_preview_from_recommendations_says_what_it_covers_and_what_it_left_out(
+    app: FastMCP,
+) -> None:
+    flt = {"namespaces": COVERED}
+    scanned, _ = call(app, "scan_recommendations", {"filter": flt})
+    report = scanned.structured_content
+    with_recommendations = {
+        (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"])
+        for s in report["scans"]
+    }
+    assert len(with_recommendations) >= 2, report["scans"]  # the estate has several
+    result, _ = call(app, "preview_changes", {"from_recommendations": {**flt, "max_targets": 1}})
+    assert not result.is_error, result.content
+    preview = result.structured_content
+    assert preview["coverage"]["workloads"] == report["total_workloads"]
+    assert preview["coverage"]["with_data"] == report["coverage"]["with_data"]
+    assert preview["truncated"] == len(with_recommendations) - 1
+    assert f"max_targets left out {preview['truncated']} more" in preview["next_step"]
+
+
+def test_a_preview_from_recommendations_names_workloads_without_data(
+    service: Service, sandbox: Sandbox
+) -> None:
+    flt = {"namespaces": ["data", "shop-staging"], "min_severity": "OK"}
+    with failing_namespace(sandbox.prometheus_url, "data") as url:
+        result, _ = call(
+            with_prometheus(service, url), "preview_changes", {"from_recommendations": flt}
+        )
+    assert not result.is_error, result.content
+    preview = result.structured_content
+    without = preview["coverage"]["without"]
+    assert without and {m["target"].split("/")[1] for m in without} == {"data"}, without
+    workloads = preview["coverage"]["workloads"]
+    said = f"{len(without)} of {workloads} selected workloads lack usage data"
+    assert said in preview["next_step"], preview["next_step"]
+
+
+def test_the_plans_page_and_count_every_workload_of_a_page(app: FastMCP) -> None:
+    seen: list[str] = []
+    cursor = None
+    totals = set()
+    while True:
+        args: dict[str, Any] = {"namespaces": ["shop-staging", "data"], "limit": 2}
+        if cursor:
+            args["cursor"] = cursor
+        result, _ = call(app, "recommend_scaling", args)
+        assert not result.is_error, result.content
+        report = result.structured_content
+        totals.add(report["total_workloads"])
+        assert report["coverage"]["workloads"] <= 2
+        seen += [f"{p['namespace']}/{p['name']}" for p in report["recommendations"]]
+        counted = report["coverage"]["workloads"]
+        assert counted == 2 or report["next_cursor"] is None
+        cursor = report["next_cursor"]
+        if cursor is None:
+            break
+    (total,) = totals
+    assert total > 2 and len(seen) == len(set(seen)), seen
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -355,16 +448,25 @@ def test_a_read_only_server_names_no_tool_it_does_not_offer(service: Service) ->
     app = read_only(service)
     edit = {"kind": "Deployment", "namespace": "shop-staging", "name": "web", "replicas": 2}
 
-    async def go() -> tuple[str, list[Any], Any, Any]:
+    async def go() -> tuple[str, list[Any], Any, Any, Any]:
         async with Client(app) as session:
             tools = list(await session.list_tools())
             preview = await session.call_tool("preview_changes", {"edits": [edit]})
             refused = await session.call_tool(
-                "apply_changes", {"change_set_id": "cs-" + "0" * 20}, raise_on_error=False
+                "apply_changes", {"change_set_id": unheard}, raise_on_error=False
             )
-            return str(session.instructions), tools, preview, refused
+            history = await session.call_tool("get_execution_history", {"change_set_id": unheard})
+            return str(session.instructions), tools, preview, refused, history
 
-    instructions, tools, preview, refused = asyncio.run(go())
+    unheard = "cs-" + uuid.uuid4().hex[:20]
+    instructions, tools, preview, refused, history = asyncio.run(go())
+    # The refusal is in the audit log like every other refused call.
+    audited = [
+        (e["event"], e["result"])
+        for e in history.structured_content["entries"]
+        if e["change_set_id"] == unheard
+    ]
+    assert audited == [("tool.apply_changes", "error")], history.structured_content
     texts = [instructions, preview.structured_content["next_step"]]
     texts += [str(t.description) for t in tools]
     texts += [str(t.output_schema) + str(t.input_schema) for t in tools]

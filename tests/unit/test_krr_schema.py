@@ -32,12 +32,7 @@ from sizeguard.recommend import (
     ScanResult,
     Severity,
 )
-from sizeguard.recommend.results import (
-    object_warnings,
-    prometheus_failures,
-    scanned_nothing,
-    workloads_without_data,
-)
+from sizeguard.recommend.results import NO_PODS_TEXT, coverage, object_warnings, prometheus_failures
 from sizeguard.recommend.strategies import ContainerData
 from sizeguard.report_formats import describe_error, render, to_krr
 from sizeguard.workloads import ContainerAllocation, HpaInfo, Workload
@@ -233,11 +228,12 @@ def test_a_scan_with_workloads_without_pods_and_an_hpa_is_a_krr_report() -> None
             "cpu": "No data",
             "memory": "No data",
         }
-    assert workloads_without_data(result) == {
-        "Deployment shop/fresh": [NO_PODS, NO_CPU, NO_MEMORY],
-        "Deployment shop/idle": [NO_CPU, NO_MEMORY],
+    covered = coverage(result)
+    assert {g.label: (g.reason, g.detail) for g in covered.gaps} == {
+        "Deployment shop/fresh": ("pods_unseen", "Prometheus lists none of its pods"),
+        "Deployment shop/idle": ("no_pods", NO_PODS_TEXT),
     }
-    assert not scanned_nothing(result)
+    assert covered.with_data == covered.workloads - 2 and not covered.answered_nothing
 
 
 def test_an_hpa_with_a_status_keeps_its_desired_replicas() -> None:
@@ -254,12 +250,18 @@ def test_a_failed_memory_query_is_an_error_and_krrs_memory_warning() -> None:
         warnings = _warnings(report)
         assert warnings["web"] == warnings["db"] == {NO_MEMORY}
         assert warnings["idle"] == {NO_CPU, NO_MEMORY}
-    assert not scanned_nothing(result)
+    covered = coverage(result)
+    assert {g.name: (g.reason, set(g.missing)) for g in covered.gaps if g.name != "idle"} == {
+        "web": ("query_failed", {"memory"}),
+        "db": ("query_failed", {"memory"}),
+        "fresh": ("query_failed", {"cpu", "memory"}),
+    }
+    assert not covered.answered_nothing  # the CPU queries answered
 
 
 def test_a_dead_prometheus_is_a_krr_report_of_nothing_and_says_so() -> None:
     result = _scan(f"http://127.0.0.1:{_closed_port()}", _estate())
-    assert scanned_nothing(result)
+    assert coverage(result).answered_nothing
     assert any("cannot reach Prometheus" in describe_error(e) for e in result.errors)
     for report in _as_krr_reads_it(result):
         # Discovery failed: like krr, the live pods stand in, with NoPrometheusPods.

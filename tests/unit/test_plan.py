@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sizeguard.changes import ContainerResources, GuardedState
+from sizeguard.cli.scan import plan_target
 from sizeguard.policy import PolicyClient
 from sizeguard.prometheus import PrometheusClient
 from sizeguard.recommend import (
@@ -155,6 +157,20 @@ def test_the_cap_with_rounding_still_never_raises_the_request() -> None:
     assert plan.recommended_replicas is not None and plan.recommended_replicas > 3
 
 
+def test_the_cap_adds_no_replicas_when_todays_request_is_below_krrs_minimum() -> None:
+    """Pods of at most today's 5m would need krr's 10m: the request rises, replicas do not."""
+    plan = plan_workload(workload(2, (0.005,)), demand(0.5), Floor(1, "one", max_pod_cpu=0.2))
+    assert plan is not None and plan.recommended_replicas == 2
+    assert plan.cpu_requests == {"c0": 0.5} and "no replicas are added" in plan.reason
+
+
+def test_the_cap_finds_the_fewest_pods_that_fit_however_many() -> None:
+    """Close to krr's minimum the rounding needs many more pods than the plain division."""
+    plan = plan_workload(workload(50, (0.0101,)), demand(8.0), Floor(1, "one", max_pod_cpu=1.0))
+    assert plan is not None and plan.cpu_requests == {"c0": 0.01}
+    assert plan.recommended_replicas == 40_000  # 400 cores at 10m a pod
+
+
 def test_an_hpa_on_cpu_owns_replicas_and_krrs_question_mark_keeps_todays_request() -> None:
     plan = plan_workload(
         workload(3, (0.25,), hpa()), demand(0.22, defined=False), TWO
@@ -179,10 +195,31 @@ def test_hpa_bounds_follow_the_demand_and_min_never_goes_below_the_floor() -> No
     assert plan.hpa_min_replicas == (1, 2)  # raised to the floor
     assert plan.hpa_max_replicas == (10, 25) and plan.planned_replicas == 20
     assert "minReplicas raised to the availability floor" in plan.reason
-    # Tiny demand: min comes down to what the demand needs, never below the floor.
+    # Tiny demand: the demand alone needs 1 pod, but minReplicas is never lowered.
     plan = plan_workload(workload(5, (0.1,), hpa(5, 10, 5)), demand(0.001, defined=False), TWO)
-    assert plan is not None and plan.hpa_min_replicas == (5, 2)
+    assert plan is not None and plan.hpa_min_replicas == (5, 5)
+    assert plan.planned_replicas == 5 and plan.cpu_requests is None
     assert not plan.within_band and "whole pods" in plan.reason
+    assert "never lowers minReplicas (5" in plan.reason
+
+
+def test_krrs_minimum_under_an_hpa_never_cuts_the_request_and_the_pods() -> None:
+    """The review's H1: 100m -> 10m *and* minReplicas 5 -> 2 for the same demand."""
+    plan = plan_workload(workload(5, (0.1,), hpa(5, 10, 5)), demand(0.001), TWO)
+    assert plan is not None
+    assert plan.hpa_min_replicas == (5, 5) and plan.planned_replicas == 5
+    assert plan.cpu_requests == {"c0": 0.01}  # krr's minimum; the HPA's min holds 5 pods
+    assert "keeps the HPA at 2" not in plan.reason
+    # Above minReplicas the HPA would drop pods at krr's request: today's request stays.
+    plan = plan_workload(workload(8, (0.1,), hpa(2, 10, 8)), demand(0.001), TWO)
+    assert plan is not None and plan.cpu_requests is None
+    assert plan.assumed_cpu_request == 0.1 and plan.hpa_min_replicas == (2, 2)
+    assert plan.planned_replicas == 2  # the HPA's own scaling, at today's request
+    assert "the plan keeps today's request" in plan.reason
+    # A request that rises to krr's minimum may let the HPA run fewer pods: no double cut.
+    plan = plan_workload(workload(8, (0.005,), hpa(2, 10, 8)), demand(0.001), TWO)
+    assert plan is not None and plan.cpu_requests == {"c0": 0.01}
+    assert plan.planned_replicas == 2 and plan.hpa_min_replicas == (2, 2)
 
 
 def test_an_hpa_on_cpu_with_krrs_number_gets_the_request_that_keeps_its_count() -> None:
@@ -215,33 +252,91 @@ def test_no_plan_for_daemonsets_workloads_at_zero_or_without_a_request_under_an_
     assert plan_workload(unset, demand(0.1, defined=False), ONE) is None
 
 
+_MIN = PlanSettings().cpu_min_value / 1000
+
+
+def _min_binds(plan: Any) -> bool:
+    """krr's minimum per container holds the planned request above the demand."""
+    return plan.cpu_requests is not None and any(
+        v <= _MIN + 1e-9 for v in plan.cpu_requests.values()
+    )
+
+
+def _hpa_holds(plan: Any) -> bool:
+    """Today's request under an HPA: it runs whole pods (one fewer would go beyond the
+    target) or its minReplicas, which a plan never lowers, holds the count."""
+    if plan.cpu_requests is not None or plan.hpa_min_replicas is None:
+        return False
+    total = plan.cpu_demand * plan.current_replicas
+    fewer = (plan.planned_replicas - 1) * plan.assumed_cpu_request * plan.target_utilization
+    return fewer < total - 1e-9 or plan.planned_replicas == plan.hpa_min_replicas[1]
+
+
+def _hpas(replicas: int) -> st.SearchStrategy[HpaInfo | None]:
+    return st.one_of(
+        st.none(),
+        st.builds(
+            hpa,
+            min_replicas=st.integers(1, replicas),
+            max_replicas=st.integers(replicas, replicas + 20),
+            current=st.just(replicas),
+            cpu=st.booleans(),
+        ),
+    )
+
+
 @given(
+    data=st.data(),
     replicas=st.integers(1, 50),
     floor=st.integers(1, 5),
+    cap=st.one_of(st.none(), st.floats(0.005, 4)),
     today=st.lists(st.floats(0.001, 8), min_size=1, max_size=3),
     usage=st.lists(st.floats(0.0005, 8), min_size=3, max_size=3),
     target=st.sampled_from([0.5, 0.7, 1.0]),
+    defined=st.booleans(),
 )
 def test_no_plan_moves_requests_and_replicas_the_same_way(
-    replicas: int, floor: int, today: list[float], usage: list[float], target: float
+    data: st.DataObject,
+    replicas: int,
+    floor: int,
+    cap: float | None,
+    today: list[float],
+    usage: list[float],
+    target: float,
+    defined: bool,
 ) -> None:
-    work = workload(replicas, tuple(today))
+    autoscaler = data.draw(_hpas(replicas))
+    on_cpu = autoscaler is not None and autoscaler.scales_on_cpu
+    work = workload(replicas, tuple(today), autoscaler)
     plan = plan_workload(
-        work, demand(*usage[: len(today)]), Floor(floor, "f"), PlanSettings(target)
+        work,
+        # krr gives "?" for CPU only under an HPA on CPU.
+        demand(*usage[: len(today)], defined=defined or not on_cpu),
+        Floor(floor, "f", max_pod_cpu=cap),
+        PlanSettings(target),
     )
-    assert plan is not None and plan.recommended_replicas is not None
-    assert plan.recommended_replicas == max(replicas, floor)  # demand adds none, removes none
-    request_up = plan.assumed_cpu_request > sum(today) + 1e-9
-    request_down = plan.assumed_cpu_request < sum(today) - 1e-9
-    assert not (request_up and plan.recommended_replicas > max(replicas, floor))
-    assert not (request_down and plan.recommended_replicas < replicas)
-    # The planned pods hold the demand at the target, at most krr's rounding above it.
+    assert plan is not None
+    least = max(replicas, floor, autoscaler.min_replicas if autoscaler else 1)
+    request_up = plan.assumed_cpu_request > sum(today) + 1e-6  # assumed: 6 decimals
+    request_down = plan.assumed_cpu_request < sum(today) - 1e-6
+    assert not (request_up and plan.planned_replicas > least)
+    assert not (request_down and plan.planned_replicas < replicas)
+    if autoscaler is None:
+        assert plan.recommended_replicas == plan.planned_replicas
+        if cap is None:
+            assert plan.recommended_replicas == least  # demand adds none, removes none
+    else:
+        assert plan.hpa_min_replicas is not None and plan.hpa_max_replicas is not None
+        assert plan.hpa_min_replicas[1] == max(floor, autoscaler.min_replicas)  # never lower
+        assert plan.hpa_max_replicas[1] >= max(plan.hpa_min_replicas[1], autoscaler.max_replicas)
+        assert plan.hpa_min_replicas[1] <= plan.planned_replicas <= plan.hpa_max_replicas[1]
+    # The planned pods hold the demand at the target: within the band unless krr's minimum
+    # binds or, with today's request under an HPA, its whole pods and bounds hold the count.
     total = sum(usage[: len(today)]) * replicas
-    assert plan.utilization <= target + 1e-9
-    assert math.isclose(
-        plan.utilization * plan.assumed_cpu_request * plan.recommended_replicas, total
-    )
-    assert plan.within_band or "minimum" in plan.reason or "rounded" in plan.reason
+    carried = plan.utilization * plan.assumed_cpu_request * plan.planned_replicas
+    assert math.isclose(carried, total, rel_tol=1e-5)  # assumed_cpu_request: 6 decimals
+    assert plan.within_band == (plan.band[0] - 1e-9 <= plan.utilization <= plan.band[1] + 1e-9)
+    assert plan.within_band or _min_binds(plan) or _hpa_holds(plan), plan.reason
 
 
 # --- the floors, from OPA's answer -----------------------------------------------------------
@@ -384,3 +479,26 @@ def test_the_hpa_change_takes_the_plans_bounds() -> None:
     )
     after = _hpa_bounds(before, plan)
     assert (after.min_replicas, after.max_replicas) == (2, 25)
+
+
+# --- sizeguard scan: plans only when asked for -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "target"),
+    [
+        ({}, {}, None),  # krr's drop-in: no OPA needed, no plans
+        ({}, {"OPA_URL": "http://opa:8181"}, 1.0),
+        ({"opa_url": "http://opa:8181"}, {}, 1.0),
+        ({"target_utilization": 80.0}, {}, 0.8),
+        ({"target_utilization": 0.0}, {"OPA_URL": "http://opa:8181"}, None),
+    ],
+)
+def test_the_scan_command_plans_only_when_asked(
+    flags: dict[str, Any], env: dict[str, str], target: float | None, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("OPA_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = argparse.Namespace(**({"target_utilization": None, "opa_url": None} | flags))
+    assert plan_target(args) == target

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sizeguard import recommend
@@ -49,7 +49,7 @@ def responder(
     fail: str | None = None,
     status: int = 500,
     several: str | None = None,
-) -> Any:
+) -> Callable[[str, dict[str, str]], Answer]:
     cpu = {"web-5d9-a": 0.2, "web-5d9-b": 0.3, "db-7f-a": 0.1} if cpu is None else cpu
     memory = (
         {"web-5d9-a": 200 * 2**20, "web-5d9-b": 250 * 2**20, "db-7f-a": 300 * 2**20}

@@ -6,16 +6,24 @@ against the sandbox.)"""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from sizeguard.changes import ResourceChange
-from sizeguard.cluster import ClusterError
+from sizeguard.changes import ResourceChange, Target, guarded_state
+from sizeguard.cluster import Cluster, ClusterError, UnknownNamespacesError
 from sizeguard.prometheus import PrometheusClient
-from sizeguard.recommend import settings_for
+from sizeguard.recommend import ScanResult, scan, settings_for
 from sizeguard.recommend.collection import collect
+from sizeguard.recommend.results import coverage
 from sizeguard.server.models import (
     ChangeSetId,
     Edit,
@@ -25,9 +33,10 @@ from sizeguard.server.models import (
 from sizeguard.server.paging import page, workload_key
 from sizeguard.server.service import Service, ServiceError
 from sizeguard.server.tools.common import Progress
+from sizeguard.workloads import Workload, WorkloadReader, WorkloadReadError
 
 from .test_prometheus_fake_server import fake_prometheus
-from .test_recommend_bad_data import responder
+from .test_recommend_bad_data import _workloads, responder
 
 # --- progress -----------------------------------------------------------------------------------
 
@@ -205,8 +214,23 @@ class RefusingService(Service):
 
 def test_a_refused_dry_run_does_not_say_admitted() -> None:
     service = RefusingService(cluster=None, policy=None, ledger=None, key=None)  # type: ignore[arg-type]
-    change = ResourceChange.model_construct(target=_Target(), source="edit")
-    answer = service._dry_run_answer(change, {})
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"namespace": "ns", "name": "web", "uid": "u1"},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app"}]}}},
+    }
+    before = guarded_state(live)
+    change = ResourceChange(
+        target=Target(
+            api_version="apps/v1", kind="Deployment", namespace="ns", name="web", uid="u1"
+        ),
+        before=before,
+        after=before.model_copy(update={"replicas": 3}),
+        reason="a test",
+        source="edit",
+    )
+    answer = service._dry_run_answer(change, live)
     assert answer.admitted is False and answer.error == "quota exceeded"
     assert answer.warnings == [
         "sizeguard's webhook did not object; the real replicas change on ns/web needs an "
@@ -216,6 +240,131 @@ def test_a_refused_dry_run_does_not_say_admitted() -> None:
     assert not any("dry run admitted" in w for w in answer.warnings)
 
 
-class _Target:
-    def ref(self) -> str:
-        return "Deployment/ns/web"
+# --- coverage: one answer for the tools and the command line -------------------------------------
+
+
+def test_too_few_points_is_not_covered() -> None:
+    """krr's "Not enough data" gives "?": the workload is not covered, and says why."""
+    with fake_prometheus(responder(points=10)) as prom:
+
+        async def go() -> ScanResult:
+            async with PrometheusClient(prom.url, timeout=2, retries=0) as client:
+                return await scan(client, _workloads(), settings_for("simple"), at=1_700_000_000)
+
+        result = asyncio.run(go())
+    covered = coverage(result)
+    assert covered.workloads == 2 and covered.with_data == 0, covered
+    (web,) = [g for g in covered.gaps if g.name == "web"]
+    assert web.reason == "not_enough_data" and "points_required" in web.detail
+    assert not covered.failures and not covered.answered_nothing
+
+
+def test_a_workload_without_containers_is_counted_when_named() -> None:
+    result = ScanResult(scans=[], strategy="simple", settings={})
+    empty = Workload("Deployment", "shop", "empty", [], replicas=1)
+    covered = coverage(result, [empty])
+    assert (covered.workloads, covered.with_data) == (1, 0)
+    assert [(g.target, g.reason) for g in covered.gaps] == [
+        ("Deployment/shop/empty", "no_containers")
+    ]
+
+
+# --- API server errors in words ------------------------------------------------------------------
+
+
+NAMESPACE_ANSWERS: dict[str, tuple[int, dict[str, Any]]] = {
+    "/api/v1/namespaces/shop": (
+        200,
+        {"kind": "Namespace", "metadata": {"name": "shop", "labels": {"env": "production"}}},
+    ),
+    "/api/v1/namespaces/secret": (403, {"kind": "Status", "code": 403, "message": "forbidden"}),
+}
+
+
+@contextmanager
+def api_server(status: int) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering ``status`` (with a Kubernetes Status body) to
+    every GET, except the namespaces of :data:`NAMESPACE_ANSWERS` (404 for other
+    namespaces)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            code, document = NAMESPACE_ANSWERS.get(path, (status, {"kind": "Status"}))
+            if path.startswith("/api/v1/namespaces/") and path not in NAMESPACE_ANSWERS:
+                code = 404
+            body = json.dumps(document).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def kubeconfig_for(server: str, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
+
+
+def test_a_forbidden_list_is_one_sentence_naming_the_request(tmp_path: Path) -> None:
+    with (
+        api_server(403) as url,
+        WorkloadReader(kubeconfig_for(url, tmp_path)) as reader,
+        pytest.raises(WorkloadReadError) as refused,
+    ):
+        reader.workloads(["shop"])
+    assert str(refused.value) == (
+        "the API server answered 403 Forbidden to GET /apis/apps/v1/namespaces/shop/deployments"
+    )
+
+
+def test_an_unreachable_api_server_is_named_with_the_reason(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with (
+        WorkloadReader(kubeconfig_for(f"http://127.0.0.1:{port}", tmp_path)) as reader,
+        pytest.raises(WorkloadReadError) as refused,
+    ):
+        reader.workloads()
+    assert str(refused.value) == f"cannot reach 127.0.0.1:{port}: connection refused"
+
+
+def test_the_namespace_check_reads_labels_refuses_unknown_and_lets_forbidden_through(
+    tmp_path: Path,
+) -> None:
+    """One GET per namespace: 404 is unknown (named), 403 is scanned as asked (None), so that
+    namespace-scoped credentials work."""
+    with api_server(500) as url, Cluster.from_kubeconfig(kubeconfig_for(url, tmp_path)) as cluster:
+        assert cluster.namespace_labels(["shop", "secret"]) == {
+            "secret": None,
+            "shop": {"env": "production"},
+        }
+        with pytest.raises(UnknownNamespacesError) as unknown:
+            cluster.namespace_labels(["shop", "gone-b", "gone-a"])
+    assert unknown.value.names == ("gone-a", "gone-b")
+    assert str(unknown.value) == "no namespaces gone-a, gone-b in the cluster"

@@ -5,6 +5,7 @@
 package sizeguard.changeset
 
 import data.sizeguard.lib
+import data.sizeguard.plan
 
 # METADATA
 # description: |
@@ -89,3 +90,47 @@ retarget_violations(change, cctx) := {{"code": "hpa_retarget", "target": cctx.ke
 		[cctx.short, old, new],
 	)
 }
+
+# METADATA
+# description: |
+#   A change that lowers replicas or an HPA's minReplicas (or sets them, on a new HPA) below
+#   the workload's availability floor: data.sizeguard.plan's class (fixed, production or
+#   default; for an HPA, of the kind it scales) and its config.availability.min_replicas, the
+#   floor the replica plans keep, with the plans' reason. Going to 0 is the zero rule's
+#   (replicas_zero_in_production) and elsewhere a deliberate stop, not a smaller count; a
+#   count that is already below the floor and does not fall, and a rollback (restores: it
+#   puts back what was there), are not refused. Only the change set asks this rule (a
+#   violation of the decision, not of change_violations): admission is unchanged.
+violations contains finding("replicas_below_availability_floor", cctx.key, message) if {
+	some i, cctx in contexts
+	change := changes[i]
+	some field in ["replicas", "min_replicas"]
+	value := change.after[field]
+	is_number(value)
+	value > 0
+	lowers(object.get(lib.object_or_empty(change.before), field, null), value)
+	not restores(change)
+	workload := {"kind": scaled_kind(change), "namespace": cctx.namespace, "name": change.target.name}
+	class := plan.class_of(workload.kind, cctx.critical, cctx.production)
+	minimum := plan.min_replicas_of(class)
+	value < minimum
+	message := sprintf(
+		"%s of %s would be %v, below its availability floor of %v: %s (policy data config.availability.min_replicas)",
+		[lib.replica_fields[field], cctx.short, value, minimum, plan.reason(workload, class, minimum)],
+	)
+}
+
+# METADATA
+# scope: document
+# description: True when a replica count goes down to after, or is set where there was none.
+lowers(before, _) if not is_number(before)
+
+lowers(before, after) if before > after
+
+# METADATA
+# description: The kind of a change's workload, the kind an HPA scales or else the target's.
+scaled_kind(change) := parts[count(parts) - 2] if {
+	change.target.kind == lib.hpa_kind
+	parts := split(change.after.scale_target, "/")
+	count(parts) >= 3
+} else := change.target.kind

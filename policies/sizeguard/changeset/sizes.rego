@@ -63,7 +63,8 @@ size_warnings(change, values, cctx) := {{"code": words.code.warn, "target": cctx
 # description: |
 #   A rollback puts back values a human approved before (the server builds it from its
 #   snapshots; at admission the op comes from a verified approval), so the size limits only
-#   warn about it. Every other rule still applies.
+#   warn about it, and the availability floor rule (replicas.rego) lets it be. Every other
+#   rule still applies.
 restores(change) if change.op == "rollback"
 
 # METADATA

@@ -34,12 +34,23 @@ floors[key] := floor_of(workload, workload_class(workload)) if {
 
 # METADATA
 # description: The class of a workload, fixed, production or default (see the package description).
-workload_class(workload) := "fixed" if {
-	workload.kind in availability.fixed_kinds
+workload_class(workload) := class_of(
+	workload.kind,
+	lib.is_critical(workload.name, object.get(workload, "labels", {})),
+	workload.namespace in production_namespaces,
+)
+
+# METADATA
+# description: |
+#   The class of a workload of a kind, critical or not, in a production namespace or not:
+#   the one classification of the plans and of the change set's availability floor rule
+#   (changeset/replicas.rego).
+class_of(kind, critical, production) := "fixed" if {
+	kind in availability.fixed_kinds
 } else := "fixed" if {
-	lib.is_critical(workload.name, object.get(workload, "labels", {}))
+	critical
 } else := "production" if {
-	workload.namespace in production_namespaces
+	production
 } else := "default"
 
 # METADATA
@@ -59,8 +70,12 @@ floor_of(workload, class) := {
 	"max_pod_cpu": max_pod_cpu(class),
 	"reason": reason(workload, class, minimum),
 } if {
-	minimum := object.get(availability.min_replicas, class, availability.min_replicas.default)
+	minimum := min_replicas_of(class)
 }
+
+# METADATA
+# description: The fewest replicas of a class, config.availability.min_replicas (its default for another class).
+min_replicas_of(class) := object.get(availability.min_replicas, class, availability.min_replicas.default)
 
 # METADATA
 # description: The per-pod CPU cap, config.availability.max_pod_cpu, or null (unset, or replicas fixed).

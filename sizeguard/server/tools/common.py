@@ -29,6 +29,7 @@ from sizeguard.server.service import Service, ServiceError
 __all__ = [
     "Progress",
     "Runtime",
+    "audit_refusal",
     "bind",
     "check_namespaces",
     "progress",
@@ -82,17 +83,13 @@ def writes_hidden(service: Service) -> bool:
     return service.read_only or service.key is None
 
 
-async def check_namespaces(service: Service, namespaces: Sequence[str]) -> None:
-    """Refuse namespaces the API server does not know, naming them (an empty result would
-    read as "nothing to do")."""
-    missing = await thread(service.cluster.missing_namespaces, namespaces)
-    if missing:
-        names = ", ".join(missing)
-        raise ServiceError(
-            f"no namespace {names} in the cluster"
-            if len(missing) == 1
-            else f"no namespaces {names} in the cluster"
-        )
+async def check_namespaces(
+    service: Service, namespaces: Sequence[str]
+) -> dict[str, dict[str, str] | None]:
+    """The labels of ``namespaces`` (None: the credentials may not read one; it is scanned
+    as asked). Namespaces the API server does not know are refused, naming them (an empty
+    result would read as "nothing to do")."""
+    return await thread(service.cluster.namespace_labels, namespaces)
 
 
 class Progress:
@@ -157,6 +154,16 @@ def _audit_call(
         )
     except Exception as exc:  # never let the audit of a call hide its result (or its error)
         _log.error("audit.failed", tool=tool, error=str(exc)[:200])
+
+
+async def audit_refusal(
+    service: Service, ctx: Context | None, tool: str, arguments: dict[str, Any], reason: str
+) -> None:
+    """A call refused before it reached a tool (a mutating tool on a read-only server) goes
+    to the audit log and the log like every other refused call."""
+    who = (requester(ctx), client_name(ctx)) if ctx is not None else ("unauthenticated", "")
+    await thread(_audit_call, service, who, tool, arguments, "error")
+    _log.info("tool.call", tool=tool, requester=who[0], result="error", error=reason[:300])
 
 
 async def run(

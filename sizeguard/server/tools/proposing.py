@@ -4,7 +4,8 @@ Nothing changes in the cluster."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastmcp import Context
 from pydantic import Field
@@ -13,36 +14,81 @@ from sizeguard.changes import ChangeSet
 from sizeguard.recommend import PlanSettings
 from sizeguard.report_formats import to_krr
 from sizeguard.server.auth import requester
-from sizeguard.server.models import Edit, Preview, RecommendationFilter
+from sizeguard.server.models import Coverage, Edit, Preview, RecommendationFilter
 from sizeguard.server.service import ServiceError
 from sizeguard.server.tools.common import progress, run, runtime, thread
-from sizeguard.server.tools.reading import refuse_without_floors, run_scan, severe_enough
+from sizeguard.server.tools.reading import (
+    refuse_without_floors,
+    run_scan,
+    scan_coverage,
+    select_workloads,
+    severe_enough,
+)
 
 __all__ = ["preview_changes"]
 
 
-async def _from_recommendations(ctx: Context, flt: RecommendationFilter) -> ChangeSet:
+@dataclass(frozen=True)
+class _Proposal:
+    """A change set from recommendations, which workloads it had data for, and how many
+    workloads with recommendations ``max_targets`` left out."""
+
+    change_set: ChangeSet
+    coverage: Coverage
+    truncated: int
+
+
+def _workload(scan: dict[str, Any]) -> tuple[str, str, str]:
+    obj = scan["object"]
+    return (obj["kind"], obj["namespace"], obj["name"])
+
+
+async def _from_recommendations(ctx: Context, flt: RecommendationFilter) -> _Proposal:
     """One change set from a scan: krr's per-container values with each workload's plan
     (its CPU request and replicas, or its HPA's bounds) in place of krr's CPU request; no
     change set when the plans cannot be made (no availability floors)."""
     service = runtime(ctx).service
-    result = await run_scan(ctx, flt, PlanSettings().target_utilization)
+    await progress(ctx).at(0.0, "reading workloads")
+    selected = await select_workloads(service, flt.namespaces, flt.names)
+    result = await run_scan(ctx, flt, PlanSettings().target_utilization, selection=selected)
     refuse_without_floors(result)
     scans = severe_enough(to_krr(result, service.prices)["scans"], flt.min_severity)
-    keys = set(
-        list(
-            dict.fromkeys(
-                (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) for s in scans
-            )
-        )[: flt.max_targets]
-    )
-    chosen = [
-        s
-        for s in scans
-        if (s["object"]["kind"], s["object"]["namespace"], s["object"]["name"]) in keys
-    ]
+    ordered = list(dict.fromkeys(_workload(s) for s in scans))
+    keys = set(ordered[: flt.max_targets])
+    chosen = [s for s in scans if _workload(s) in keys]
     plans = [p for p in result.replicas if p.key in keys]
-    return await thread(service.change_set_from_recommendations, chosen, "recommendation", plans)
+    change_set = await thread(
+        service.change_set_from_recommendations, chosen, "recommendation", plans
+    )
+    return _Proposal(
+        change_set,
+        scan_coverage(result, selected.workloads),
+        truncated=len(ordered) - len(keys),
+    )
+
+
+def _with_gaps(preview: Preview, proposal: _Proposal) -> Preview:
+    """The preview saying what the change set leaves out: workloads without usage data, and
+    those ``max_targets`` cut."""
+    coverage, notes = proposal.coverage, []
+    if coverage.without:
+        notes.append(
+            f"{len(coverage.without)} of {coverage.workloads} selected workloads lack usage "
+            "data (coverage.without says which and why); what they lack stays as it is"
+        )
+    if proposal.truncated:
+        notes.append(
+            f"max_targets left out {proposal.truncated} more workload(s) with recommendations "
+            "(preview them with a narrower filter)"
+        )
+    said = "".join(f"; note: {n}" for n in notes)
+    return preview.model_copy(
+        update={
+            "coverage": coverage,
+            "truncated": proposal.truncated,
+            "next_step": preview.next_step + said,
+        }
+    )
 
 
 async def preview_changes(
@@ -73,14 +119,17 @@ async def preview_changes(
         if bool(edits) == (from_recommendations is not None):
             raise ServiceError("give either edits or from_recommendations (exactly one)")
         steps = progress(ctx)
+        proposal: _Proposal | None = None
         if from_recommendations is not None:
             with steps.part(0.0, 0.7):
-                change_set = await _from_recommendations(ctx, from_recommendations)
+                proposal = await _from_recommendations(ctx, from_recommendations)
+            change_set = proposal.change_set
         else:
             await steps.at(0.0, "reading the objects")
             change_set = await thread(service.change_set_from_edits, edits, "edit")
         await steps.at(0.75, f"checking {len(change_set.changes)} object(s): policy, dry run")
-        return await thread(lambda: service.preview(change_set, actor=actor, source="preview"))
+        preview = await thread(lambda: service.preview(change_set, actor=actor, source="preview"))
+        return preview if proposal is None else _with_gaps(preview, proposal)
 
     return await run(
         ctx,

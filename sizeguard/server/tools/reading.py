@@ -9,16 +9,17 @@ why. The large ones page (``cursor``/``limit``, :mod:`sizeguard.server.paging`).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
-from typing import Annotated, Any, get_args
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
 from fastmcp import Context
 from pydantic import BaseModel, ConfigDict, Field
 
 from sizeguard.cluster import ClusterState, WorkloadState
-from sizeguard.prometheus import ErrorKind, PrometheusClient, PrometheusError
-from sizeguard.recommend import ReplicaRecommendation, Scan, ScanResult, scan, settings_for
+from sizeguard.prometheus import PrometheusClient, PrometheusError
+from sizeguard.recommend import ReplicaRecommendation, ScanResult, scan, settings_for
+from sizeguard.recommend.results import coverage
 from sizeguard.report_formats import to_krr
 from sizeguard.server import report
 from sizeguard.server.auth import requester
@@ -37,12 +38,13 @@ from sizeguard.server.paging import DEFAULT_LIMIT, Cursor, Limit, Page, page, wo
 from sizeguard.server.service import Service, ServiceError
 from sizeguard.server.tools.common import check_namespaces, progress, run, runtime, thread
 from sizeguard.server.usage import usage
-from sizeguard.workloads import Workload, WorkloadReader
+from sizeguard.workloads import Workload, WorkloadReader, WorkloadReadError
 
 __all__ = [
     "ReportText",
     "ScalingReport",
     "ScanReport",
+    "Selection",
     "generate_report",
     "get_cluster_state",
     "get_execution_history",
@@ -58,7 +60,6 @@ __all__ = [
 ]
 
 _DEFAULT_FILTER = RecommendationFilter()
-_PROMETHEUS = frozenset(get_args(ErrorKind))  # a scan-wide error of these kinds: no answer at all
 _SEVERITY_RANK = {"UNKNOWN": -1, "GOOD": 0, "OK": 1, "WARNING": 2, "CRITICAL": 3}
 
 
@@ -103,6 +104,10 @@ class ScalingReport(BaseModel):
     )
     errors: list[dict[str, Any]]
     coverage: Coverage
+    total_workloads: int = Field(description="workloads the filter selects, on every page")
+    next_cursor: str | None = Field(
+        default=None, description="pass as cursor (same arguments) for the next page"
+    )
 
 
 class ReportText(BaseModel):
@@ -121,18 +126,41 @@ def _key(workload: Workload) -> tuple[str, ...]:
     return workload_key(workload.kind, workload.namespace, workload.name)
 
 
-def _target(kind: str, namespace: str, name: str) -> str:
-    return f"{kind}/{namespace}/{name}"
+@dataclass(frozen=True)
+class Selection:
+    """The workloads a call is about, in page order, and the labels of the namespaces it
+    named (None: the credentials may not read one), so that the floors need not read them
+    again."""
+
+    workloads: list[Workload]
+    namespace_labels: Mapping[str, Mapping[str, str] | None]
+
+
+def _where(namespaces: Sequence[str]) -> str:
+    if not namespaces:
+        return "the cluster"
+    noun = "namespace" if len(namespaces) == 1 else "namespaces"
+    return f"{noun} {', '.join(sorted(namespaces))}"
+
+
+def _refuse_unknown_names(found: Sequence[Workload], names: Sequence[str], where: str) -> None:
+    """Names that match no workload are an error naming them, not an empty result."""
+    unknown = sorted(set(names) - {w.name for w in found})
+    if unknown:
+        raise ServiceError(
+            f"no Deployment, StatefulSet or DaemonSet named {', '.join(unknown)} in {where}"
+        )
 
 
 async def select_workloads(
     service: Service, namespaces: Sequence[str], names: Sequence[str] = ()
-) -> list[Workload]:
+) -> Selection:
     """The workloads of ``namespaces`` (all: empty) named ``names`` (all: empty), in page
-    order. A namespace the API server does not know is an error naming it."""
+    order. A namespace the API server does not know, or a name no workload has, is an error
+    naming it."""
     if service.kubeconfig is None:
         raise ServiceError("no kubeconfig: start the server with --kubeconfig or KUBECONFIG")
-    await check_namespaces(service, namespaces)
+    labels = await check_namespaces(service, namespaces)
 
     def read() -> list[Workload]:
         assert service.kubeconfig is not None
@@ -141,55 +169,32 @@ async def select_workloads(
         return sorted((w for w in found if not names or w.name in names), key=_key)
 
     try:
-        return await thread(read)
-    except Exception as exc:  # httpx and parsing errors: say what, not a traceback
+        found = await thread(read)
+    except WorkloadReadError as exc:
         raise ServiceError(f"cannot read workloads: {exc}") from None
+    except (OSError, ValueError, KeyError) as exc:  # the kubeconfig: say which, not a traceback
+        raise ServiceError(f"cannot read workloads: {service.kubeconfig}: {exc}") from None
+    _refuse_unknown_names(found, names, _where(namespaces))
+    return Selection(found, labels)
 
 
-def _without_data(scans: Sequence[Scan], failed: dict[str, str], namespace: str) -> str | None:
-    """Why a workload's scans have no usage data, or None when they have it."""
-    if namespace in failed:
-        return f"Prometheus queries for namespace {namespace} failed: {failed[namespace]}"
-    if not scans:
-        return "it has no containers"
-    if all(not s.object.pods for s in scans):
-        return "no pods in the window (in the cluster or in kube-state-metrics)"
-    for s in scans:
-        if any(s.recommended.info.get(r) == "No data" for r in ("cpu", "memory")):
-            return f"Prometheus has no usage series of container {s.object.container}"
-    return None
+def scan_coverage(result: ScanResult, workloads: Sequence[Workload]) -> Coverage:
+    """Which of ``workloads`` a scan has usage data for, and why the others have none
+    (:func:`sizeguard.recommend.results.coverage`, as the MCP result shows it)."""
+    found = coverage(result, workloads)
+    return Coverage(
+        workloads=found.workloads,
+        with_data=found.with_data,
+        without=[MissingData(target=g.target, kind=g.reason, reason=g.detail) for g in found.gaps],
+    )
 
 
-def scan_coverage(result: ScanResult, workloads: Sequence[Workload] | None = None) -> Coverage:
-    """Which workloads of a scan have usage data, and why the others have none. Without
-    ``workloads``, those the scans are about."""
-    by_workload: dict[tuple[str, str, str], list[Scan]] = defaultdict(list)
-    for s in result.scans:
-        by_workload[(s.object.kind, s.object.namespace, s.object.name)].append(s)
-    keys = list(by_workload) if workloads is None else [w.key for w in workloads]
-    failed: dict[str, str] = {}
-    for error in result.errors:
-        if "namespace" in error:
-            failed.setdefault(str(error["namespace"]), str(error.get("message", "")))
-    without = [
-        MissingData(target=_target(*key), reason=reason)
-        for key in keys
-        if (reason := _without_data(by_workload.get(key, []), failed, key[1])) is not None
-    ]
-    return Coverage(workloads=len(keys), with_data=len(keys) - len(without), without=without)
-
-
-def _refuse_unanswered(result: ScanResult, coverage: Coverage) -> None:
+def _refuse_unanswered(result: ScanResult, workloads: Sequence[Workload]) -> None:
     """A scan Prometheus answered nothing of is an error naming the cause, not an empty
     result; a partial one is not (its coverage says what is missing)."""
-    whole = [e for e in result.errors if "namespace" not in e and e.get("kind") in _PROMETHEUS]
-    if whole:
-        raise ServiceError(f"no recommendations: {whole[0].get('message', 'Prometheus failed')}")
-    failed = [m for m in coverage.without if m.reason.startswith("Prometheus queries")]
-    if coverage.workloads and coverage.with_data == 0 and len(failed) == coverage.workloads:
-        raise ServiceError(
-            f"no recommendations: every Prometheus query failed ({failed[0].reason})"
-        )
+    found = coverage(result, workloads)
+    if found.answered_nothing:
+        raise ServiceError(f"no recommendations: {found.cause}")
 
 
 def _description(text: str) -> str:
@@ -211,16 +216,17 @@ async def run_scan(
     flt: RecommendationFilter,
     target_utilization: float | None,
     *,
-    workloads: Sequence[Workload] | None = None,
+    selection: Selection | None = None,
 ) -> ScanResult:
-    """Recommendations for ``workloads`` (default: those ``flt`` selects) from Prometheus,
-    with progress per batch of queries. Unknown namespaces, and a Prometheus that answered
-    nothing, are errors naming the cause."""
+    """Recommendations for the workloads of ``selection`` (default: those ``flt`` selects)
+    from Prometheus, with progress per batch of queries. Unknown namespaces, and a Prometheus
+    that answered nothing, are errors naming the cause."""
     service = runtime(ctx).service
     steps = progress(ctx)
-    if workloads is None:
+    if selection is None:
         await steps.at(0.0, "reading workloads")
-        workloads = await select_workloads(service, flt.namespaces, flt.names)
+        selection = await select_workloads(service, flt.namespaces, flt.names)
+    workloads, labels = selection.workloads, selection.namespace_labels
     await steps.at(0.1, f"asking Prometheus which pods {len(workloads)} workloads ran")
 
     async def batches(done: int, total: int) -> None:
@@ -235,10 +241,10 @@ async def run_scan(
             workloads,
             settings_for(flt.strategy),
             target_utilization=target_utilization,
-            floors=service.availability_floors,
+            floors=lambda chosen: service.availability_floors(chosen, labels),
             progress=batches,
         )
-    _refuse_unanswered(result, scan_coverage(result, workloads))
+    _refuse_unanswered(result, workloads)
     await steps.at(1.0, f"built recommendations for {len(workloads)} workloads")
     return result
 
@@ -320,7 +326,7 @@ async def get_metrics(
     async def work() -> Metrics:
         steps = progress(ctx)
         await steps.at(0.0, "reading workloads")
-        found = await select_workloads(service, namespaces, names)
+        found = (await select_workloads(service, namespaces, names)).workloads
         chosen = page(
             found, _key, tool="get_metrics", arguments=arguments, cursor=cursor, limit=limit
         )
@@ -353,7 +359,8 @@ async def scan_recommendations(
 
     async def work() -> ScanReport:
         await progress(ctx).at(0.0, "reading workloads")
-        found = await select_workloads(service, filter.namespaces, filter.names)
+        selected = await select_workloads(service, filter.namespaces, filter.names)
+        found = selected.workloads
         chosen = page(
             found,
             _key,
@@ -362,7 +369,9 @@ async def scan_recommendations(
             cursor=cursor,
             limit=limit,
         )
-        result = await run_scan(ctx, filter, None, workloads=chosen.items)
+        result = await run_scan(
+            ctx, filter, None, selection=replace(selected, workloads=chosen.items)
+        )
         document = to_krr(result, service.prices)
         return ScanReport(
             strategy=result.strategy,
@@ -404,30 +413,45 @@ async def recommend_scaling(
             "default) keeps krr's request at today's replicas",
         ),
     ] = 1.0,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> ScalingReport:
     """One plan per workload: replicas and per-pod CPU request computed together for the
     demand at the strategy's percentile, so that they never count it twice. Replicas are
     at least the availability floor from policy (e.g. 2 in production) and are not changed
     for demand; with an HPA, its min/max for the request the plan assumes. Each plan names
-    assumed_cpu_request and the utilization it gives."""
+    assumed_cpu_request and the utilization it gives. Pages of `limit` workloads in
+    (namespace, name, kind) order: pass `next_cursor` back as `cursor` for the next page."""
+    service = runtime(ctx).service
+    arguments = {"namespaces": namespaces, "names": names, "target_utilization": target_utilization}
 
     async def work() -> ScalingReport:
         flt = RecommendationFilter(namespaces=namespaces, names=names)
-        result = await run_scan(ctx, flt, target_utilization)
+        await progress(ctx).at(0.0, "reading workloads")
+        selected = await select_workloads(service, namespaces, names)
+        chosen = page(
+            selected.workloads,
+            _key,
+            tool="recommend_scaling",
+            arguments=arguments,
+            cursor=cursor,
+            limit=limit,
+        )
+        on_page = replace(selected, workloads=chosen.items)
+        result = await run_scan(ctx, flt, target_utilization, selection=on_page)
         refuse_without_floors(result)
         recs: list[ReplicaRecommendation] = result.replicas
         return ScalingReport(
             target_utilization=target_utilization,
             recommendations=[r.to_json() for r in recs],
             errors=result.errors,
-            coverage=scan_coverage(result),
+            coverage=scan_coverage(result, chosen.items),
+            total_workloads=len(selected.workloads),
+            next_cursor=chosen.next_cursor,
         )
 
     return await run(
-        ctx,
-        "recommend_scaling",
-        {"namespaces": namespaces, "names": names, "target_utilization": target_utilization},
-        work,
+        ctx, "recommend_scaling", {**arguments, "cursor": cursor, "limit": limit}, work
     )
 
 
