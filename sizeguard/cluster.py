@@ -53,7 +53,7 @@ from sizeguard.changes import (
     target_of,
 )
 from sizeguard.quantities import cpu_millicores, format_cpu, format_memory, memory_bytes
-from sizeguard.texts import no_namespaces
+from sizeguard.texts import bad_namespace_names, bad_object_name, no_namespaces, one_line
 from sizeguard.workloads import hpa_info
 
 __all__ = [
@@ -606,8 +606,9 @@ def _warnings(headers: Any) -> list[str]:
 
 
 def _redact(text: str) -> str:
-    text = _JWS_RE.sub("<redacted token>", text)
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+    """A message from the API server (or the client) as one line for people and logs: no
+    token (a JWS, ``Bearer ...``, ``token=...``), no newline, at most ``_MAX_MESSAGE``."""
+    return one_line(_JWS_RE.sub("<redacted token>", text), _MAX_MESSAGE)
 
 
 def _server_message(exc: k8s.ApiException) -> str:
@@ -881,6 +882,10 @@ class Cluster:
     def read_live(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         """The object as the API server has it now (a plain dict with apiVersion and kind)."""
         api_version, api, snake = self._api(kind)
+        _check_namespace_names([namespace])
+        problem = bad_object_name(name, f"a {kind}")
+        if problem is not None:
+            raise ClusterError("invalid", problem)
         what = f"{kind} {namespace}/{name}"
         method = getattr(api, f"read_namespaced_{snake}")
         obj = self._json(self._call("read", what, method, name, namespace), "read", what)
@@ -912,6 +917,8 @@ class Cluster:
         """Workloads and HPAs of ``namespaces`` (None: all), their namespaces' labels, and the
         capacity of the whole cluster (every node; requests of every non-terminated pod)."""
         selected = None if namespaces is None else sorted(set(namespaces))
+        if selected is not None:
+            _check_namespace_names(selected)
         workloads: dict[tuple[str, str, str], WorkloadState] = {}
         for kind in WORKLOAD_KINDS:
             for obj in self._list_kind(kind, selected):
@@ -939,9 +946,11 @@ class Cluster:
         namespace-scoped credentials work: None for a namespace they may not read (403; it is
         scanned as asked). Namespaces the API server does not have (404) raise
         :class:`UnknownNamespacesError` naming all of them."""
+        wanted = sorted(set(names))
+        _check_namespace_names(wanted)
         labels: dict[str, dict[str, str] | None] = {}
         unknown: list[str] = []
-        for name in sorted(set(names)):
+        for name in wanted:
             what = f"Namespace {name}"
             try:
                 response = self._call("read", what, self._core.read_namespace, name)
@@ -953,10 +962,26 @@ class Cluster:
                 else:
                     raise
                 continue
-            labels[name] = _labels(self._json(response, "read", what).get("metadata") or {})
+            labels[name] = self._namespace_labels(self._json(response, "read", what), what)
         if unknown:
             raise UnknownNamespacesError(unknown)
         return labels
+
+    def _namespace_labels(self, obj: Mapping[str, Any], what: str) -> dict[str, str]:
+        """A Namespace's labels; fail closed (the production rules read them): metadata or
+        labels that are not what the API promises are a ``server_error`` sentence."""
+        meta = obj.get("metadata") or {}
+        labels = (meta.get("labels") or {}) if isinstance(meta, Mapping) else None
+        if not isinstance(labels, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise ClusterError(
+                "server_error",
+                f"cannot read {what}: the API server at {self.server} sent metadata that is "
+                "not an object with labels of strings, so the production rules cannot "
+                "classify it",
+            )
+        return dict(labels)
 
     def _namespaces(self, selected: list[str] | None) -> dict[str, NamespaceInfo]:
         if selected is None:
@@ -972,9 +997,10 @@ class Cluster:
             ]
         result: dict[str, NamespaceInfo] = {}
         for obj in objects:
-            meta = obj.get("metadata") or {}
-            name = str(meta.get("name", ""))
-            result[name] = NamespaceInfo(name=name, labels=_labels(meta))
+            meta = obj.get("metadata")
+            name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+            what = f"Namespace {name}" if name else "a Namespace"
+            result[name] = NamespaceInfo(name=name, labels=self._namespace_labels(obj, what))
         return dict(sorted(result.items()))
 
     def capacity(self) -> Capacity:
@@ -1177,6 +1203,14 @@ class Cluster:
         obj = self._json(response, action, what)
         _log.info("cluster.delete", target=target.ref(), dry_run=dry_run, warnings=len(warnings))
         return PatchResult(object=obj, warnings=warnings, dry_run=dry_run)
+
+
+def _check_namespace_names(names: Iterable[str]) -> None:
+    """Refuse names that are not namespace names before they go into an API path (urllib3
+    resolves ``..`` and ``.``, so ``..`` would read ``/api/v1/``, ``""`` the list)."""
+    problem = bad_namespace_names(names)
+    if problem is not None:
+        raise ClusterError("invalid", problem)
 
 
 # --- reading objects into models ---------------------------------------------------------------

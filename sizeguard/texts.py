@@ -5,18 +5,29 @@
 - :func:`describe_http_error`: an httpx error of a request to the API server ("the API server
   answered 403 Forbidden to GET /apis/apps/v1/...", "cannot reach <host>: <reason>").
 - :func:`no_namespaces`: namespaces the cluster does not have, singular or plural.
+- :func:`bad_namespace_names` / :func:`bad_object_name`: names that cannot be a namespace's
+  (an RFC 1123 DNS label) or an object's (a DNS subdomain), checked before they go into an
+  API path, where ``..``, ``.``, ``""`` or ``a/b`` would address something else.
+- :func:`one_line`: a server's message on one line, credentials hidden.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import httpx
 from pydantic import ValidationError
 
-__all__ = ["describe_http_error", "describe_validation_error", "no_namespaces"]
+__all__ = [
+    "bad_namespace_names",
+    "bad_object_name",
+    "describe_http_error",
+    "describe_validation_error",
+    "no_namespaces",
+    "one_line",
+]
 
 _TYPE_TAG: Final = re.compile(r"^(constrained-)?(int|str|float|bool|dict|list)$|[\[\]]")
 _PATTERNS: Final = {
@@ -106,3 +117,67 @@ def no_namespaces(names: Sequence[str]) -> str:
     """``no namespace a`` / ``no namespaces a, b`` (the caller says where)."""
     listed = ", ".join(names)
     return f"no namespace {listed}" if len(names) == 1 else f"no namespaces {listed}"
+
+
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN: Final = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
+_NAMESPACE_RULE: Final = (
+    "a namespace name is a DNS label: at most 63 lowercase letters, digits and '-', beginning "
+    "and ending with a letter or digit"
+)
+
+
+def _shown(name: object) -> str:
+    """A name as it was given, quoted, escaped (newlines, controls) and shortened."""
+    text = repr(name) if isinstance(name, str) else repr(str(name))
+    return text if len(text) <= 72 else text[:70] + "…" + text[0]
+
+
+def bad_namespace_names(names: Iterable[object]) -> str | None:
+    """None when every one of ``names`` is a namespace name (an RFC 1123 DNS label, at most 63
+    characters), else the sentence naming those that are not."""
+    bad = [
+        n for n in names if not (isinstance(n, str) and len(n) <= 63 and _DNS_LABEL.fullmatch(n))
+    ]
+    if not bad:
+        return None
+    listed = ", ".join(_shown(n) for n in dict.fromkeys(map(str, bad)))
+    verb = "is not a namespace name" if len(set(map(str, bad))) == 1 else "are not namespace names"
+    return f"{listed} {verb} ({_NAMESPACE_RULE})"
+
+
+def bad_object_name(name: object, what: str = "an object") -> str | None:
+    """None when ``name`` can name a Kubernetes object (an RFC 1123 DNS subdomain, at most 253
+    characters), else the sentence saying it cannot."""
+    if isinstance(name, str) and len(name) <= 253 and _DNS_SUBDOMAIN.fullmatch(name):
+        return None
+    return (
+        f"{_shown(name)} is not a name of {what} (lowercase letters, digits, '-' and '.', "
+        "beginning and ending with a letter or digit, at most 253)"
+    )
+
+
+_CREDENTIAL: Final = re.compile(
+    r"(?i)\b(?P<scheme>bearer|basic)\s+[^\s,;\"'<>]+"
+    r"|\b(?P<key>authorization|access[_-]?token|id[_-]?token|token|api[_-]?key|password|secret)"
+    r"(?P<sep>\"?\s*[=:]\s*\"?)(?:(?:bearer|basic)\s+)?[^\s,;\"'<>]+"
+)
+_CONTROLS: Final = re.compile(
+    r"[ ]*[\x00-\x1f\x7f-\x9f\u2028\u2029][\x00-\x20\x7f-\x9f\u2028\u2029]*"
+)
+
+
+def _hide(match: re.Match[str]) -> str:
+    if match.group("scheme"):
+        return f"{match.group('scheme')} <redacted>"
+    return f"{match.group('key')}{match.group('sep')}<redacted>"
+
+
+def one_line(text: str, limit: int = 1500) -> str:
+    """A server's message as one line for people and logs: credentials that look like an
+    Authorization value (``Bearer <token>``, ``token=...``, ``password: ...``) hidden, newlines
+    and other control characters as one space, at most ``limit`` characters."""
+    text = _CONTROLS.sub(" ", _CREDENTIAL.sub(_hide, text)).strip()
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -18,12 +18,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import yaml
 
 from sizeguard.quantities import cpu_millicores, memory_bytes
-from sizeguard.texts import describe_http_error
+from sizeguard.texts import bad_namespace_names, describe_http_error
 
 __all__ = [
     "KINDS",
@@ -202,9 +203,15 @@ class WorkloadReader:
                 return
 
     def _paths(self, group: str, resource: str, namespaces: Iterable[str] | None) -> list[str]:
+        """The list paths of ``resource``: one per namespace (names checked and quoted: ``..``
+        would list the whole cluster), or the cluster-wide one."""
         if not namespaces:
             return [f"{group}/{resource}"]
-        return [f"{group}/namespaces/{ns}/{resource}" for ns in namespaces]
+        names = list(namespaces)
+        problem = bad_namespace_names(names)
+        if problem is not None:
+            raise WorkloadReadError(problem)
+        return [f"{group}/namespaces/{quote(ns, safe='')}/{resource}" for ns in names]
 
     def workloads(self, namespaces: Iterable[str] | None = None) -> list[Workload]:
         """All Deployments, StatefulSets and DaemonSets with their HPA and live pod names."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sizeguard.cluster import Cluster, ClusterError, UnknownNamespacesError
 from sizeguard.cost import PriceModel
@@ -24,7 +27,7 @@ from sizeguard.recommend import STRATEGIES, ScanResult, opa_floors, scan, settin
 from sizeguard.recommend.results import Coverage, coverage
 from sizeguard.recommend.strategies import StrategySettings
 from sizeguard.report_formats import FORMATS, KrrParseError, describe_error, from_krr, render
-from sizeguard.texts import no_namespaces
+from sizeguard.texts import bad_namespace_names, no_namespaces
 from sizeguard.workloads import Workload, WorkloadReader, WorkloadReadError
 
 __all__ = ["register", "run_scan"]
@@ -94,14 +97,16 @@ def register(subparsers: Any) -> None:
     _flag(parser, "allow_hpa", action="store_true", default=None)
     _flag(parser, "use_oomkill_data", action="store_true", default=None)
     _flag(parser, "oom_memory_buffer_percentage", type=float, metavar="PCT", help="25")
-    parser.add_argument("--cpu-min", "--cpu_min", dest="cpu_min", type=int, default=10, metavar="M")
+    parser.add_argument(
+        "--cpu-min", "--cpu_min", dest="cpu_min", type=_millicores, default=10, metavar="M"
+    )
     parser.add_argument(
         "--mem-min", "--mem_min", dest="mem_min", type=int, default=100, metavar="MI"
     )
     # Replicas and cost.
     parser.add_argument(
         "--target-utilization",
-        type=float,
+        type=_percent,
         default=None,
         metavar="PCT",
         help="make replica plans: CPU usage at the percentile as a share of the request "
@@ -126,12 +131,42 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_scan_command)
 
 
+def _percent(text: str) -> float:
+    """``--target-utilization``: 0 (no plans) or above 0 and at most 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or 0 < value <= 100):  # NaN fails both
+        raise argparse.ArgumentTypeError(
+            f"{text!r:.40} is not a target utilization: give a percentage above 0 and at most "
+            "100 (0: no replica plans)"
+        )
+    return value
+
+
+def _millicores(text: str) -> int:
+    """``--cpu-min``: whole millicores, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r:.40} is not a CPU minimum: give whole millicores, 0 or more (krr's is 10)"
+        )
+    return value
+
+
 def run_scan(args: argparse.Namespace) -> ScanResult:
     if args.from_krr is not None:
         return _read_krr(args.from_krr)
     url = args.prometheus_url or os.environ.get("PROMETHEUS_URL", "")
     if not url:
         raise CommandError("no Prometheus: pass --prometheus-url or set PROMETHEUS_URL")
+    problem = bad_namespace_names(args.namespace)
+    if problem is not None:
+        raise CommandError(f"{problem}; nothing was scanned")
     kubeconfig = _kubeconfig(args)
     settings = _settings(args)
     labels = _check_namespaces(kubeconfig, args.context, args.namespace)
@@ -226,8 +261,16 @@ def _read_workloads(kubeconfig: Path, context: str | None, namespaces: list[str]
         raise CommandError(f"cannot read workloads through {kubeconfig}: {exc}") from None
     except OSError as exc:
         raise CommandError(f"cannot read {kubeconfig}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise CommandError(_not_a_kubeconfig(kubeconfig, exc)) from None
     except (ValueError, KeyError, TypeError) as exc:  # a kubeconfig without what it needs
         raise CommandError(f"cannot use {kubeconfig}: {exc}") from None
+
+
+def _not_a_kubeconfig(kubeconfig: Path, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    return f"cannot use {kubeconfig}: it is not a kubeconfig (YAML error{where})"
 
 
 def _prometheus(args: argparse.Namespace, url: str) -> PrometheusClient:
@@ -260,6 +303,8 @@ def _check_namespaces(
         ) from None
     except ClusterError as exc:
         raise CommandError(str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise CommandError(_not_a_kubeconfig(kubeconfig, exc)) from None
 
 
 def _notes(result: ScanResult, args: argparse.Namespace, covered: Coverage) -> list[str]:

@@ -74,10 +74,27 @@ class Floor:
 
 @dataclass(frozen=True)
 class PlanSettings:
+    """How plans are made. The plans divide by ``target_utilization`` and by the requests,
+    so odd numbers are refused here (ValueError, a sentence) rather than deep in the math; a
+    ``cpu_min_value`` of 0 plans with 1m, the smallest request a container can have."""
+
     target_utilization: float = 1.0
     tolerance: float = 0.1
     cpu_min_value: int = 10  # millicores, krr's minimum per container
     hpa_headroom: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.target_utilization) and 0 < self.target_utilization <= 1):
+            raise ValueError(
+                f"the target utilization of a plan must be above 0 and at most 1 (100%), "
+                f"not {self.target_utilization}"
+            )
+        if not 0 <= self.tolerance < 1:
+            raise ValueError(f"the tolerance must be at least 0 and below 1, not {self.tolerance}")
+        if self.cpu_min_value < 0:
+            raise ValueError(f"krr's CPU minimum cannot be negative ({self.cpu_min_value}m)")
+        if not (math.isfinite(self.hpa_headroom) and self.hpa_headroom >= 0):
+            raise ValueError(f"the HPA headroom cannot be negative ({self.hpa_headroom})")
 
 
 @dataclass(frozen=True)
@@ -169,9 +186,15 @@ def _round_replicas(value: float) -> int:
     return max(1, math.ceil(value - _EPSILON))
 
 
+def _smallest(cpu_min_value: int) -> float:
+    """The smallest request a plan gives a container (cores): krr's minimum, at least 1m (a
+    plan divides by the requests)."""
+    return max(cpu_min_value, 1) / 1000
+
+
 def _krr_round(value: float, cpu_min_value: int) -> float:
-    """krr's CPU rounding: up to 1m, at least the minimum (millicores)."""
-    return max(math.ceil(value * 1000 - _EPSILON) / 1000, cpu_min_value / 1000)
+    """krr's CPU rounding: up to 1m, at least the minimum (millicores; a plan's at least 1m)."""
+    return max(math.ceil(value * 1000 - _EPSILON) / 1000, _smallest(cpu_min_value))
 
 
 def split(per_pod: float, demand: Demand, cpu_min_value: int) -> dict[str, float]:
@@ -258,16 +281,31 @@ def _capped(
 ) -> tuple[int, str]:
     """The replicas for a per-pod cap: the fewest whose (krr-rounded) request is at most the
     cap and today's request, so that replicas are added only while the request does not rise.
-    When today's request is below the smallest one krr gives, no replicas are added."""
+    When today's request is below the smallest one krr gives a pod, no replicas are added;
+    when only the cap is, replicas are added until the pods are at krr's minimum."""
     t = settings.target_utilization
-    ceiling = min(cap, today) if today else cap
-    floor_m = max(settings.cpu_min_value, 1) / 1000  # the smallest request of a container
-    if ceiling < len(demand.cpu) * floor_m - _EPSILON:
+    floor_m = _smallest(settings.cpu_min_value)  # the smallest request of a container
+    containers = len(demand.cpu)
+    smallest = containers * floor_m  # of a pod
+    minimum = (
+        f"krr's minimum of {containers} container(s) x {floor_m * 1000:.0f}m = "
+        f"{smallest * 1000:.0f}m a pod"
+    )
+    needs = f"a pod would need more than the {_millicores(cap)} cap (config.availability."
+    needs += "max_pod_cpu)"
+    if today is not None and today < smallest - _EPSILON:
+        both = cap < smallest - _EPSILON
+        below = "the cap and today's request are" if both else "today's request is"
         return replicas, (
-            f"a pod would need more than the {cap * 1000:.0f}m cap "
-            "(config.availability.max_pod_cpu), but today's request is below krr's minimum: "
-            "the request rises to hold the demand and no replicas are added"
+            f"{needs}, but {below} below {minimum}: the request rises to hold the demand "
+            "and no replicas are added"
         )
+    if cap < smallest - _EPSILON:
+        ceiling = smallest  # at most today's (checked above)
+        why = f"{needs}, which is below {minimum}: replicas added until each pod is at that minimum"
+    else:
+        ceiling = min(cap, today) if today is not None else cap
+        why = f"{needs}: replicas added at a per-pod request no larger than {_millicores(ceiling)}"
 
     def fits(count: int) -> bool:
         per_pod = split(total / (count * t), demand, settings.cpu_min_value)
@@ -280,11 +318,12 @@ def _capped(
     while low < high:
         middle = (low + high) // 2
         low, high = (low, middle) if fits(middle) else (middle + 1, high)
-    return low, (
-        f"a pod would need more than the {cap * 1000:.0f}m cap "
-        "(config.availability.max_pod_cpu): replicas added at a per-pod request no "
-        f"larger than {ceiling * 1000:.0f}m"
-    )
+    return low, why
+
+
+def _millicores(cores: float) -> str:
+    """``50m``, ``0.5m`` (a cap below 1m is shown as it is, not as 0m or 1m)."""
+    return f"{cores * 1000:.0f}m" if cores >= 0.001 else f"{cores * 1000:.3g}m"
 
 
 @dataclass(frozen=True)
@@ -306,7 +345,8 @@ def _plan_hpa(
     fewer pods."""
     hpa = workload.hpa
     assert hpa is not None
-    on_cpu = hpa.scales_on_cpu and hpa.target_cpu_utilization_percentage is not None
+    # A target of 0 (which the API server refuses) would divide by zero: as if not on CPU.
+    on_cpu = hpa.scales_on_cpu and (hpa.target_cpu_utilization_percentage or 0) > 0
     t = (
         (hpa.target_cpu_utilization_percentage or 0) / 100
         if on_cpu
@@ -472,9 +512,10 @@ def _outside(
     where = (
         f"utilization at the percentile {utilization:.0%} is outside {band[0]:.0%}-{band[1]:.0%}"
     )
-    if requests is not None and any(v <= settings.cpu_min_value / 1000 for v in requests.values()):
+    smallest = _smallest(settings.cpu_min_value)
+    if requests is not None and any(v <= smallest + _EPSILON for v in requests.values()):
         return (
-            f"{where}: krr's {settings.cpu_min_value}m minimum per container holds the "
+            f"{where}: krr's {smallest * 1000:.0f}m minimum per container holds the "
             "request above the demand"
         )
     if hpa:

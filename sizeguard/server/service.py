@@ -1106,8 +1106,19 @@ def _number(value: object) -> float | Literal["?"] | None:
 def _with_plan(
     container: str, recommended: dict[str, Any], plan: ReplicaRecommendation | None
 ) -> dict[str, Any]:
-    """krr's recommendation for a container with its plan's CPU request and limit."""
-    if plan is None or plan.cpu_requests is None or container not in plan.cpu_requests:
+    """krr's recommendation for a container with its plan's CPU request and limit. A plan
+    that keeps today's request (``cpu_requests`` None, e.g. an HPA whose plan refuses to cut
+    it) keeps today's CPU request and limit too ("?": unchanged), whatever krr's number."""
+    if plan is None:
+        return recommended
+    if plan.cpu_requests is None:
+        keep = {"value": "?"}
+        return {
+            **recommended,
+            "requests": {**(recommended.get("requests") or {}), "cpu": keep},
+            "limits": {**(recommended.get("limits") or {}), "cpu": keep},
+        }
+    if container not in plan.cpu_requests:
         return recommended
     requests = {**(recommended.get("requests") or {}), "cpu": plan.cpu_requests[container]}
     limits = dict(recommended.get("limits") or {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import math
 from typing import Any
 
@@ -164,6 +165,43 @@ def test_the_cap_adds_no_replicas_when_todays_request_is_below_krrs_minimum() ->
     assert plan.cpu_requests == {"c0": 0.5} and "no replicas are added" in plan.reason
 
 
+def test_a_cap_below_krrs_minimum_for_the_containers_says_so_and_stops_at_the_minimum() -> None:
+    """Six containers at krr's 10m are 60m a pod: a 50m cap cannot be met. The plan adds pods
+    until each is at 60m (never more than today's 600m) and says why, not that today's
+    request is below the minimum."""
+    cap = Floor(1, "r", max_pod_cpu=0.05)
+    plan = plan_workload(workload(2, (0.1,) * 6), demand(*(0.2,) * 6), cap)
+    assert plan is not None and plan.recommended_replicas == 40  # 2.4 cores at 60m a pod
+    assert plan.assumed_cpu_request == pytest.approx(0.06)
+    assert "50m cap" in plan.reason and "below krr's minimum of 6 container(s) x 10m" in plan.reason
+    assert "today's request is below" not in plan.reason
+    # A cap below a single container's minimum: pods at 10m.
+    plan = plan_workload(workload(2, (0.5,)), demand(2.0), Floor(1, "r", max_pod_cpu=0.005))
+    assert plan is not None and plan.cpu_requests == {"c0": 0.01}
+    assert plan.recommended_replicas == 400 and "5m cap" in plan.reason
+    # Both the cap and today's request below the minimum: the request rises, no pods added.
+    plan = plan_workload(workload(2, (0.005,)), demand(0.5), Floor(1, "r", max_pod_cpu=0.005))
+    assert plan is not None and plan.recommended_replicas == 2
+    assert "the cap and today's request are below krr's minimum" in plan.reason
+
+
+def test_odd_plan_settings_are_refused_and_a_zero_minimum_divides_by_nothing() -> None:
+    for bad in ({"target_utilization": math.nan}, {"target_utilization": -0.5},
+                {"target_utilization": 0.0}, {"target_utilization": 1.5},
+                {"cpu_min_value": -1}, {"tolerance": 1.0}, {"hpa_headroom": -1.0}):  # fmt: skip
+        with pytest.raises(ValueError, match=r"must be|cannot be"):
+            PlanSettings(**bad)  # type: ignore[arg-type]
+    # --cpu-min 0 with an idle container under an HPA on CPU: a plan at 1m, no crash.
+    zero = PlanSettings(cpu_min_value=0)
+    for today in (None, 0.1):
+        plan = plan_workload(workload(1, (today,), hpa(1, 10, 1)), demand(0.0), ONE, zero)
+        assert plan is not None and plan.cpu_requests == {"c0": 0.001}
+    # An HPA "on CPU" with a 0% target (the API server refuses it) is planned as not on CPU.
+    autoscaler = dataclasses.replace(hpa(1, 10, 1), target_cpu_utilization_percentage=0)
+    plan = plan_workload(workload(1, (0.1,), autoscaler), demand(0.05), ONE)
+    assert plan is not None and plan.target_utilization == 1.0
+
+
 def test_the_cap_finds_the_fewest_pods_that_fit_however_many() -> None:
     """Close to krr's minimum the rounding needs many more pods than the plain division."""
     plan = plan_workload(workload(50, (0.0101,)), demand(8.0), Floor(1, "one", max_pod_cpu=1.0))
@@ -272,16 +310,18 @@ def _hpa_holds(plan: Any) -> bool:
     return fewer < total - 1e-9 or plan.planned_replicas == plan.hpa_min_replicas[1]
 
 
-def _hpas(replicas: int) -> st.SearchStrategy[HpaInfo | None]:
-    return st.one_of(
-        st.none(),
-        st.builds(
-            hpa,
-            min_replicas=st.integers(1, replicas),
-            max_replicas=st.integers(replicas, replicas + 20),
-            current=st.just(replicas),
-            cpu=st.booleans(),
-        ),
+@st.composite
+def _hpas(draw: st.DrawFn, replicas: int) -> HpaInfo | None:
+    """No HPA, or one running ``replicas`` pods: within its bounds, or fewer than its
+    minReplicas (its status lags a raised minimum)."""
+    if draw(st.booleans()):
+        return None
+    least = draw(st.integers(1, replicas + 4))
+    return hpa(
+        min_replicas=least,
+        max_replicas=draw(st.integers(max(least, replicas), max(least, replicas) + 20)),
+        current=replicas,
+        cpu=draw(st.booleans()),
     )
 
 
@@ -289,7 +329,8 @@ def _hpas(replicas: int) -> st.SearchStrategy[HpaInfo | None]:
     data=st.data(),
     replicas=st.integers(1, 50),
     floor=st.integers(1, 5),
-    cap=st.one_of(st.none(), st.floats(0.005, 4)),
+    # Caps from far below krr's minimum for the containers (3 x 10m) to far above a pod.
+    cap=st.one_of(st.none(), st.floats(0.0005, 0.04), st.floats(0.005, 4)),
     today=st.lists(st.floats(0.001, 8), min_size=1, max_size=3),
     usage=st.lists(st.floats(0.0005, 8), min_size=3, max_size=3),
     target=st.sampled_from([0.5, 0.7, 1.0]),
@@ -334,9 +375,20 @@ def test_no_plan_moves_requests_and_replicas_the_same_way(
     # binds or, with today's request under an HPA, its whole pods and bounds hold the count.
     total = sum(usage[: len(today)]) * replicas
     carried = plan.utilization * plan.assumed_cpu_request * plan.planned_replicas
-    assert math.isclose(carried, total, rel_tol=1e-5)  # assumed_cpu_request: 6 decimals
+    rounding = plan.utilization * plan.planned_replicas * 5e-7  # assumed_cpu_request: 6 decimals
+    assert math.isclose(carried, total, rel_tol=1e-9, abs_tol=rounding + 1e-12)
     assert plan.within_band == (plan.band[0] - 1e-9 <= plan.utilization <= plan.band[1] + 1e-9)
     assert plan.within_band or _min_binds(plan) or _hpa_holds(plan), plan.reason
+    if autoscaler is None and cap is not None and "max_pod_cpu" in plan.reason:
+        # The cap binds. Unless today's request is below krr's minimum for the pod, pods are
+        # added at a request no larger than today's and the cap (or, when the cap is below
+        # that minimum, at the minimum); the reason names what is below the minimum.
+        smallest = len(today) * _MIN
+        today_below, cap_below = sum(today) < smallest - 1e-9, cap < smallest - 1e-9
+        if not today_below:
+            assert plan.assumed_cpu_request <= min(sum(today), max(cap, smallest)) + 1e-9
+        assert ("below krr's minimum" in plan.reason) == (today_below or cap_below)
+        assert ("today's request" in plan.reason) == today_below
 
 
 # --- the floors, from OPA's answer -----------------------------------------------------------
@@ -463,6 +515,25 @@ def test_the_change_takes_the_plans_request_and_replicas_with_krrs_memory() -> N
     assert after.containers["c0"].cpu_limit is None
     # Without a plan, krr's numbers as they are.
     assert _planned(_state(1, 500), {"c0": krr}, None).containers["c0"].cpu_request == 300
+
+
+def test_a_plan_keeping_todays_request_keeps_it_in_the_change_whatever_krr_says() -> None:
+    """An HPA on CPU with krr's number far below today's (allow_hpa): the plan keeps today's
+    100m and runs the pods; the change must not write krr's 10m (and its limit) beside it."""
+    plan = plan_workload(workload(5, (0.1,), hpa(2, 10, 5)), demand(0.001), TWO)
+    assert plan is not None and plan.cpu_requests is None and plan.assumed_cpu_request == 0.1
+    krr = {
+        "requests": {"cpu": {"value": 0.01}, "memory": {"value": 200 * 2**20}},
+        "limits": {"cpu": {"value": 0.02}, "memory": {"value": 200 * 2**20}},
+    }
+    before = _state(5, 100)
+    before = before.model_copy(
+        update={"containers": {"c0": before.containers["c0"].model_copy(update={"cpu_limit": 400})}}
+    )
+    after = _planned(before, {"c0": krr}, plan)
+    assert after.containers["c0"].cpu_request == 100  # today's, as the plan says
+    assert after.containers["c0"].cpu_limit == 400  # today's, not krr's 20m
+    assert after.containers["c0"].memory_request == 200 * 2**20  # krr's memory still
 
 
 def test_the_hpa_change_takes_the_plans_bounds() -> None:

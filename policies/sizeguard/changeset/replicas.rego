@@ -93,25 +93,25 @@ retarget_violations(change, cctx) := {{"code": "hpa_retarget", "target": cctx.ke
 
 # METADATA
 # description: |
-#   A change that lowers replicas or an HPA's minReplicas (or sets them, on a new HPA) below
-#   the workload's availability floor: data.sizeguard.plan's class (fixed, production or
-#   default; for an HPA, of the kind it scales) and its config.availability.min_replicas, the
-#   floor the replica plans keep, with the plans' reason. Going to 0 is the zero rule's
-#   (replicas_zero_in_production) and elsewhere a deliberate stop, not a smaller count; a
-#   count that is already below the floor and does not fall, and a rollback (restores: it
-#   puts back what was there), are not refused. Only the change set asks this rule (a
-#   violation of the decision, not of change_violations): admission is unchanged.
+#   A change that lowers replicas or an HPA's minReplicas or maxReplicas (or sets them, on a
+#   new HPA) below the availability floor of the workload it scales (floor_class; a maxReplicas
+#   below the floor holds the workload under it whatever its min), with the plans' reason.
+#   Going to 0 is the zero rule's (replicas_zero_in_production) and elsewhere a deliberate
+#   stop, not a smaller count; a count that is already below the floor and does not fall,
+#   and a rollback (restores: it puts back what was there), are not refused. Only the change
+#   set asks this rule (a violation of the decision, not of change_violations): admission is
+#   unchanged.
 violations contains finding("replicas_below_availability_floor", cctx.key, message) if {
 	some i, cctx in contexts
 	change := changes[i]
-	some field in ["replicas", "min_replicas"]
+	some field in ["replicas", "min_replicas", "max_replicas"]
 	value := change.after[field]
 	is_number(value)
 	value > 0
 	lowers(object.get(lib.object_or_empty(change.before), field, null), value)
 	not restores(change)
-	workload := {"kind": scaled_kind(change), "namespace": cctx.namespace, "name": change.target.name}
-	class := plan.class_of(workload.kind, cctx.critical, cctx.production)
+	workload := floor_workload(change, cctx)
+	class := floor_class(plan.class_of(workload.kind, workload.critical, cctx.production), cctx)
 	minimum := plan.min_replicas_of(class)
 	value < minimum
 	message := sprintf(
@@ -128,9 +128,34 @@ lowers(before, _) if not is_number(before)
 lowers(before, after) if before > after
 
 # METADATA
-# description: The kind of a change's workload, the kind an HPA scales or else the target's.
-scaled_kind(change) := parts[count(parts) - 2] if {
+# description: |
+#   The workload whose availability a change's counts hold ({kind, namespace, name,
+#   critical}): for an HPA, the workload it scales (scale_target "apiVersion/kind/name", in
+#   the HPA's namespace), critical by its name or by its labels in input.context.labels, not
+#   by the HPA's; else, and for a scale_target without a kind, the change's target.
+floor_workload(change, cctx) := {"kind": kind, "namespace": cctx.namespace, "name": name, "critical": critical} if {
 	change.target.kind == lib.hpa_kind
 	parts := split(change.after.scale_target, "/")
 	count(parts) >= 3
-} else := change.target.kind
+	kind := parts[count(parts) - 2]
+	name := parts[count(parts) - 1]
+	key := lib.target_key({"kind": kind, "namespace": cctx.namespace, "name": name})
+	critical := lib.is_critical(name, object.get(context, ["labels", key], {}))
+} else := {
+	"kind": change.target.kind,
+	"namespace": cctx.namespace,
+	"name": change.target.name,
+	"critical": cctx.critical,
+}
+
+# METADATA
+# description: |
+#   The class whose floor (config.availability.min_replicas) a change set holds a workload of
+#   a class to, in the namespace of a change context (cctx): production's in a production
+#   namespace unless the workload's own class asks for more. The plans keep a fixed
+#   (StatefulSet or critical) workload's count, which is about not adding replicas; a
+#   person's edit must still not lower a production workload below the production floor.
+floor_class(class, cctx) := "production" if {
+	cctx.production
+	plan.min_replicas_of("production") >= plan.min_replicas_of(class)
+} else := class
