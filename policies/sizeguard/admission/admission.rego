@@ -325,7 +325,7 @@ resize_decision := {"allowed": true, "reasons": [reason], "warnings": []} if {
 # METADATA
 # description: The facts the change set rules need about the target.
 change_context := changeset.change_context(
-	target,
+	change,
 	object.get(input, ["context", "labels"], {}),
 	namespace_labels,
 )

@@ -95,3 +95,32 @@ test_the_decision_says_its_requires_come_from_approval_rego if {
 		with lib.config as lib_test.fixture
 	d.approval_levels == 1
 }
+
+# An HPA is judged by the workload it scales too: a plain name on a critical workload's HPA
+# does not make its change ask for less.
+autoscale(before, after) := changes_input([change("HorizontalPodAutoscaler", "shop-prod", "autoscale", before, after)])
+
+scaling_state(target) := {"min_replicas": 2, "max_replicas": 10, "scale_target": target}
+
+test_an_hpa_of_a_critical_workload_needs_two_approvers if {
+	before := scaling_state("apps/v1/Deployment/redis")
+	d := changeset.decision with input as autoscale(before, object.union(before, {"max_replicas": 12}))
+		with lib.config as lib_test.fixture
+	d.requires == two_passkeys
+}
+
+test_an_hpa_is_critical_by_its_targets_labels if {
+	inp := object.union(
+		autoscale(scaling_state("apps/v1/Deployment/web"), null),
+		{"context": {"labels": {"Deployment/shop-prod/web": {"sizeguard.io/critical": "true"}}}},
+	)
+	d := changeset.decision with input as inp with lib.config as lib_test.fixture
+	d.requires == two_passkeys
+}
+
+test_an_hpa_of_a_plain_workload_keeps_the_production_requirement if {
+	before := scaling_state("apps/v1/Deployment/web")
+	d := changeset.decision with input as autoscale(before, object.union(before, {"max_replicas": 12}))
+		with lib.config as lib_test.fixture
+	d.requires == one_passkey
+}

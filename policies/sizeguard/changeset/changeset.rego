@@ -73,14 +73,36 @@ well_formed(change) if {
 #   The facts the per-change rules need about a change's target: its key and short name,
 #   whether it is production or critical, and the namespace's thresholds, bounds and freeze
 #   (see namespace_context).
-change_context(target, workload_labels, namespace_labels) := object.union(
-	namespace_context(target.namespace, namespace_labels),
+change_context(change, workload_labels, namespace_labels) := object.union(
+	namespace_context(change.target.namespace, namespace_labels),
 	{
-		"key": lib.target_key(target),
-		"short": lib.target_short(target),
-		"critical": lib.is_critical(target.name, workload_labels),
+		"key": lib.target_key(change.target),
+		"short": lib.target_short(change.target),
+		"critical": critical_change(change, workload_labels),
 	},
 )
+
+# METADATA
+# scope: document
+# description: |
+#   Whether a change touches a critical workload: its target is critical by its name or
+#   labels, or, for an HPA, the workload it scales before or after the change is (by that
+#   workload's name or its labels in input.context.labels) — an HPA's own name or labels
+#   cannot make a critical workload's scaling ask for less.
+default critical_change(_, _) := false
+
+critical_change(change, workload_labels) if lib.is_critical(change.target.name, workload_labels)
+
+critical_change(change, _) if {
+	change.target.kind == lib.hpa_kind
+	some state in [change.before, change.after]
+	is_string(state.scale_target)
+	parts := split(state.scale_target, "/")
+	count(parts) >= 3
+	name := parts[count(parts) - 1]
+	key := lib.target_key({"kind": parts[count(parts) - 2], "namespace": change.target.namespace, "name": name})
+	lib.is_critical(name, object.get(context, ["labels", key], {}))
+}
 
 # METADATA
 # description: |
@@ -99,7 +121,7 @@ namespace_context(namespace, namespace_labels) := {
 
 # METADATA
 # description: The change context of each well-formed change, by its index in the input.
-contexts[i] := change_context(change.target, workload_labels, namespace_labels) if {
+contexts[i] := change_context(change, workload_labels, namespace_labels) if {
 	some i, change in changes
 	well_formed(change)
 	workload_labels := object.get(context, ["labels", lib.target_key(change.target)], {})
