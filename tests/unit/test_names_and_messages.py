@@ -3,13 +3,9 @@ they reach people and logs (review 18b: N3, L-d, L-e, L-f)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +14,7 @@ from sizeguard.cluster import Cluster, ClusterError
 from sizeguard.texts import bad_namespace_names, bad_object_name, one_line
 from sizeguard.workloads import WorkloadReader, WorkloadReadError
 
+from .api_stub import json_server
 from .test_truthful_units import kubeconfig_for
 
 NOT_NAMES = ["..", ".", "", "a/b", "kube-system/secrets", "Shop", "a" * 64, "a\nb", "-a"]
@@ -27,28 +24,8 @@ NOT_NAMES = ["..", ".", "", "a/b", "kube-system/secrets", "Shop", "a" * 64, "a\n
 def recording_server(answer: tuple[int, object]) -> Iterator[tuple[str, list[str]]]:
     """An API server answering ``answer`` (status, JSON document) to every GET and
     recording the paths it was asked for."""
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            body = json.dumps(answer[1]).encode()
-            self.send_response(answer[0])
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(lambda _path: answer) as served:
+        yield served
 
 
 EMPTY_LIST = (200, {"kind": "List", "items": [], "metadata": {}})

@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from sizeguard.server.service import Service, ServiceError
 from sizeguard.server.tools.common import Progress
 from sizeguard.workloads import Workload, WorkloadReader, WorkloadReadError
 
+from .api_stub import json_server
 from .test_prometheus_fake_server import fake_prometheus
 from .test_recommend_bad_data import _workloads, responder
 
@@ -281,36 +280,20 @@ NAMESPACE_ANSWERS: dict[str, tuple[int, dict[str, Any]]] = {
 }
 
 
+def _namespaces_or(status: int, path: str) -> tuple[int, object]:
+    path = path.split("?")[0]
+    if path in NAMESPACE_ANSWERS:
+        return NAMESPACE_ANSWERS[path]
+    return (404 if path.startswith("/api/v1/namespaces/") else status), {"kind": "Status"}
+
+
 @contextmanager
 def api_server(status: int) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 answering ``status`` (with a Kubernetes Status body) to
     every GET, except the namespaces of :data:`NAMESPACE_ANSWERS` (404 for other
     namespaces)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            code, document = NAMESPACE_ANSWERS.get(path, (status, {"kind": "Status"}))
-            if path.startswith("/api/v1/namespaces/") and path not in NAMESPACE_ANSWERS:
-                code = 404
-            body = json.dumps(document).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(lambda path: _namespaces_or(status, path)) as (url, _seen):
+        yield url
 
 
 def kubeconfig_for(server: str, tmp_path: Path) -> Path:
