@@ -96,13 +96,29 @@ critical_change(change, workload_labels) if lib.is_critical(change.target.name, 
 critical_change(change, _) if {
 	change.target.kind == lib.hpa_kind
 	some state in [change.before, change.after]
+	critical_workload(scaled_workload(state, change.target.namespace))
+}
+
+# METADATA
+# description: |
+#   The workload an HPA's state scales ({kind, namespace, name}): its scale_target
+#   "apiVersion/kind/name", in the HPA's namespace; undefined without one.
+scaled_workload(state, namespace) := {"kind": kind, "namespace": namespace, "name": name} if {
 	is_string(state.scale_target)
 	parts := split(state.scale_target, "/")
 	count(parts) >= 3
+	kind := parts[count(parts) - 2]
 	name := parts[count(parts) - 1]
-	key := lib.target_key({"kind": parts[count(parts) - 2], "namespace": change.target.namespace, "name": name})
-	lib.is_critical(name, object.get(context, ["labels", key], {}))
 }
+
+# METADATA
+# description: |
+#   Whether a workload ({kind, namespace, name}) is critical by its name or by its labels in
+#   input.context.labels.
+critical_workload(workload) := lib.is_critical(
+	workload.name,
+	object.get(context, ["labels", lib.target_key(workload)], {}),
+)
 
 # METADATA
 # description: |

@@ -133,14 +133,9 @@ lowers(before, after) if before > after
 #   critical}): for an HPA, the workload it scales (scale_target "apiVersion/kind/name", in
 #   the HPA's namespace), critical by its name or by its labels in input.context.labels, not
 #   by the HPA's; else, and for a scale_target without a kind, the change's target.
-floor_workload(change, cctx) := {"kind": kind, "namespace": cctx.namespace, "name": name, "critical": critical} if {
+floor_workload(change, cctx) := object.union(workload, {"critical": critical_workload(workload)}) if {
 	change.target.kind == lib.hpa_kind
-	parts := split(change.after.scale_target, "/")
-	count(parts) >= 3
-	kind := parts[count(parts) - 2]
-	name := parts[count(parts) - 1]
-	key := lib.target_key({"kind": kind, "namespace": cctx.namespace, "name": name})
-	critical := lib.is_critical(name, object.get(context, ["labels", key], {}))
+	workload := scaled_workload(change.after, cctx.namespace)
 } else := {
 	"kind": change.target.kind,
 	"namespace": cctx.namespace,
