@@ -11,29 +11,24 @@ from typing import Any
 
 import pytest
 
-from sizeguard.approvals import generate_signing_key
 from sizeguard.approvers import Approvers
-from sizeguard.ledger import Ledger
-from sizeguard.policy import PolicyClient
 from sizeguard.server import decisions
 from sizeguard.server.decisions import DecisionError, approval_status, record_page_decision
 from sizeguard.server.models import Preview
 
 from .passkeys import enroll
-from .test_page_decisions import CRITICAL_PRODUCTION, PRODUCTION, PreviewService, requested
+from .test_page_decisions import (
+    CRITICAL_PRODUCTION,
+    PRODUCTION,
+    PreviewService,
+    preview_service,
+    requested,
+)
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[PreviewService]:
-    with Ledger(tmp_path / "ledger.db") as ledger:
-        service = PreviewService(
-            cluster=None,  # type: ignore[arg-type]
-            policy=PolicyClient("http://127.0.0.1:9"),
-            ledger=ledger,
-            key=generate_signing_key(),
-        )
-        service.requires = PRODUCTION
-        service.violations = []
+    with preview_service(tmp_path) as service:
         yield service
 
 

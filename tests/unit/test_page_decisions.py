@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,11 @@ def preview_of(cs_id: str, requires: list[str], violations: list[Finding] | None
     )
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[PreviewService]:
-    with Ledger(tmp_path / "ledger.db") as ledger:
+@contextmanager
+def preview_service(directory: Path) -> Iterator[PreviewService]:
+    """A service over a fresh ledger in ``directory`` whose previews require PRODUCTION's
+    levels (no cluster, an OPA nobody listens on)."""
+    with Ledger(directory / "ledger.db") as ledger:
         service = PreviewService(
             cluster=None,  # type: ignore[arg-type]
             policy=PolicyClient("http://127.0.0.1:9"),
@@ -78,6 +81,12 @@ def service(tmp_path: Path) -> Iterator[PreviewService]:
         )
         service.requires = PRODUCTION
         service.violations = []
+        yield service
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[PreviewService]:
+    with preview_service(tmp_path) as service:
         yield service
 
 
