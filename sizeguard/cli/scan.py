@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from sizeguard.cli.kubeconfig import kubeconfig_path
 from sizeguard.cluster import Cluster, ClusterError, UnknownNamespacesError
 from sizeguard.cost import PriceModel
 from sizeguard.errors import CommandError
@@ -221,15 +222,11 @@ def _read_krr(path: Path) -> ScanResult:
 
 
 def _kubeconfig(args: argparse.Namespace) -> Path:
-    """``--kubeconfig``, else the first file of ``KUBECONFIG``, else ``~/.kube/config``."""
-    if args.kubeconfig is not None:
-        return Path(args.kubeconfig)
-    if os.environ.get("KUBECONFIG"):
-        return Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-    default = Path.home() / ".kube" / "config"
-    if not default.exists():
+    """The kubeconfig to scan through (:func:`kubeconfig_path`), or a :class:`CommandError`."""
+    path = kubeconfig_path(args.kubeconfig)
+    if path is None:
         raise CommandError("no cluster: pass --kubeconfig or set KUBECONFIG")
-    return default
+    return path
 
 
 _SETTINGS = (

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sizeguard.approvals import KeyStoreError, SigningKey, load_signing_key
+from sizeguard.cli.kubeconfig import kubeconfig_path
 from sizeguard.cluster import Cluster, ClusterError
 from sizeguard.errors import CommandError
 from sizeguard.ledger import Ledger, LedgerError, default_ledger_path
@@ -198,18 +199,8 @@ def register(subparsers: Any) -> None:
     approve.set_defaults(func=_approve)
 
 
-def _kubeconfig(flag: Path | None) -> Path | None:
-    if flag is not None:
-        return flag
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return Path(env.split(os.pathsep)[0])
-    default = Path.home() / ".kube" / "config"
-    return default if default.exists() else None
-
-
 def build_service(args: argparse.Namespace, *, read_only: bool, need_key: bool) -> Service:
-    kubeconfig = _kubeconfig(args.kubeconfig)
+    kubeconfig = kubeconfig_path(args.kubeconfig)
     key: SigningKey | None = None
     if need_key:
         key_dir = args.key_dir or (

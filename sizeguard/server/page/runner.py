@@ -34,7 +34,6 @@ __all__ = [
     "PageServer",
     "PageStartError",
     "PortTakenError",
-    "listen",
     "listen_page",
     "page_addresses",
     "start_page_server",
@@ -68,10 +67,9 @@ class PortTakenError(PageStartError):
 class PageServer:
     server: uvicorn.Server
     thread: threading.Thread
-    host: str
     port: int
     addresses: tuple[str, ...] = ()
-    """Every address the page listens on (``host`` is the first)."""
+    """Every address the page listens on."""
 
     def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
@@ -128,17 +126,6 @@ def _refusal(host: str, port: int, exc: OSError) -> PageStartError:
     )
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (0: a free port), or :class:`PageStartError`."""
-    try:
-        sock = _bind(_normal(host), port)
-    except OSError as exc:
-        raise _refusal(_normal(host), port, exc) from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
 class _RetryError(Exception):
     """Port 0: the port picked on the first address is taken on another one."""
 
@@ -192,11 +179,9 @@ def listen_page(host: str, port: int, *, localhost: bool) -> list[socket.socket]
 
 
 def start_page_server(
-    app: ASGIApp, sock: socket.socket | Sequence[socket.socket], *, timeout: float = 10.0
+    app: ASGIApp, socks: Sequence[socket.socket], *, timeout: float = 10.0
 ) -> PageServer:
-    """Serve ``app`` on the sockets from :func:`listen_page` (or :func:`listen`) in a daemon
-    thread."""
-    socks = [sock] if isinstance(sock, socket.socket) else list(sock)
+    """Serve ``app`` on the sockets from :func:`listen_page` in a daemon thread."""
     addresses = tuple(str(s.getsockname()[0]) for s in socks)
     bound = int(socks[0].getsockname()[1])
     where = ", ".join(show(a, bound) for a in addresses)
@@ -212,7 +197,7 @@ def start_page_server(
 
     def run() -> None:
         try:
-            server.run(sockets=socks)
+            server.run(sockets=list(socks))
         finally:
             for each in socks:
                 with contextlib.suppress(OSError):
@@ -227,4 +212,4 @@ def start_page_server(
             raise PageStartError(f"the approval page did not start on {where}")
         time.sleep(0.02)
     _log.info("page.started", addresses=list(addresses), port=bound)
-    return PageServer(server, thread, addresses[0], bound, addresses)
+    return PageServer(server, thread, bound, addresses)
