@@ -42,7 +42,6 @@ import re
 import secrets
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -73,6 +72,7 @@ from webauthn.helpers.structs import (
 
 from sizeguard.approvals import approver_subject
 from sizeguard.ledger import Ledger
+from sizeguard.texts import fold
 
 __all__ = [
     "CHALLENGE_TTL_SECONDS",
@@ -156,14 +156,10 @@ class ApproverInfo:
     last_used_at: float | None
 
 
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold().strip()
-
-
 def normalize_name(name: str) -> str:
     """The canonical approver name (NFKC, case folded); refuses names that are not simple
     ASCII ids."""
-    canonical = _fold(name)
+    canonical = fold(name)
     if not _NAME_RE.match(canonical):
         raise ApproverError(
             "invalid_name",
@@ -176,7 +172,7 @@ def normalize_name(name: str) -> str:
 def normalize_identity(identity: str) -> str:
     """A requester identity as links store it (NFKC, case folded); refuses anything but
     ``token:NAME``, ``jwt:SUBJECT`` or ``stdio:USER`` in safe ASCII."""
-    canonical = _fold(identity)
+    canonical = fold(identity)
     if not _IDENTITY_RE.match(canonical):
         raise ApproverError(
             "invalid_identity",
@@ -564,7 +560,7 @@ class Approvers:
         row = db.execute(
             "SELECT 1 FROM approvers a JOIN approver_credentials c ON c.approver = a.name "
             "WHERE a.name = ? AND a.revoked_at IS NULL AND c.revoked_at IS NULL LIMIT 1",
-            (_fold(name),),
+            (fold(name),),
         ).fetchone()
         return row is not None
 
@@ -633,7 +629,7 @@ class Approvers:
     @staticmethod
     def linked_approvers_in(db: sqlite3.Connection, identities: Iterable[str]) -> set[str]:
         """:meth:`linked_approvers` inside the caller's transaction."""
-        keys = {_fold(identity) for identity in identities}
+        keys = {fold(identity) for identity in identities}
         keys = {key for key in keys if _IDENTITY_RE.match(key)}
         if not keys:
             return set()

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -25,6 +26,7 @@ __all__ = [
     "bad_object_name",
     "describe_http_error",
     "describe_validation_error",
+    "fold",
     "no_namespaces",
     "one_line",
 ]
@@ -181,3 +183,8 @@ def one_line(text: str, limit: int = 1500) -> str:
     and other control characters as one space, at most ``limit`` characters."""
     text = _CONTROLS.sub(" ", _CREDENTIAL.sub(_hide, text)).strip()
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def fold(text: str) -> str:
+    """``text`` as names and identities are compared: NFKC-normalised, case-folded, stripped."""
+    return unicodedata.normalize("NFKC", text).casefold().strip()

@@ -25,10 +25,11 @@ excluded by name either: only a link excludes it.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from sizeguard.texts import fold
 
 __all__ = [
     "AUTHENTICATED",
@@ -59,7 +60,7 @@ _SAFE: Final = re.compile(r"^[a-z0-9._@+:/-]{1,256}$")
 def identity_key(text: str) -> str | None:
     """``text`` as identities are compared: NFKC-normalised, case-folded, stripped; None when
     anything is left outside the safe ASCII set (such a name matches nothing)."""
-    key = unicodedata.normalize("NFKC", text).casefold().strip()
+    key = fold(text)
     return key if _SAFE.match(key) else None
 
 
