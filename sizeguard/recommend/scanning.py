@@ -82,6 +82,9 @@ def build_scans(
         seen = collected.pods.get(workload.key, set())
         live = set(workload.live_pods)
         pods = sorted(seen | live)
+        floor = floors.get(workload.key) if floors is not None else None
+        # krr's CPU number differs from the plan's only where an HPA scaling on CPU blocks it.
+        blocked = workload.hpa is not None and workload.hpa.scales_on_cpu
         demand: dict[str, tuple[Proposal, Proposal]] = {}
         for c in workload.containers:
             obj = ObjectData(
@@ -103,11 +106,11 @@ def build_scans(
             obj.warnings = list(object_warnings(seen, live, data, settings))
             proposals = propose(settings, data, workload.hpa)
             scans.append(scan_for(obj, proposals, cpu_min_value, memory_min_value))
-            if floors is not None and workload.key in floors:
-                raw = propose(unblocked, data, workload.hpa) if workload.hpa else proposals
+            if floor is not None:
+                raw = propose(unblocked, data, workload.hpa) if blocked else proposals
                 demand[c.name] = (proposals["cpu"], raw["cpu"])
-        if floors is not None and workload.key in floors:
-            rec = _plan(workload, demand, floors[workload.key], plan)
+        if floor is not None:
+            rec = _plan(workload, demand, floor, plan)
             if rec is not None:
                 replicas.append(rec)
     return scans, replicas
