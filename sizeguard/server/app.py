@@ -32,7 +32,6 @@ from sizeguard.server.tools.common import (
     Runtime,
     audit_refusal,
     bind,
-    writes_hidden,
 )
 
 __all__ = ["INSTRUCTIONS", "MUTATING_TOOLS", "READ_ONLY_INSTRUCTIONS", "build_app"]
@@ -89,9 +88,8 @@ class ClearArgumentErrors(Middleware):
     input. On a read-only server a call of a mutating tool (not listed) is refused saying
     why."""
 
-    def __init__(self, service: Service, *, read_only: bool) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
-        self.read_only = read_only
 
     async def on_call_tool(
         self, context: MiddlewareContext[CallToolRequestParams], call_next: CallNext[Any, Any]
@@ -100,7 +98,7 @@ class ClearArgumentErrors(Middleware):
             return await call_next(context)
         except NotFoundError:
             tool = getattr(context.message, "name", "")
-            if self.read_only and tool in MUTATING_TOOLS:
+            if self.service.writes_hidden and tool in MUTATING_TOOLS:
                 refusal = f"{READ_ONLY_REFUSAL}; it does not offer {tool}"
                 arguments = getattr(context.message, "arguments", None)
                 await audit_refusal(
@@ -132,7 +130,7 @@ def build_app(
     """The MCP server over ``service``. ``auth`` verifies the bearer token of every HTTP
     request (:mod:`sizeguard.server.auth`; None over stdio and in process). ``before_patch``
     is a test seam (partial failures)."""
-    hidden = writes_hidden(service)
+    hidden = service.writes_hidden
     mcp = FastMCP(
         name,
         instructions=READ_ONLY_INSTRUCTIONS if hidden else INSTRUCTIONS,
@@ -140,7 +138,7 @@ def build_app(
         mask_error_details=True,
         auth=auth,
     )
-    mcp.add_middleware(ClearArgumentErrors(service, read_only=hidden))
+    mcp.add_middleware(ClearArgumentErrors(service))
     bind(mcp, Runtime(service, PendingConfirmations(), before_patch))
     for tool in READ_TOOLS:
         mcp.tool(annotations=_READ)(tool)

@@ -137,7 +137,7 @@ def apply_change_set(
     service: Service, change_set_id: str, *, actor: str, before_patch: BeforePatch | None = None
 ) -> Execution:
     """Apply a stored, approved change set (see the module docstring for the order)."""
-    if service.read_only or service.key is None:
+    if service.writes_hidden:
         raise ServiceError("this sizeguard server is read-only: it applies nothing")
     stored = service.ledger.get_change_set(change_set_id)
     if stored is None:

@@ -81,7 +81,7 @@ def safety_report(service: Service, change_set_id: str | None, actor: str) -> Sa
         ]
     trust = _key_trust(service, preview)
     return SafetyReport(
-        read_only=service.read_only or service.key is None,
+        read_only=service.writes_hidden,
         policy_engine=engine,
         signing_key="none (read-only)" if service.key is None else f"kid {service.key.kid}",
         webhook_registered=_webhook_registered(service),

@@ -498,6 +498,12 @@ class Service:
     this server serves no page (then changes that need a passkey approval cannot be approved
     through it)."""
 
+    @property
+    def writes_hidden(self) -> bool:
+        """This server offers no mutating tool (``--read-only``, or no signing key): it refuses
+        them, and its texts must not send the model to one."""
+        return self.read_only or self.key is None
+
     # --- reading ----------------------------------------------------------------------------
 
     def cluster_state(self, namespaces: Sequence[str] | None = None) -> ClusterState:
@@ -888,7 +894,7 @@ class Service:
             return "the policy denies this change set; change it and preview again"
         if rejected:
             return "the apiserver refused the dry run of some targets; fix them and preview again"
-        if self.read_only or self.key is None:
+        if self.writes_hidden:
             return (
                 "this sizeguard server is read-only: it cannot ask for approval or apply; the "
                 "change set is a proposal for a person to review"

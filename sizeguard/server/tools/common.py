@@ -36,7 +36,6 @@ __all__ = [
     "run",
     "runtime",
     "thread",
-    "writes_hidden",
 ]
 
 T = TypeVar("T")
@@ -75,12 +74,6 @@ def runtime(ctx: Context) -> Runtime:
 def thread(function: Callable[..., T], *args: Any) -> Awaitable[T]:
     """Run a synchronous (blocking) function in a worker thread."""
     return anyio.to_thread.run_sync(function, *args)
-
-
-def writes_hidden(service: Service) -> bool:
-    """This server offers no mutating tool (``--read-only``, or no signing key): its texts
-    must not send the model to one."""
-    return service.read_only or service.key is None
 
 
 async def check_namespaces(
@@ -182,7 +175,7 @@ async def run(
     calls = Progress(ctx)
     token = _PROGRESS.set(calls)
     try:
-        if mutating and writes_hidden(service):
+        if mutating and service.writes_hidden:
             raise ToolError(READ_ONLY_REFUSAL)
         result = await work()
     except ToolError as exc:
