@@ -50,7 +50,7 @@ async def _from_recommendations(ctx: Context, flt: RecommendationFilter) -> _Pro
     service = runtime(ctx).service
     await progress(ctx).at(0.0, "reading workloads")
     selected = await select_workloads(service, flt.namespaces, flt.names)
-    result = await run_scan(ctx, flt, PlanSettings().target_utilization, selection=selected)
+    result = await run_scan(ctx, selected, flt.strategy, PlanSettings().target_utilization)
     refuse_without_floors(result)
     scans = severe_enough(to_krr(result, service.prices)["scans"], flt.min_severity)
     ordered = list(dict.fromkeys(_workload(s) for s in scans))

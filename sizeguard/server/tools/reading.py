@@ -212,20 +212,13 @@ def _prometheus(service: Service) -> PrometheusClient:
 
 
 async def run_scan(
-    ctx: Context,
-    flt: RecommendationFilter,
-    target_utilization: float | None,
-    *,
-    selection: Selection | None = None,
+    ctx: Context, selection: Selection, strategy: str, target_utilization: float | None
 ) -> ScanResult:
-    """Recommendations for the workloads of ``selection`` (default: those ``flt`` selects)
-    from Prometheus, with progress per batch of queries. Unknown namespaces, and a Prometheus
-    that answered nothing, are errors naming the cause."""
+    """Recommendations for the workloads of ``selection`` from Prometheus with ``strategy``,
+    with progress per batch of queries. A Prometheus that answered nothing is an error naming
+    the cause."""
     service = runtime(ctx).service
     steps = progress(ctx)
-    if selection is None:
-        await steps.at(0.0, "reading workloads")
-        selection = await select_workloads(service, flt.namespaces, flt.names)
     workloads, labels = selection.workloads, selection.namespace_labels
     await steps.at(0.1, f"asking Prometheus which pods {len(workloads)} workloads ran")
 
@@ -239,7 +232,7 @@ async def run_scan(
         result = await scan(
             client,
             workloads,
-            settings_for(flt.strategy),
+            settings_for(strategy),
             target_utilization=target_utilization,
             floors=lambda chosen: service.availability_floors(chosen, labels),
             progress=batches,
@@ -247,6 +240,26 @@ async def run_scan(
     _refuse_unanswered(result, workloads)
     await steps.at(1.0, f"built recommendations for {len(workloads)} workloads")
     return result
+
+
+async def _scan_page(
+    ctx: Context,
+    namespaces: Sequence[str],
+    names: Sequence[str],
+    paging: tuple[str, dict[str, Any], str | None, int],
+    strategy: str,
+    target_utilization: float | None,
+) -> tuple[list[Workload], Page[Workload], ScanResult]:
+    """The selected workloads, the page of them ``paging`` (tool, arguments, cursor, limit)
+    asks for, and the scan of that page."""
+    tool, arguments, cursor, limit = paging
+    await progress(ctx).at(0.0, "reading workloads")
+    selected = await select_workloads(runtime(ctx).service, namespaces, names)
+    chosen = page(
+        selected.workloads, _key, tool=tool, arguments=arguments, cursor=cursor, limit=limit
+    )
+    on_page = replace(selected, workloads=chosen.items)
+    return selected.workloads, chosen, await run_scan(ctx, on_page, strategy, target_utilization)
 
 
 def _cluster_page(state: ClusterState, chosen: Page[WorkloadState]) -> ClusterStatePage:
@@ -358,19 +371,13 @@ async def scan_recommendations(
     arguments = filter.model_dump()
 
     async def work() -> ScanReport:
-        await progress(ctx).at(0.0, "reading workloads")
-        selected = await select_workloads(service, filter.namespaces, filter.names)
-        found = selected.workloads
-        chosen = page(
-            found,
-            _key,
-            tool="scan_recommendations",
-            arguments=arguments,
-            cursor=cursor,
-            limit=limit,
-        )
-        result = await run_scan(
-            ctx, filter, None, selection=replace(selected, workloads=chosen.items)
+        found, chosen, result = await _scan_page(
+            ctx,
+            filter.namespaces,
+            filter.names,
+            ("scan_recommendations", arguments, cursor, limit),
+            filter.strategy,
+            None,
         )
         document = to_krr(result, service.prices)
         return ScanReport(
@@ -422,23 +429,17 @@ async def recommend_scaling(
     for demand; with an HPA, its min/max for the request the plan assumes. Each plan names
     assumed_cpu_request and the utilization it gives. Pages of `limit` workloads in
     (namespace, name, kind) order: pass `next_cursor` back as `cursor` for the next page."""
-    service = runtime(ctx).service
     arguments = {"namespaces": namespaces, "names": names, "target_utilization": target_utilization}
 
     async def work() -> ScalingReport:
-        flt = RecommendationFilter(namespaces=namespaces, names=names)
-        await progress(ctx).at(0.0, "reading workloads")
-        selected = await select_workloads(service, namespaces, names)
-        chosen = page(
-            selected.workloads,
-            _key,
-            tool="recommend_scaling",
-            arguments=arguments,
-            cursor=cursor,
-            limit=limit,
+        found, chosen, result = await _scan_page(
+            ctx,
+            namespaces,
+            names,
+            ("recommend_scaling", arguments, cursor, limit),
+            RecommendationFilter().strategy,
+            target_utilization,
         )
-        on_page = replace(selected, workloads=chosen.items)
-        result = await run_scan(ctx, flt, target_utilization, selection=on_page)
         refuse_without_floors(result)
         recs: list[ReplicaRecommendation] = result.replicas
         return ScalingReport(
@@ -446,7 +447,7 @@ async def recommend_scaling(
             recommendations=[r.to_json() for r in recs],
             errors=result.errors,
             coverage=scan_coverage(result, chosen.items),
-            total_workloads=len(selected.workloads),
+            total_workloads=len(found),
             next_cursor=chosen.next_cursor,
         )
 
